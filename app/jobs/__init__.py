@@ -1,0 +1,58 @@
+"""Background work on procrastinate, the PostgreSQL job queue, in the same database.
+
+Tasks are declared on a blueprint; each process makes its own App bound to its database URL.
+`clinann serve` runs a worker in-process; `clinann worker` runs more, anywhere.
+"""
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import procrastinate
+from sqlalchemy import select
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+tasks = procrastinate.Blueprint()
+_runtime: "Runtime | None" = None
+QUEUES = ["maintenance", "pre_annotation", "augmentation", "export"]
+
+
+def bind_runtime(runtime: "Runtime") -> None:
+    """Tasks reach the database through the runtime of the process that runs them."""
+    global _runtime
+    _runtime = runtime
+
+
+def runtime() -> "Runtime":
+    if _runtime is None:
+        raise RuntimeError("no runtime bound: start through `clinann serve` or `clinann worker`")
+    return _runtime
+
+
+def make_job_queue(conninfo: str) -> procrastinate.App:
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
+    app.add_tasks_from(tasks, namespace="clinann")
+    return app
+
+
+@tasks.task(name="verify_document_integrity", queue="maintenance")
+def verify_document_integrity(project_id: int) -> dict[str, Any]:
+    """Recompute the sha256 of every note of a project and audit the result.
+
+    The stored text of a note must never change; this is the check an auditor can ask for.
+    """
+    from app.db.models import Document
+    from app.services import audit
+
+    with runtime().sessions.begin() as db:
+        rows = db.execute(
+            select(Document.id, Document.text, Document.sha256).where(Document.project_id == project_id)
+        ).all()
+        altered = [
+            row.id for row in rows if hashlib.sha256(row.text.encode("utf-8")).hexdigest() != row.sha256
+        ]
+        result = {"documents": len(rows), "altered": altered}
+        audit.record(db, "documents.integrity_check", object_type="project", object_id=project_id,
+                     details=result)
+    return result

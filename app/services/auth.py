@@ -1,0 +1,204 @@
+"""Logging in and out, login sessions with idle and absolute expiry, personal API tokens.
+
+Session and token secrets are random; the database keeps only their sha256, so a copy of the
+database does not let anyone in.
+"""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import ApiToken, AuditEvent, LoginSession, User
+from app.services import audit
+from app.services.users import verify_password
+from app.settings import Settings
+
+TOKEN_PREFIX = "cln_"
+# Extend last_seen at most this often: the idle clock need not be finer than this.
+LAST_SEEN_RESOLUTION = timedelta(seconds=15)
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class LoginRefused(Exception):
+    """A login that did not succeed; ``throttled`` when too many failures came first."""
+
+    def __init__(self, throttled: bool = False):
+        self.throttled = throttled
+        super().__init__("throttled" if throttled else "wrong user name or password")
+
+
+@dataclass(frozen=True)
+class Login:
+    """What the browser gets after a login: the session secret for its cookie."""
+
+    session_secret: str
+    user: User
+    csrf_token: str
+
+
+@dataclass(frozen=True)
+class CurrentSession:
+    user: User
+    login_session_id: int
+    csrf_token: str
+
+
+def _recent_failures(db: Session, username: str, address: str | None, since: datetime) -> int:
+    who = [AuditEvent.username == username]
+    if address:
+        who.append(AuditEvent.client_address == address)
+    return db.scalar(
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(AuditEvent.action == "login.failure", AuditEvent.at >= since, or_(*who))
+    ) or 0
+
+
+def log_in(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    username: str,
+    password: str,
+    *,
+    now: datetime,
+    client_address: str | None,
+) -> Login:
+    """Check a password and open a new login session (a fresh id every time).
+
+    Failures are audited; past ``login_max_failures`` in the window, further attempts for that
+    user name or from that address are refused without checking the password.
+    """
+    username = username.strip().lower()[:64]
+    window_start = now - timedelta(minutes=settings.login_failure_window_minutes)
+    with sessions.begin() as db:
+        failures = _recent_failures(db, username, client_address, window_start)
+        if failures >= settings.login_max_failures:
+            audit.record(db, "login.throttled", username=username, client_address=client_address,
+                         at=now)
+            throttled = True
+        else:
+            throttled = False
+            user = db.scalar(select(User).where(User.username == username))
+            password_ok = verify_password(user.password_hash if user else None, password)
+            if user is not None and password_ok and user.is_active:
+                secret = secrets.token_urlsafe(32)
+                csrf_token = secrets.token_urlsafe(32)
+                db.add(
+                    LoginSession(
+                        token_sha256=_sha256(secret),
+                        user_id=user.id,
+                        csrf_token=csrf_token,
+                        created_at=now,
+                        last_seen_at=now,
+                        expires_at=now + timedelta(hours=settings.session_max_hours),
+                        client_address=client_address,
+                    )
+                )
+                audit.record(db, "login.success", user_id=user.id, username=username,
+                             client_address=client_address, at=now)
+                return Login(session_secret=secret, user=user, csrf_token=csrf_token)
+            reason = "unknown user" if user is None else (
+                "disabled user" if password_ok else "wrong password")
+            audit.record(db, "login.failure", user_id=user.id if user else None, username=username,
+                         client_address=client_address, details={"reason": reason}, at=now)
+    raise LoginRefused(throttled=throttled)
+
+
+def current_session(
+    sessions: sessionmaker[Session], settings: Settings, secret: str, *, now: datetime
+) -> CurrentSession | None:
+    """The live session behind a cookie secret, or None when it ended, idled out or expired."""
+    idle_limit = timedelta(minutes=settings.session_idle_minutes)
+    with sessions.begin() as db:
+        row = db.scalar(
+            select(LoginSession).where(LoginSession.token_sha256 == _sha256(secret))
+        )
+        if row is None or row.ended_at is not None:
+            return None
+        user = db.get(User, row.user_id)
+        expired = now >= row.expires_at or now - row.last_seen_at >= idle_limit
+        if expired or user is None or not user.is_active:
+            row.ended_at = now
+            if not expired:
+                reason = "account disabled"
+            else:
+                reason = "lifetime" if now >= row.expires_at else "idle"
+            audit.record(db, "session.expired", user_id=row.user_id, details={"reason": reason},
+                         at=now)
+            return None
+        if now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
+            row.last_seen_at = now
+        return CurrentSession(user=user, login_session_id=row.id, csrf_token=row.csrf_token)
+
+
+def log_out(sessions: sessionmaker[Session], secret: str, *, now: datetime) -> None:
+    with sessions.begin() as db:
+        row = db.scalar(select(LoginSession).where(LoginSession.token_sha256 == _sha256(secret)))
+        if row is not None and row.ended_at is None:
+            row.ended_at = now
+            audit.record(db, "logout", user_id=row.user_id)
+
+
+def end_all_sessions(db: Session, user_id: int) -> None:
+    """End every live login session of a user, inside the caller's transaction."""
+    db.execute(
+        update(LoginSession)
+        .where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
+        .values(ended_at=func.now())
+    )
+
+
+def create_api_token(sessions: sessionmaker[Session], user_id: int, name: str) -> tuple[ApiToken, str]:
+    """Make a personal API token; the secret is returned once and never stored."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValueError("name: 1-100 characters")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with sessions.begin() as db:
+        token = ApiToken(user_id=user_id, name=name, token_sha256=_sha256(secret), prefix=secret[:10])
+        db.add(token)
+        db.flush()
+        audit.record(db, "api_token.create", user_id=user_id, object_type="api_token",
+                     object_id=token.id, details={"name": name})
+    return token, secret
+
+
+def revoke_api_token(sessions: sessionmaker[Session], user_id: int, token_id: int, *, now: datetime) -> bool:
+    """Revoke one of the user's own tokens; False when there is no such live token."""
+    with sessions.begin() as db:
+        token = db.get(ApiToken, token_id)
+        if token is None or token.user_id != user_id or token.revoked_at is not None:
+            return False
+        token.revoked_at = now
+        audit.record(db, "api_token.revoke", user_id=user_id, object_type="api_token",
+                     object_id=token.id)
+    return True
+
+
+def list_api_tokens(sessions: sessionmaker[Session], user_id: int) -> list[ApiToken]:
+    with sessions() as db:
+        return list(
+            db.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
+        )
+
+
+def user_for_api_token(sessions: sessionmaker[Session], secret: str, *, now: datetime) -> User | None:
+    """The active user owning a live token, or None."""
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    with sessions.begin() as db:
+        token = db.scalar(select(ApiToken).where(ApiToken.token_sha256 == _sha256(secret)))
+        if token is None or token.revoked_at is not None:
+            return None
+        user = db.get(User, token.user_id)
+        if user is None or not user.is_active:
+            return None
+        token.last_used_at = now
+        return user

@@ -1,0 +1,66 @@
+"""Every setting of clinann, read from the environment with the prefix ``CLINANN_``.
+
+The README's settings table lists each field below; a test keeps the two in step.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The repository root: templates/, static/ and migrations/ live beside app/.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Settings for the server, the worker and the command line."""
+
+    model_config = SettingsConfigDict(env_prefix="CLINANN_", env_file=None, extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL URL (postgresql+psycopg://user:pass@host/db). Unset: clinann starts an "
+            "embedded PostgreSQL in data_dir and stops it on exit."
+        ),
+    )
+    data_dir: Path = Field(
+        default=Path(".clinann"),
+        description="Directory of the embedded PostgreSQL cluster (and other local state).",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key that signs session cookies and CSRF tokens. Unset: a random key is generated "
+            "once and kept in data_dir/secret_key."
+        ),
+    )
+    session_idle_minutes: int = Field(
+        default=30, ge=1, description="A login session ends after this many minutes without a request."
+    )
+    session_max_hours: int = Field(
+        default=12, ge=1, description="A login session ends this many hours after login, active or not."
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Send the session cookie only over HTTPS. Turn on behind TLS in production.",
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed logins for one user name (or from one address) allowed per window."
+    )
+    login_failure_window_minutes: int = Field(
+        default=15, ge=1, description="Window over which failed logins are counted for throttling."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `clinann serve` listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port `clinann serve` listens on.")
+    worker_concurrency: int = Field(
+        default=2, ge=1, description="Jobs one worker runs at the same time."
+    )
+    db_pool_size: int = Field(default=10, ge=1, description="Database connections kept per process.")
+    log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

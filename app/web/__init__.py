@@ -1,0 +1,1 @@
+"""The web application: routers per role, dependencies, template context."""

@@ -1,0 +1,163 @@
+"""The FastAPI application: routers, static files, error pages, security headers, the worker."""
+
+import asyncio
+import contextlib
+import logging
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __version__
+from app.runtime import Runtime
+from app.settings import PROJECT_ROOT
+from app.web.deps import NotLoggedIn, verify_csrf
+from app.web.routers import account, admin, annotate, api, auth, lead
+from app.web.templating import render
+
+log = logging.getLogger("clinann.web")
+
+# Pages load nothing from anywhere but this server; the browser enforces it.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'"
+)
+ERROR_TITLES = {
+    401: "Please log in",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Conflict",
+    422: "Cannot use this input",
+    429: "Too many attempts",
+    500: "Something went wrong",
+}
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
+        "accept", ""
+    ).split(",")[0]
+
+
+def _error_page(request: Request, status: int, message: str, reference: str | None = None) -> Response:
+    return render(
+        request,
+        "errors/error.html",
+        {"status": status, "title": ERROR_TITLES.get(status, "Error"), "message": message,
+         "reference": reference},
+        status_code=status,
+    )
+
+
+def _log_exception_without_values(reference: str, exc: BaseException) -> None:
+    """Log where it failed, never what: messages and locals may carry note text."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
+    log.error("unhandled %s (reference %s) at %s", type(exc).__name__, reference, where)
+
+
+def _unexpected_error(request: Request, exc: Exception) -> Response:
+    reference = uuid.uuid4().hex[:12]
+    _log_exception_without_values(reference, exc)
+    if _wants_json(request):
+        return JSONResponse({"detail": "Internal error", "reference": reference}, status_code=500)
+    return _error_page(request, 500, "The error has been logged. Quote this reference to your "
+                       "administrator.", reference)
+
+
+async def _worker(runtime: Runtime) -> None:
+    from app.jobs import QUEUES
+
+    await runtime.job_queue.run_worker_async(
+        queues=QUEUES, concurrency=runtime.settings.worker_concurrency,
+        install_signal_handlers=False, wait=True,
+    )
+
+
+def create_app(
+    runtime: Runtime, *, run_worker: bool = False, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
+    """Build the app on a runtime; with ``run_worker`` the job worker runs in the same process."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker_task = None
+        if run_worker:
+            await runtime.job_queue.open_async()
+            worker_task = asyncio.create_task(_worker(runtime), name="clinann-worker")
+        try:
+            yield
+        finally:
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await worker_task
+                await runtime.job_queue.close_async()
+
+    app = FastAPI(
+        title="clinann",
+        version=__version__,
+        lifespan=lifespan,
+        dependencies=[Depends(verify_csrf)],
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+        swagger_ui_parameters=None,
+    )
+    app.state.runtime = runtime
+    app.state.clock = clock
+    app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
+    for module in (auth, annotate, lead, admin, account, api):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # caught here so that no traceback with values reaches a log
+            response = _unexpected_error(request, exc)
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if not request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(NotLoggedIn)
+    async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": "Not authenticated"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.headers.get("HX-Request"):
+            return Response(status_code=401, headers={"HX-Redirect": "/login"})
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                headers=getattr(exc, "headers", None))
+        default = {404: "There is no such page.", 403: "Your role does not give access to this page."}
+        return _error_page(request, exc.status_code, detail or default.get(exc.status_code, ""))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # The errors name fields; the input values are left out (they may be note text).
+        problems = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()]
+        if _wants_json(request):
+            return JSONResponse({"detail": problems}, status_code=422)
+        message = "; ".join(f"{'.'.join(map(str, p['loc'][1:]))}: {p['msg']}" for p in problems)
+        return _error_page(request, 422, message)
+
+    return app

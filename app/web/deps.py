@@ -1,0 +1,146 @@
+"""Dependencies shared by the routers: the runtime, the clock, who is asking, CSRF."""
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from itsdangerous import BadSignature, Signer
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import User
+from app.domain.vocabulary import Role
+from app.runtime import Runtime
+from app.services import auth
+
+SESSION_COOKIE = "clinann_session"
+PRELOGIN_COOKIE = "clinann_prelogin"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class NotLoggedIn(Exception):
+    """Raised by dependencies; pages redirect to the login page, the API answers 401."""
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_sessions(request: Request) -> sessionmaker[Session]:
+    return request.app.state.runtime.sessions
+
+
+def utc_now(request: Request) -> datetime:
+    """The server's clock; tests inject another through app.state.clock."""
+    clock = getattr(request.app.state, "clock", None)
+    return clock() if clock else datetime.now(UTC)
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def session_signer(request: Request) -> Signer:
+    return Signer(request.app.state.runtime.secret_key, salt="clinann.session")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking, and how: a browser login session or a personal API token."""
+
+    user: User
+    via: str  # "session" or "token"
+    csrf_token: str | None = None
+
+
+def _resolve_identity(request: Request) -> Identity | None:
+    if hasattr(request.state, "identity"):
+        return request.state.identity
+    runtime: Runtime = request.app.state.runtime
+    now = utc_now(request)
+    identity = None
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        user = auth.user_for_api_token(runtime.sessions, authorization[7:].strip(), now=now)
+        if user is not None:
+            identity = Identity(user=user, via="token")
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        try:
+            secret = session_signer(request).unsign(cookie).decode()
+        except BadSignature:
+            secret = None
+        if secret:
+            live = auth.current_session(runtime.sessions, runtime.settings, secret, now=now)
+            if live is not None:
+                identity = Identity(user=live.user, via="session", csrf_token=live.csrf_token)
+    request.state.identity = identity
+    return identity
+
+
+def optional_identity(request: Request) -> Identity | None:
+    return _resolve_identity(request)
+
+
+def current_identity(request: Request) -> Identity:
+    identity = _resolve_identity(request)
+    if identity is None:
+        raise NotLoggedIn()
+    return identity
+
+
+def require_role(*roles: Role):
+    """A router dependency: the caller must be logged in with one of ``roles`` (403 otherwise)."""
+    allowed = {role.value for role in roles}
+
+    def check(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
+        if identity.user.role not in allowed:
+            raise HTTPException(status_code=403, detail="Your role does not give access to this page.")
+        return identity
+
+    return check
+
+
+def new_prelogin_nonce() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def prelogin_csrf_token(request: Request, nonce: str) -> str:
+    return Signer(request.app.state.runtime.secret_key, salt="clinann.prelogin").sign(nonce).decode()
+
+
+async def verify_csrf(request: Request) -> None:
+    """Refuse a state-changing browser request that does not carry its CSRF token.
+
+    Logged-in browsers send the token of their login session (htmx as a header, forms as a
+    field); the login form carries a token tied to a pre-login cookie. API calls with a bearer
+    token carry no cookie and so cannot be forged cross-site.
+    """
+    if request.method not in UNSAFE_METHODS:
+        return
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        sent = value if isinstance(value, str) else None
+    identity = await run_in_threadpool(_resolve_identity, request)
+    if identity is not None and identity.csrf_token:
+        expected = identity.csrf_token
+    else:
+        nonce = request.cookies.get(PRELOGIN_COOKIE)
+        expected = prelogin_csrf_token(request, nonce) if nonce else None
+    if not sent or not expected or not hmac.compare_digest(sent, expected):
+        raise HTTPException(status_code=403, detail="The form has expired or did not come from clinann. Reload the page and try again.")
+
+
+CurrentIdentity = Annotated[Identity, Depends(current_identity)]
+Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
+Now = Annotated[datetime, Depends(utc_now)]

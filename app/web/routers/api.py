@@ -1,0 +1,120 @@
+"""The JSON API under /api/v1, for scripts with a personal token (or a logged-in browser).
+
+Each role has its own sub-router with the role check on it, as for the pages.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, Field
+
+from app.domain.label_schema import LabelSchemaError
+from app.domain.vocabulary import Role
+from app.services import projects as project_service
+from app.services.administration import admin_overview
+from app.services.queues import annotator_queue
+from app.web.deps import CurrentIdentity, Sessions, current_identity, require_role
+
+router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(current_identity)])
+annotate = APIRouter(prefix="/annotate", dependencies=[Depends(require_role(Role.annotator))])
+lead = APIRouter(prefix="/lead", dependencies=[Depends(require_role(Role.lead, Role.admin))])
+admin = APIRouter(prefix="/admin", dependencies=[Depends(require_role(Role.admin))])
+
+
+class Me(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    role: Role
+
+
+class QueueEntry(BaseModel):
+    assignment_id: int
+    project: str
+    document: str
+    position: int
+    status: str
+
+
+class ProjectSummary(BaseModel):
+    id: int
+    name: str
+    documents: int
+    assignments: int
+    submitted: int
+    created_at: datetime
+
+
+class NewProject(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    guidelines: str = ""
+    label_schema: dict[str, Any]
+    study_settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class UserSummary(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    role: Role
+    is_active: bool
+
+
+@router.get("/me", response_model=Me)
+def me(identity: CurrentIdentity) -> Me:
+    user = identity.user
+    return Me(id=user.id, username=user.username, display_name=user.display_name, role=user.role)
+
+
+@annotate.get("/queue", response_model=list[QueueEntry])
+def my_queue(identity: CurrentIdentity, sessions: Sessions) -> list[QueueEntry]:
+    return [
+        QueueEntry(assignment_id=i.assignment_id, project=i.project_name,
+                   document=i.document_external_id, position=i.position, status=i.status)
+        for i in annotator_queue(sessions, identity.user.id)
+    ]
+
+
+@lead.get("/projects", response_model=list[ProjectSummary])
+def list_projects(sessions: Sessions) -> list[ProjectSummary]:
+    return [
+        ProjectSummary(id=p.project.id, name=p.project.name, documents=p.documents,
+                       assignments=p.assignments, submitted=p.submitted,
+                       created_at=p.project.created_at)
+        for p in project_service.project_overview(sessions)
+    ]
+
+
+@lead.post("/projects", status_code=201, response_model=ProjectSummary)
+def create_project(body: NewProject, identity: CurrentIdentity, sessions: Sessions) -> ProjectSummary:
+    try:
+        project = project_service.create_project(
+            sessions, body.name, body.label_schema, guidelines=body.guidelines,
+            study_settings=body.study_settings, actor_id=identity.user.id)
+    except LabelSchemaError as error:
+        raise HTTPException(
+            status_code=422,
+            detail=[{"loc": ["body", "label_schema", field], "msg": message}
+                    if not field.startswith("study.") else
+                    {"loc": ["body", "study_settings", field[6:]], "msg": message}
+                    for field, message in error.problems],
+        ) from None
+    except project_service.ProjectError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    return ProjectSummary(id=project.id, name=project.name, documents=0, assignments=0,
+                          submitted=0, created_at=project.created_at)
+
+
+@admin.get("/users", response_model=list[UserSummary])
+def list_users(sessions: Sessions) -> list[UserSummary]:
+    return [
+        UserSummary(id=u.id, username=u.username, display_name=u.display_name, role=u.role,
+                    is_active=u.is_active)
+        for u in admin_overview(sessions, audit_rows=0).users
+    ]
+
+
+router.include_router(annotate)
+router.include_router(lead)
+router.include_router(admin)

@@ -1,0 +1,153 @@
+"""Shared fixtures: one real PostgreSQL for the whole run, migrated by our own migrations.
+
+Without CLINANN_TEST_DATABASE_URL the run starts an embedded PostgreSQL in a temporary directory;
+with it, the tests make their own databases on that server. Each test that touches the
+database gets empty tables afterwards (TRUNCATE), so tests cannot leak into each other.
+"""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from bs4 import BeautifulSoup
+from fastapi.testclient import TestClient
+from sqlalchemy import make_url
+
+import app.db.models  # noqa: F401  (every table on the metadata)
+from app.db.base import Base
+from app.db.engine import DatabaseServer, start_embedded_postgres
+from app.db.migrate import upgrade
+from app.runtime import Runtime, open_runtime
+from app.settings import Settings
+
+TEST_DATABASE = "clinann_test"
+
+
+@dataclass
+class PostgresForTests:
+    """A PostgreSQL server the tests may create databases on."""
+
+    admin_url: str  # libpq URL of the maintenance database
+    server: DatabaseServer | None
+
+    def create_database(self, name: str) -> str:
+        """Drop and create ``name``; return its SQLAlchemy URL."""
+        with psycopg.connect(self.admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(self.admin_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory) -> Iterator[PostgresForTests]:
+    external = os.environ.get("CLINANN_TEST_DATABASE_URL")
+    if external:
+        url = make_url(external.replace("postgresql+psycopg://", "postgresql://", 1))
+        yield PostgresForTests(url.set(database="postgres").render_as_string(hide_password=False), None)
+        return
+    server = start_embedded_postgres(tmp_path_factory.mktemp("postgres"), database="postgres")
+    try:
+        yield PostgresForTests(server.libpq_url, server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres: PostgresForTests) -> str:
+    url = postgres.create_database(TEST_DATABASE)
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        secret_key="test-secret-key-not-for-production",
+        db_pool_size=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    runtime = open_runtime(settings, migrate=False)
+    yield runtime
+    runtime.close()
+
+
+TABLES = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+
+
+@pytest.fixture
+def sessions(runtime: Runtime):
+    """The session factory, with every table emptied after the test."""
+    yield runtime.sessions
+    with runtime.engine.begin() as connection:
+        connection.exec_driver_sql(f"TRUNCATE {TABLES}, procrastinate_jobs RESTART IDENTITY CASCADE")
+
+
+class FakeClock:
+    """The server's clock, moved by the test instead of by sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def web(runtime: Runtime, sessions, clock: FakeClock) -> Iterator[TestClient]:
+    from app.web.app import create_app
+
+    with TestClient(create_app(runtime, clock=clock), follow_redirects=False) as client:
+        yield client
+
+
+PASSWORDS = {"admin": "admin-password", "lead": "lead-password", "annotator": "annotator-password"}
+
+
+@pytest.fixture
+def accounts(sessions):
+    """One account per role, each with the user name of its role."""
+    from app.services.users import add_user
+
+    return {role: add_user(sessions, role, password, role) for role, password in PASSWORDS.items()}
+
+
+def page(response) -> BeautifulSoup:
+    return BeautifulSoup(response.text, "html.parser")
+
+
+def login_csrf(client: TestClient) -> str:
+    response = client.get("/login")
+    return page(response).select_one("input[name=csrf_token]")["value"]
+
+
+def log_in(client: TestClient, username: str, password: str | None = None):
+    """Log in through the login form, as a browser does; return the response."""
+    token = login_csrf(client)
+    return client.post("/login", data={"username": username, "password": password or PASSWORDS[username],
+                                       "csrf_token": token})
+
+
+def session_csrf(client: TestClient, path: str = "/account/tokens") -> str:
+    """The CSRF token a logged-in page carries for its forms."""
+    return page(client.get(path)).select_one("input[name=csrf_token]")["value"]
+
+
+FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,0 +1,77 @@
+"""`clinann demo` on a brand-new machine: embedded PostgreSQL, demo data, clean stop, idempotent."""
+
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from e2e_support import SECRET_KEY, demo_env, free_port, read_log, start_demo, stop, wait_until_up
+
+from app.demo.seed import DEMO_LOGINS
+
+EMBEDDED_STARTUP_SECONDS = 90
+STOP_SECONDS = 60
+
+
+def _postgres_processes(data_dir: Path) -> list[str]:
+    """Command lines of live postgres processes that run on ``data_dir``."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        try:
+            if process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmdline = " ".join(process.info["cmdline"] or [])
+            name = process.info["name"] or ""
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if ("postgres" in name or "postgres" in cmdline) and str(data_dir) in cmdline:
+            found.append(f"{process.pid}: {cmdline}")
+    return found
+
+
+def _assert_postgres_gone(data_dir: Path, log_path: Path, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := _postgres_processes(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not left, (f"embedded PostgreSQL still runs after `clinann demo` stopped: {left}\n"
+                      f"{read_log(log_path)}")
+
+
+def _run_demo_once(data_dir: Path, log_path: Path) -> str:
+    """Start `clinann demo`, wait for the login page, stop it; return its output."""
+    env = demo_env(CLINANN_SECRET_KEY=SECRET_KEY, CLINANN_DATA_DIR=str(data_dir))
+    assert "CLINANN_DATABASE_URL" not in env
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = start_demo(env, port, log_path)
+    try:
+        wait_until_up(process, base_url, log_path, EMBEDDED_STARTUP_SECONDS)
+        assert _postgres_processes(data_dir), "no embedded PostgreSQL runs on the data dir"
+        output = read_log(log_path)
+        assert f"{base_url}/" in output, f"the URL is not printed:\n{output}"
+        for role, username, password in DEMO_LOGINS:
+            assert username in output and password in output, (
+                f"the {role} login {username} is not printed:\n{output}")
+    finally:
+        code = stop(process, STOP_SECONDS)
+    assert code is not None, f"`clinann demo` ignored SIGTERM for {STOP_SECONDS} s:\n{read_log(log_path)}"
+    _assert_postgres_gone(data_dir, log_path)
+    return read_log(log_path)
+
+
+@pytest.fixture
+def data_dir(tmp_path_factory) -> Path:
+    data_dir = tmp_path_factory.mktemp("demo-command") / "data"  # does not exist yet
+    yield data_dir
+    # Never leave a server behind, even when an assertion failed half-way.
+    for line in _postgres_processes(data_dir):
+        psutil.Process(int(line.split(":", 1)[0])).terminate()
+
+
+def test_demo_starts_embedded_postgres_stops_cleanly_and_is_idempotent(data_dir, tmp_path):
+    first = _run_demo_once(data_dir, tmp_path / "first.log")
+    assert "demo project loaded" in first, first
+    assert (data_dir / "postgres").is_dir(), "the embedded cluster is not in the data dir"
+
+    second = _run_demo_once(data_dir, tmp_path / "second.log")
+    assert "already loaded" in second, second
