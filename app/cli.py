@@ -44,7 +44,10 @@ def _serve(settings: Settings, runtime, *, run_worker: bool, banner: str | None 
 
     app = create_app(runtime, run_worker=run_worker)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
         access_log=False,  # query strings could name notes; the audit trail records access
         proxy_headers=True,
     )
@@ -64,8 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _configure_logging(settings)
     runtime = open_runtime(settings)
     try:
-        _serve(settings, runtime, run_worker=not args.no_worker,
-               banner=f"clinann serving on http://{settings.host}:{settings.port}/")
+        _serve(
+            settings,
+            runtime,
+            run_worker=not args.no_worker,
+            banner=f"clinann serving on http://{settings.host}:{settings.port}/",
+        )
     finally:
         runtime.close()
     return 0
@@ -79,6 +86,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _configure_logging(settings)
     runtime = open_runtime(settings, migrate=False)
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    if not _wait_for_schema(runtime.database.url, args.schema_timeout):
+        runtime.close()
+        print(
+            "error: the database schema is not at the newest migration; run `clinann db upgrade` "
+            "(or start `clinann serve`, which migrates)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         print(f"clinann worker on queues {', '.join(QUEUES)}", flush=True)
         asyncio.run(_run_worker(runtime, args.concurrency or settings.worker_concurrency))
@@ -87,6 +102,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     return 0
+
+
+def _wait_for_schema(url: str, timeout: float) -> bool:
+    """A worker started beside a migrating server waits for the migration to finish."""
+    import time
+
+    from app.db.migrate import is_at_head
+
+    deadline = time.monotonic() + timeout
+    while not is_at_head(url):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+    return True
 
 
 async def _run_worker(runtime, concurrency: int) -> None:
@@ -110,7 +139,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "",
             f"clinann demo: {summary}",
             f"Open {url} and log in as:",
-            *(f"  {role:<10} {username:<12} password: {password}" for role, username, password in DEMO_LOGINS),
+            *(
+                f"  {role:<10} {username:<12} password: {password}"
+                for role, username, password in DEMO_LOGINS
+            ),
             "Press Ctrl+C to stop.",
             "",
         ]
@@ -165,8 +197,12 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     from app.services import users
 
     password = _read_password(args)
-    return _with_sessions(args, lambda s: print(
-        f"added {users.add_user(s, args.username, password, args.role, args.display_name).username}"))
+    return _with_sessions(
+        args,
+        lambda s: print(
+            f"added {users.add_user(s, args.username, password, args.role, args.display_name).username}"
+        ),
+    )
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
@@ -183,15 +219,20 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 def cmd_user_set_role(args: argparse.Namespace) -> int:
     from app.services import users
 
-    return _with_sessions(args, lambda s: print(
-        f"{users.set_role(s, args.username, args.role).username} is now {args.role}"))
+    return _with_sessions(
+        args, lambda s: print(f"{users.set_role(s, args.username, args.role).username} is now {args.role}")
+    )
 
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
     from app.services import users
 
-    return _with_sessions(args, lambda s: print(
-        f"{users.set_active(s, args.username, False).username} is disabled; their sessions ended"))
+    return _with_sessions(
+        args,
+        lambda s: print(
+            f"{users.set_active(s, args.username, False).username} is disabled; their sessions ended"
+        ),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,54 +246,79 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", type=Path, default=None,
-                       help="directory of the embedded PostgreSQL (default: CLINANN_DATA_DIR or "
-                       "./.clinann); ignored when CLINANN_DATABASE_URL is set")
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="directory of the embedded PostgreSQL (default: CLINANN_DATA_DIR or "
+            "./.clinann); ignored when CLINANN_DATABASE_URL is set",
+        )
 
     def listen(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="port to listen on (default 8000)")
         data_dir(p)
-        p.add_argument("--no-worker", action="store_true",
-                       help="do not run the background-job worker in this process")
+        p.add_argument(
+            "--no-worker", action="store_true", help="do not run the background-job worker in this process"
+        )
 
-    serve = commands.add_parser("serve", help="run the web app (migrates the database first)",
-                                description="Upgrade the database, then serve the web app with "
-                                "a background-job worker in the same process.")
+    serve = commands.add_parser(
+        "serve",
+        help="run the web app (migrates the database first)",
+        description="Upgrade the database, then serve the web app with "
+        "a background-job worker in the same process.",
+    )
     listen(serve)
     serve.set_defaults(func=cmd_serve)
 
-    worker = commands.add_parser("worker", help="run a background-job worker",
-                                 description="Run jobs (pre-annotation, augmentation, exports) "
-                                 "from the PostgreSQL queue. Start as many as you like, anywhere.")
+    worker = commands.add_parser(
+        "worker",
+        help="run a background-job worker",
+        description="Run jobs (pre-annotation, augmentation, exports) "
+        "from the PostgreSQL queue. Start as many as you like, anywhere.",
+    )
     data_dir(worker)
     worker.add_argument("--concurrency", type=int, default=None, help="jobs run at once")
+    worker.add_argument(
+        "--schema-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the database to be migrated (default 120)",
+    )
     worker.set_defaults(func=cmd_worker)
 
-    demo = commands.add_parser("demo", help="run the app on demo data (idempotent)",
-                               description="Start the database (embedded unless "
-                               "CLINANN_DATABASE_URL is set), migrate, load the demo project "
-                               "(n2c2 2018 medication schema, synthetic discharge summaries, "
-                               "pre-labels, five users, assignments in the three study "
-                               "conditions), print the URL and logins, and serve.")
+    demo = commands.add_parser(
+        "demo",
+        help="run the app on demo data (idempotent)",
+        description="Start the database (embedded unless "
+        "CLINANN_DATABASE_URL is set), migrate, load the demo project "
+        "(n2c2 2018 medication schema, synthetic discharge summaries, "
+        "pre-labels, five users, assignments in the three study "
+        "conditions), print the URL and logins, and serve.",
+    )
     listen(demo)
     demo.set_defaults(func=cmd_demo)
 
     db = commands.add_parser("db", help="database maintenance").add_subparsers(
-        dest="db_command", required=True, metavar="ACTION")
+        dest="db_command", required=True, metavar="ACTION"
+    )
     db_upgrade = db.add_parser("upgrade", help="apply migrations up to a revision (default head)")
     db_upgrade.add_argument("revision", nargs="?", default="head")
     data_dir(db_upgrade)
     db_upgrade.set_defaults(func=cmd_db_upgrade)
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
-        dest="user_command", required=True, metavar="ACTION")
+        dest="user_command", required=True, metavar="ACTION"
+    )
     add = user.add_parser("add", help="create an account (asks for the password)")
     add.add_argument("username")
     add.add_argument("--role", required=True, choices=[r.value for r in Role])
     add.add_argument("--display-name", default=None)
-    add.add_argument("--password-stdin", action="store_true",
-                     help="read the password from the first line of standard input")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
     data_dir(add)
     add.set_defaults(func=cmd_user_add)
     listing = user.add_parser("list", help="list accounts")

@@ -47,16 +47,16 @@ class Settings(BaseSettings):
         description="Send the session cookie only over HTTPS. Turn on behind TLS in production.",
     )
     login_max_failures: int = Field(
-        default=5, ge=1, description="Failed logins for one user name (or from one address) allowed per window."
+        default=5,
+        ge=1,
+        description="Failed logins for one user name (or from one address) allowed per window.",
     )
     login_failure_window_minutes: int = Field(
         default=15, ge=1, description="Window over which failed logins are counted for throttling."
     )
     host: str = Field(default="127.0.0.1", description="Address `clinann serve` listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `clinann serve` listens on.")
-    worker_concurrency: int = Field(
-        default=2, ge=1, description="Jobs one worker runs at the same time."
-    )
+    worker_concurrency: int = Field(default=2, ge=1, description="Jobs one worker runs at the same time.")
     db_pool_size: int = Field(default=10, ge=1, description="Database connections kept per process.")
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
 

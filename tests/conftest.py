@@ -6,6 +6,8 @@ database gets empty tables afterwards (TRUNCATE), so tests cannot leak into each
 """
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,11 +52,14 @@ def postgres(tmp_path_factory) -> Iterator[PostgresForTests]:
         url = make_url(external.replace("postgresql+psycopg://", "postgresql://", 1))
         yield PostgresForTests(url.set(database="postgres").render_as_string(hide_password=False), None)
         return
-    server = start_embedded_postgres(tmp_path_factory.mktemp("postgres"), database="postgres")
+    # Not under pytest's tmp dirs: pytest prunes those while another run may still use them.
+    data_dir = Path(tempfile.mkdtemp(prefix="clinann-test-pg-"))
+    server = start_embedded_postgres(data_dir, database="postgres")
     try:
         yield PostgresForTests(server.libpq_url, server)
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -121,12 +126,26 @@ def web(runtime: Runtime, sessions, clock: FakeClock) -> Iterator[TestClient]:
 PASSWORDS = {"admin": "admin-password", "lead": "lead-password", "annotator": "annotator-password"}
 
 
-@pytest.fixture
-def accounts(sessions):
-    """One account per role, each with the user name of its role."""
-    from app.services.users import add_user
+@pytest.fixture(scope="session")
+def password_hashes() -> dict[str, str]:
+    # argon2 takes ~0.2 s a hash here on purpose; hash the test passwords once per run.
+    from app.services.users import hash_password
 
-    return {role: add_user(sessions, role, password, role) for role, password in PASSWORDS.items()}
+    return {role: hash_password(password) for role, password in PASSWORDS.items()}
+
+
+@pytest.fixture
+def accounts(sessions, password_hashes):
+    """One account per role, each with the user name of its role."""
+    from app.db.models import User
+
+    with sessions.begin() as db:
+        users = {
+            role: User(username=role, display_name=role, role=role, password_hash=password_hashes[role])
+            for role in PASSWORDS
+        }
+        db.add_all(users.values())
+    return users
 
 
 def page(response) -> BeautifulSoup:
@@ -141,8 +160,10 @@ def login_csrf(client: TestClient) -> str:
 def log_in(client: TestClient, username: str, password: str | None = None):
     """Log in through the login form, as a browser does; return the response."""
     token = login_csrf(client)
-    return client.post("/login", data={"username": username, "password": password or PASSWORDS[username],
-                                       "csrf_token": token})
+    return client.post(
+        "/login",
+        data={"username": username, "password": password or PASSWORDS[username], "csrf_token": token},
+    )
 
 
 def session_csrf(client: TestClient, path: str = "/account/tokens") -> str:

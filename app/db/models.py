@@ -130,9 +130,7 @@ class ProjectMember(Base):
 
     __tablename__ = "project_members"
 
-    project_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
-    )
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     added_at: Mapped[datetime] = created_at()
 
@@ -186,9 +184,7 @@ class PreAnnotationRun(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     method: Mapped[str] = mapped_column(String(64))
-    llm_endpoint_id: Mapped[int | None] = mapped_column(
-        ForeignKey("llm_endpoints.id", ondelete="SET NULL")
-    )
+    llm_endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("llm_endpoints.id", ondelete="SET NULL"))
     # Model, endpoint name, prompt schema and text, chunk size, parameters: all of it, for the paper.
     configuration: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     status: Mapped[str] = mapped_column(String(16))
@@ -221,15 +217,11 @@ class AnnotationSet(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     origin: Mapped[str] = mapped_column(String(32))
-    annotator_id: Mapped[int | None] = mapped_column(
-        ForeignKey("users.id", ondelete="RESTRICT"), index=True
-    )
+    annotator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
     pre_annotation_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("pre_annotation_runs.id", ondelete="CASCADE"), index=True
     )
-    base_set_id: Mapped[int | None] = mapped_column(
-        ForeignKey("annotation_sets.id", ondelete="RESTRICT")
-    )
+    base_set_id: Mapped[int | None] = mapped_column(ForeignKey("annotation_sets.id", ondelete="RESTRICT"))
     condition: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), server_default=SetStatus.open.value)
     # Bumped by every change; an edit naming an older version is refused (two tabs, one set).
@@ -263,9 +255,7 @@ class Span(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     concept_code: Mapped[str | None] = mapped_column(String(100))
     concept_system: Mapped[str | None] = mapped_column(String(100))
-    base_span_id: Mapped[int | None] = mapped_column(
-        ForeignKey("spans.id", ondelete="SET NULL"), index=True
-    )
+    base_span_id: Mapped[int | None] = mapped_column(ForeignKey("spans.id", ondelete="SET NULL"), index=True)
     status: Mapped[str] = mapped_column(String(16), server_default=SpanStatus.confirmed.value)
     confidence: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = created_at()
@@ -282,7 +272,7 @@ class SpanFragment(Base):
     __tablename__ = "span_fragments"
     __table_args__ = (
         CheckConstraint("start >= 0", name="start_non_negative"),
-        CheckConstraint("\"end\" > start", name="end_after_start"),
+        CheckConstraint('"end" > start', name="end_after_start"),
         CheckConstraint("ordinal >= 0", name="ordinal_non_negative"),
     )
 
@@ -306,9 +296,7 @@ class Relation(Base):
     type: Mapped[str] = mapped_column(String(64))
     head_span_id: Mapped[int] = mapped_column(ForeignKey("spans.id", ondelete="CASCADE"), index=True)
     tail_span_id: Mapped[int] = mapped_column(ForeignKey("spans.id", ondelete="CASCADE"), index=True)
-    base_relation_id: Mapped[int | None] = mapped_column(
-        ForeignKey("relations.id", ondelete="SET NULL")
-    )
+    base_relation_id: Mapped[int | None] = mapped_column(ForeignKey("relations.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = created_at()
 
 
@@ -363,9 +351,7 @@ class PreAnnotationResult(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(
-        ForeignKey("pre_annotation_runs.id", ondelete="CASCADE"), index=True
-    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("pre_annotation_runs.id", ondelete="CASCADE"), index=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     annotation_set_id: Mapped[int | None] = mapped_column(
         ForeignKey("annotation_sets.id", ondelete="SET NULL")
@@ -387,14 +373,14 @@ class EditEvent(Base):
         one_of("kind", EditKind),
         # A retried request carries the same client id and is recorded once.
         UniqueConstraint("annotation_set_id", "client_id"),
-        CheckConstraint("client_monotonic_ms IS NULL OR client_monotonic_ms >= 0", name="monotonic_non_negative"),
+        CheckConstraint(
+            "client_monotonic_ms IS NULL OR client_monotonic_ms >= 0", name="monotonic_non_negative"
+        ),
         Index("ix_edit_events_set_session", "annotation_set_id", "page_session_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    annotation_set_id: Mapped[int] = mapped_column(
-        ForeignKey("annotation_sets.id", ondelete="CASCADE")
-    )
+    annotation_set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
     page_session_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))

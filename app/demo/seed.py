@@ -8,7 +8,17 @@ from importlib import resources
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import AnnotationSet, Assignment, Batch, Document, PreAnnotationRun, Project, ProjectMember, Relation, User
+from app.db.models import (
+    AnnotationSet,
+    Assignment,
+    Batch,
+    Document,
+    PreAnnotationRun,
+    Project,
+    ProjectMember,
+    Relation,
+    User,
+)
 from app.domain.brat import check_offsets, parse_ann
 from app.domain.label_schema import parse_label_schema, parse_study_settings
 from app.domain.spans import SpanData
@@ -46,21 +56,27 @@ _ENTITY_TYPES = [
     ("ADE", "#bcbd22", "a", "An adverse event caused by the drug."),
 ]
 MEDICATION_SCHEMA = {
-    "entity_types": [
-        {"name": n, "color": c, "hotkey": k, "description": d} for n, c, k, d in _ENTITY_TYPES
-    ],
+    "entity_types": [{"name": n, "color": c, "hotkey": k, "description": d} for n, c, k, d in _ENTITY_TYPES],
     "relation_types": [
-        {"name": f"{n}-Drug", "head_types": [n], "tail_types": ["Drug"]}
-        for n, *_ in _ENTITY_TYPES[1:]
+        {"name": f"{n}-Drug", "head_types": [n], "tail_types": ["Drug"]} for n, *_ in _ENTITY_TYPES[1:]
     ],
     "span_attributes": [
-        {"name": "certainty", "values": ["certain", "possible"], "default": "certain",
-         "applies_to": ["Reason", "ADE"]},
+        {
+            "name": "certainty",
+            "values": ["certain", "possible"],
+            "default": "certain",
+            "applies_to": ["Reason", "ADE"],
+        },
     ],
     "document_questions": [
         {"key": "primary_diagnosis", "prompt": "Primary discharge diagnosis", "kind": "text"},
-        {"key": "confidence", "prompt": "How confident are you in this annotation?",
-         "kind": "scale", "scale_min": 1, "scale_max": 5},
+        {
+            "key": "confidence",
+            "prompt": "How confident are you in this annotation?",
+            "kind": "scale",
+            "scale_min": 1,
+            "scale_max": 5,
+        },
     ],
 }
 GUIDELINES = """Annotate every medication mention and its attributes (n2c2 2018 track 2).
@@ -103,12 +119,21 @@ def _users(db: Session) -> dict[str, User]:
     for role, username, password in DEMO_LOGINS:
         user = db.scalar(select(User).where(User.username == username))
         if user is None:
-            user = User(username=username, display_name=DISPLAY_NAMES[username], role=role,
-                        password_hash=hash_password(password))
+            user = User(
+                username=username,
+                display_name=DISPLAY_NAMES[username],
+                role=role,
+                password_hash=hash_password(password),
+            )
             db.add(user)
             db.flush()
-            audit.record(db, "user.create", object_type="user", object_id=user.id,
-                         details={"username": username, "role": role, "source": "demo"})
+            audit.record(
+                db,
+                "user.create",
+                object_type="user",
+                object_id=user.id,
+                details={"username": username, "role": role, "source": "demo"},
+            )
         users[username] = user
     return users
 
@@ -117,13 +142,24 @@ def _add_set(db: Session, document: Document, spans: dict, relations, **columns)
     annotation_set = AnnotationSet(document_id=document.id, **columns)
     db.add(annotation_set)
     db.flush()
-    rows = add_spans(db, annotation_set, list(spans.values()),
-                     status=SpanStatus.pending if columns.get("origin") == SetOrigin.pre_annotation
-                     else SpanStatus.confirmed)
+    rows = add_spans(
+        db,
+        annotation_set,
+        list(spans.values()),
+        status=SpanStatus.pending
+        if columns.get("origin") == SetOrigin.pre_annotation
+        else SpanStatus.confirmed,
+    )
     by_id = dict(zip(spans.keys(), rows, strict=True))
     for relation in relations:
-        db.add(Relation(annotation_set_id=annotation_set.id, type=relation.type,
-                        head_span_id=by_id[relation.arg1].id, tail_span_id=by_id[relation.arg2].id))
+        db.add(
+            Relation(
+                annotation_set_id=annotation_set.id,
+                type=relation.type,
+                head_span_id=by_id[relation.arg1].id,
+                tail_span_id=by_id[relation.arg2].id,
+            )
+        )
     db.flush()
     return annotation_set
 
@@ -141,20 +177,32 @@ def seed_demo(sessions: sessionmaker[Session]) -> str:
             return f"demo project already loaded ({count} notes)"
         lead, admin = users["lead"], users["admin"]
         annotators = [users["dr.adams"], users["dr.baker"], users["dr.chen"]]
-        project = Project(name=DEMO_PROJECT, guidelines=GUIDELINES, label_schema=schema,
-                          study_settings=study, created_by=admin.id)
+        project = Project(
+            name=DEMO_PROJECT,
+            guidelines=GUIDELINES,
+            label_schema=schema,
+            study_settings=study,
+            created_by=admin.id,
+        )
         db.add(project)
         db.flush()
         for member in [lead, *annotators]:
             db.add(ProjectMember(project_id=project.id, user_id=member.id))
-        batch = Batch(project_id=project.id, uploaded_by=admin.id, status=BatchStatus.accepted.value,
-                      file_names=[f"{external_id}.txt" for external_id, *_ in notes],
-                      document_count=len(notes),
-                      phi_report={"screened": len(notes), "findings": 0, "note": "synthetic demo notes"})
+        batch = Batch(
+            project_id=project.id,
+            uploaded_by=admin.id,
+            status=BatchStatus.accepted.value,
+            file_names=[f"{external_id}.txt" for external_id, *_ in notes],
+            document_count=len(notes),
+            phi_report={"screened": len(notes), "findings": 0, "note": "synthetic demo notes"},
+        )
         db.add(batch)
         run = PreAnnotationRun(
-            project_id=project.id, name="Demo pre-labels (simulated recall-first LLM)",
-            method="imported", status=RunStatus.succeeded.value, created_by=lead.id,
+            project_id=project.id,
+            name="Demo pre-labels (simulated recall-first LLM)",
+            method="imported",
+            status=RunStatus.succeeded.value,
+            created_by=lead.id,
             configuration={"source": "app/demo/notes/*.pre.ann", "note": "simulated LLM output"},
         )
         db.add(run)
@@ -162,38 +210,75 @@ def seed_demo(sessions: sessionmaker[Session]) -> str:
         positions = {annotator.id: 0 for annotator in annotators}
 
         def queue(annotator: User, document: Document, condition: Condition, base=None) -> None:
-            assign(db, project_id=project.id, document_id=document.id, annotator_id=annotator.id,
-                   condition=condition, queue_position=positions[annotator.id], base_set=base,
-                   is_calibration=positions[annotator.id] == 0)
+            assign(
+                db,
+                project_id=project.id,
+                document_id=document.id,
+                annotator_id=annotator.id,
+                condition=condition,
+                queue_position=positions[annotator.id],
+                base_set=base,
+                is_calibration=positions[annotator.id] == 0,
+            )
             positions[annotator.id] += 1
 
         for index, (external_id, text, gold_ann, pre_ann) in enumerate(notes):
-            document = Document(project_id=project.id, batch_id=batch.id, external_id=external_id,
-                                text=text, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                                metadata_={"kind": "discharge summary", "synthetic": True})
+            document = Document(
+                project_id=project.id,
+                batch_id=batch.id,
+                external_id=external_id,
+                text=text,
+                sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                metadata_={"kind": "discharge summary", "synthetic": True},
+            )
             db.add(document)
             db.flush()
             gold_spans, gold_relations = _spans(gold_ann, text, f"{external_id}.ann")
             pre_spans, _ = _spans(pre_ann, text, f"{external_id}.pre.ann")
-            _add_set(db, document, gold_spans, gold_relations, origin=SetOrigin.gold.value,
-                     status=SetStatus.submitted.value)
-            pre_set = _add_set(db, document, pre_spans, [], origin=SetOrigin.pre_annotation.value,
-                               pre_annotation_run_id=run.id, status=SetStatus.submitted.value)
+            _add_set(
+                db,
+                document,
+                gold_spans,
+                gold_relations,
+                origin=SetOrigin.gold.value,
+                status=SetStatus.submitted.value,
+            )
+            pre_set = _add_set(
+                db,
+                document,
+                pre_spans,
+                [],
+                origin=SetOrigin.pre_annotation.value,
+                pre_annotation_run_id=run.id,
+                status=SetStatus.submitted.value,
+            )
             first = annotators[index % 3]
             second = annotators[(index + 1) % 3]
             # Counterbalanced: each physician sees notes in every condition, and every note is
             # done twice (agreement). Notes 0, 2, 4 carry a finished scratch pass that a second
             # physician refines (refine_human), as in the published human pipeline.
             if index in (0, 2, 4):
-                finished = _add_set(db, document, gold_spans, gold_relations,
-                                    origin=SetOrigin.annotator.value, annotator_id=first.id,
-                                    condition=Condition.scratch.value,
-                                    status=SetStatus.submitted.value)
-                db.add(Assignment(project_id=project.id, document_id=document.id,
-                                  annotator_id=first.id, condition=Condition.scratch.value,
-                                  queue_position=positions[first.id],
-                                  annotation_set_id=finished.id,
-                                  is_calibration=positions[first.id] == 0))
+                finished = _add_set(
+                    db,
+                    document,
+                    gold_spans,
+                    gold_relations,
+                    origin=SetOrigin.annotator.value,
+                    annotator_id=first.id,
+                    condition=Condition.scratch.value,
+                    status=SetStatus.submitted.value,
+                )
+                db.add(
+                    Assignment(
+                        project_id=project.id,
+                        document_id=document.id,
+                        annotator_id=first.id,
+                        condition=Condition.scratch.value,
+                        queue_position=positions[first.id],
+                        annotation_set_id=finished.id,
+                        is_calibration=positions[first.id] == 0,
+                    )
+                )
                 positions[first.id] += 1
                 queue(second, document, Condition.refine_human, base=finished)
             elif index % 2 == 0:
@@ -202,7 +287,12 @@ def seed_demo(sessions: sessionmaker[Session]) -> str:
             else:
                 queue(first, document, Condition.refine_llm, base=pre_set)
                 queue(second, document, Condition.scratch)
-        audit.record(db, "demo.load", user_id=admin.id, object_type="project", object_id=project.id,
-                     details={"documents": len(notes)})
+        audit.record(
+            db,
+            "demo.load",
+            user_id=admin.id,
+            object_type="project",
+            object_id=project.id,
+            details={"documents": len(notes)},
+        )
         return f"demo project loaded ({len(notes)} notes)"
-

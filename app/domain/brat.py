@@ -61,8 +61,7 @@ def parse_ann(content: str, source: str = "<ann>") -> BratAnnotations:
                 raise BratError(source, number, f"bad offsets '{offsets}'")
             try:
                 fragments = tuple(
-                    Fragment(int(a), int(b))
-                    for a, b in (piece.split(" ") for piece in offsets.split(";"))
+                    Fragment(int(a), int(b)) for a, b in (piece.split(" ") for piece in offsets.split(";"))
                 )
             except ValueError as error:
                 raise BratError(source, number, str(error)) from None
@@ -91,6 +90,6 @@ def check_offsets(annotations: BratAnnotations, text: str, source: str = "<ann>"
     for entity in annotations.entities.values():
         if any(f.end > len(text) for f in entity.fragments):
             raise BratError(source, entity.line, f"{entity.id} ends past the text ({len(text)})")
-        covered = " ".join(text[f.start:f.end] for f in entity.fragments)
+        covered = " ".join(text[f.start : f.end] for f in entity.fragments)
         if covered != entity.text:
             raise BratError(source, entity.line, f"{entity.id} text does not match its offsets")

@@ -23,7 +23,7 @@ class SpanData:
     confidence: float | None = field(default=None, compare=False)
 
     def covered_text(self, text: str, separator: str = " ") -> str:
-        return separator.join(text[f.start:f.end] for f in self.fragments)
+        return separator.join(text[f.start : f.end] for f in self.fragments)
 
     def fits(self, text: str) -> bool:
         return all(f.end <= len(text) for f in self.fragments)

@@ -1,10 +1,13 @@
 """Background work on procrastinate, the PostgreSQL job queue, in the same database.
 
-Tasks are declared on a blueprint; each process makes its own App bound to its database URL.
+Task functions are declared once with ``job(...)``; every App made by ``make_job_queue`` (one
+per process, plus short-lived ones for deferring from synchronous code) registers all of them,
+so no App shares mutable state with another.
 `clinann serve` runs a worker in-process; `clinann worker` runs more, anywhere.
 """
 
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
@@ -13,7 +16,7 @@ from sqlalchemy import select
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
-tasks = procrastinate.Blueprint()
+_JOBS: list[tuple[Callable[..., Any], dict[str, Any]]] = []
 _runtime: "Runtime | None" = None
 QUEUES = ["maintenance", "pre_annotation", "augmentation", "export"]
 
@@ -32,11 +35,32 @@ def runtime() -> "Runtime":
 
 def make_job_queue(conninfo: str) -> procrastinate.App:
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
-    app.add_tasks_from(tasks, namespace="clinann")
+    for function, options in _JOBS:
+        app.task(**options)(function)
     return app
 
 
-@tasks.task(name="verify_document_integrity", queue="maintenance")
+def job(name: str, queue: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a job function; its procrastinate name is ``clinann.<name>``."""
+
+    def declare(function: Callable[..., Any]) -> Callable[..., Any]:
+        _JOBS.append((function, {"name": f"clinann.{name}", "queue": queue}))
+        return function
+
+    return declare
+
+
+def defer(task_name: str, conninfo: str | None = None, **arguments: Any) -> int:
+    """Queue a job by name from synchronous code (a request, the CLI); return its id.
+
+    A short-lived sync connection: the worker's async pool belongs to its own event loop.
+    """
+    queue = make_job_queue(conninfo or runtime().database.libpq_url)
+    with queue.open():
+        return queue.configure_task(f"clinann.{task_name}", allow_unknown=False).defer(**arguments)
+
+
+@job("verify_document_integrity", queue="maintenance")
 def verify_document_integrity(project_id: int) -> dict[str, Any]:
     """Recompute the sha256 of every note of a project and audit the result.
 
@@ -53,6 +77,7 @@ def verify_document_integrity(project_id: int) -> dict[str, Any]:
             row.id for row in rows if hashlib.sha256(row.text.encode("utf-8")).hexdigest() != row.sha256
         ]
         result = {"documents": len(rows), "altered": altered}
-        audit.record(db, "documents.integrity_check", object_type="project", object_id=project_id,
-                     details=result)
+        audit.record(
+            db, "documents.integrity_check", object_type="project", object_id=project_id, details=result
+        )
     return result

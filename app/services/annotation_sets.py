@@ -12,8 +12,12 @@ class AssignmentError(ValueError):
     """An assignment that the study design does not allow."""
 
 
-def add_spans(db: Session, annotation_set: AnnotationSet, spans: list[SpanData],
-              status: SpanStatus = SpanStatus.confirmed) -> list[Span]:
+def add_spans(
+    db: Session,
+    annotation_set: AnnotationSet,
+    spans: list[SpanData],
+    status: SpanStatus = SpanStatus.confirmed,
+) -> list[Span]:
     rows = []
     for span in spans:
         row = Span(
@@ -22,8 +26,9 @@ def add_spans(db: Session, annotation_set: AnnotationSet, spans: list[SpanData],
             attributes=dict(span.attributes),
             confidence=span.confidence,
             status=status.value,
-            fragments=[SpanFragment(ordinal=i, start=f.start, end=f.end)
-                       for i, f in enumerate(span.fragments)],
+            fragments=[
+                SpanFragment(ordinal=i, start=f.start, end=f.end) for i, f in enumerate(span.fragments)
+            ],
         )
         db.add(row)
         rows.append(row)
@@ -34,25 +39,37 @@ def add_spans(db: Session, annotation_set: AnnotationSet, spans: list[SpanData],
 def copy_set_contents(db: Session, base: AnnotationSet, target: AnnotationSet, status: SpanStatus) -> None:
     """Copy spans and relations of ``base`` into ``target``, each remembering what it came from."""
     base_spans = db.scalars(
-        select(Span).where(Span.annotation_set_id == base.id).options(selectinload(Span.fragments))
+        select(Span)
+        .where(Span.annotation_set_id == base.id)
+        .options(selectinload(Span.fragments))
         .order_by(Span.id)
     ).all()
     copies: dict[int, Span] = {}
     for span in base_spans:
         copy = Span(
-            annotation_set_id=target.id, label=span.label, attributes=dict(span.attributes),
-            concept_code=span.concept_code, concept_system=span.concept_system,
-            base_span_id=span.id, status=status.value, confidence=span.confidence,
+            annotation_set_id=target.id,
+            label=span.label,
+            attributes=dict(span.attributes),
+            concept_code=span.concept_code,
+            concept_system=span.concept_system,
+            base_span_id=span.id,
+            status=status.value,
+            confidence=span.confidence,
             fragments=[SpanFragment(ordinal=f.ordinal, start=f.start, end=f.end) for f in span.fragments],
         )
         db.add(copy)
         copies[span.id] = copy
     db.flush()
     for relation in db.scalars(select(Relation).where(Relation.annotation_set_id == base.id)):
-        db.add(Relation(annotation_set_id=target.id, type=relation.type,
-                        head_span_id=copies[relation.head_span_id].id,
-                        tail_span_id=copies[relation.tail_span_id].id,
-                        base_relation_id=relation.id))
+        db.add(
+            Relation(
+                annotation_set_id=target.id,
+                type=relation.type,
+                head_span_id=copies[relation.head_span_id].id,
+                tail_span_id=copies[relation.tail_span_id].id,
+                base_relation_id=relation.id,
+            )
+        )
     db.flush()
 
 
@@ -82,21 +99,29 @@ def assign(
         if condition == Condition.refine_llm and base_set.origin != SetOrigin.pre_annotation:
             raise AssignmentError("refine_llm: the base must be a pre-annotation set")
         if condition == Condition.refine_human and (
-            base_set.origin != SetOrigin.annotator or base_set.status != "submitted"
+            base_set.origin != SetOrigin.annotator
+            or base_set.status != "submitted"
             or base_set.annotator_id == annotator_id
         ):
             raise AssignmentError("refine_human: the base must be another annotator's submitted set")
     annotation_set = AnnotationSet(
-        document_id=document_id, origin=SetOrigin.annotator.value, annotator_id=annotator_id,
-        base_set_id=base_set.id if base_set else None, condition=condition.value,
+        document_id=document_id,
+        origin=SetOrigin.annotator.value,
+        annotator_id=annotator_id,
+        base_set_id=base_set.id if base_set else None,
+        condition=condition.value,
     )
     db.add(annotation_set)
     db.flush()
     if base_set is not None:
         copy_set_contents(db, base_set, annotation_set, SpanStatus.pending)
     assignment = Assignment(
-        project_id=project_id, document_id=document_id, annotator_id=annotator_id,
-        condition=condition.value, queue_position=queue_position, is_calibration=is_calibration,
+        project_id=project_id,
+        document_id=document_id,
+        annotator_id=annotator_id,
+        condition=condition.value,
+        queue_position=queue_position,
+        is_calibration=is_calibration,
         annotation_set_id=annotation_set.id,
     )
     db.add(assignment)

@@ -54,11 +54,14 @@ def _recent_failures(db: Session, username: str, address: str | None, since: dat
     who = [AuditEvent.username == username]
     if address:
         who.append(AuditEvent.client_address == address)
-    return db.scalar(
-        select(func.count())
-        .select_from(AuditEvent)
-        .where(AuditEvent.action == "login.failure", AuditEvent.at >= since, or_(*who))
-    ) or 0
+    return (
+        db.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "login.failure", AuditEvent.at >= since, or_(*who))
+        )
+        or 0
+    )
 
 
 def log_in(
@@ -80,8 +83,7 @@ def log_in(
     with sessions.begin() as db:
         failures = _recent_failures(db, username, client_address, window_start)
         if failures >= settings.login_max_failures:
-            audit.record(db, "login.throttled", username=username, client_address=client_address,
-                         at=now)
+            audit.record(db, "login.throttled", username=username, client_address=client_address, at=now)
             throttled = True
         else:
             throttled = False
@@ -101,13 +103,27 @@ def log_in(
                         client_address=client_address,
                     )
                 )
-                audit.record(db, "login.success", user_id=user.id, username=username,
-                             client_address=client_address, at=now)
+                audit.record(
+                    db,
+                    "login.success",
+                    user_id=user.id,
+                    username=username,
+                    client_address=client_address,
+                    at=now,
+                )
                 return Login(session_secret=secret, user=user, csrf_token=csrf_token)
-            reason = "unknown user" if user is None else (
-                "disabled user" if password_ok else "wrong password")
-            audit.record(db, "login.failure", user_id=user.id if user else None, username=username,
-                         client_address=client_address, details={"reason": reason}, at=now)
+            reason = (
+                "unknown user" if user is None else ("disabled user" if password_ok else "wrong password")
+            )
+            audit.record(
+                db,
+                "login.failure",
+                user_id=user.id if user else None,
+                username=username,
+                client_address=client_address,
+                details={"reason": reason},
+                at=now,
+            )
     raise LoginRefused(throttled=throttled)
 
 
@@ -117,9 +133,7 @@ def current_session(
     """The live session behind a cookie secret, or None when it ended, idled out or expired."""
     idle_limit = timedelta(minutes=settings.session_idle_minutes)
     with sessions.begin() as db:
-        row = db.scalar(
-            select(LoginSession).where(LoginSession.token_sha256 == _sha256(secret))
-        )
+        row = db.scalar(select(LoginSession).where(LoginSession.token_sha256 == _sha256(secret)))
         if row is None or row.ended_at is not None:
             return None
         user = db.get(User, row.user_id)
@@ -130,8 +144,7 @@ def current_session(
                 reason = "account disabled"
             else:
                 reason = "lifetime" if now >= row.expires_at else "idle"
-            audit.record(db, "session.expired", user_id=row.user_id, details={"reason": reason},
-                         at=now)
+            audit.record(db, "session.expired", user_id=row.user_id, details={"reason": reason}, at=now)
             return None
         if now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
             row.last_seen_at = now
@@ -165,8 +178,14 @@ def create_api_token(sessions: sessionmaker[Session], user_id: int, name: str) -
         token = ApiToken(user_id=user_id, name=name, token_sha256=_sha256(secret), prefix=secret[:10])
         db.add(token)
         db.flush()
-        audit.record(db, "api_token.create", user_id=user_id, object_type="api_token",
-                     object_id=token.id, details={"name": name})
+        audit.record(
+            db,
+            "api_token.create",
+            user_id=user_id,
+            object_type="api_token",
+            object_id=token.id,
+            details={"name": name},
+        )
     return token, secret
 
 
@@ -177,16 +196,13 @@ def revoke_api_token(sessions: sessionmaker[Session], user_id: int, token_id: in
         if token is None or token.user_id != user_id or token.revoked_at is not None:
             return False
         token.revoked_at = now
-        audit.record(db, "api_token.revoke", user_id=user_id, object_type="api_token",
-                     object_id=token.id)
+        audit.record(db, "api_token.revoke", user_id=user_id, object_type="api_token", object_id=token.id)
     return True
 
 
 def list_api_tokens(sessions: sessionmaker[Session], user_id: int) -> list[ApiToken]:
     with sessions() as db:
-        return list(
-            db.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
-        )
+        return list(db.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id)))
 
 
 def user_for_api_token(sessions: sessionmaker[Session], secret: str, *, now: datetime) -> User | None:

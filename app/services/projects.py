@@ -44,8 +44,14 @@ def create_project(
         db.flush()
         if actor_id is not None:
             db.add(ProjectMember(project_id=project.id, user_id=actor_id))
-        audit.record(db, "project.create", user_id=actor_id, object_type="project",
-                     object_id=project.id, details={"name": name})
+        audit.record(
+            db,
+            "project.create",
+            user_id=actor_id,
+            object_type="project",
+            object_id=project.id,
+            details={"name": name},
+        )
     return project
 
 
@@ -66,8 +72,12 @@ def project_overview(sessions: sessionmaker[Session]) -> list[ProjectProgress]:
             db.execute(select(Document.project_id, func.count()).group_by(Document.project_id)).all()
         )
         per_condition = db.execute(
-            select(Assignment.project_id, Assignment.condition, func.count(),
-                   func.count().filter(AnnotationSet.status == "submitted"))
+            select(
+                Assignment.project_id,
+                Assignment.condition,
+                func.count(),
+                func.count().filter(AnnotationSet.status == "submitted"),
+            )
             .outerjoin(AnnotationSet, AnnotationSet.id == Assignment.annotation_set_id)
             .group_by(Assignment.project_id, Assignment.condition)
         ).all()

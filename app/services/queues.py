@@ -20,8 +20,14 @@ class QueueItem:
 def annotator_queue(sessions: sessionmaker[Session], annotator_id: int) -> list[QueueItem]:
     with sessions() as db:
         rows = db.execute(
-            select(Assignment.id, Project.name, Document.external_id, Assignment.queue_position,
-                   AnnotationSet.status, AnnotationSet.version)
+            select(
+                Assignment.id,
+                Project.name,
+                Document.external_id,
+                Assignment.queue_position,
+                AnnotationSet.status,
+                AnnotationSet.version,
+            )
             .join(Document, Document.id == Assignment.document_id)
             .join(Project, Project.id == Assignment.project_id)
             .outerjoin(AnnotationSet, AnnotationSet.id == Assignment.annotation_set_id)

@@ -68,8 +68,14 @@ def add_user(
         )
         db.add(user)
         db.flush()
-        audit.record(db, "user.create", user_id=actor_id, object_type="user", object_id=user.id,
-                     details={"username": username, "role": role})
+        audit.record(
+            db,
+            "user.create",
+            user_id=actor_id,
+            object_type="user",
+            object_id=user.id,
+            details={"username": username, "role": role},
+        )
     return user
 
 
@@ -85,15 +91,23 @@ def _get(db: Session, username: str) -> User:
     return user
 
 
-def set_role(sessions: sessionmaker[Session], username: str, role: str, *, actor_id: int | None = None) -> User:
+def set_role(
+    sessions: sessionmaker[Session], username: str, role: str, *, actor_id: int | None = None
+) -> User:
     """Change a user's role; the change is audited."""
     _check(username.strip().lower(), None, role)
     with sessions.begin() as db:
         user = _get(db, username)
         before = user.role
         user.role = role
-        audit.record(db, "user.role_change", user_id=actor_id, object_type="user", object_id=user.id,
-                     details={"username": user.username, "from": before, "to": role})
+        audit.record(
+            db,
+            "user.role_change",
+            user_id=actor_id,
+            object_type="user",
+            object_id=user.id,
+            details={"username": user.username, "from": before, "to": role},
+        )
     return user
 
 
@@ -108,8 +122,14 @@ def set_active(
         user.is_active = active
         if not active:
             end_all_sessions(db, user.id)
-        audit.record(db, "user.enable" if active else "user.disable", user_id=actor_id,
-                     object_type="user", object_id=user.id, details={"username": user.username})
+        audit.record(
+            db,
+            "user.enable" if active else "user.disable",
+            user_id=actor_id,
+            object_type="user",
+            object_id=user.id,
+            details={"username": user.username},
+        )
     return user
 
 
@@ -120,6 +140,12 @@ def set_password(
     with sessions.begin() as db:
         user = _get(db, username)
         user.password_hash = hash_password(password)
-        audit.record(db, "user.password_change", user_id=actor_id, object_type="user",
-                     object_id=user.id, details={"username": user.username})
+        audit.record(
+            db,
+            "user.password_change",
+            user_id=actor_id,
+            object_type="user",
+            object_id=user.id,
+            details={"username": user.username},
+        )
     return user

@@ -42,17 +42,22 @@ ERROR_TITLES = {
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
-        "accept", ""
-    ).split(",")[0]
+    return (
+        request.url.path.startswith("/api/")
+        or "application/json" in request.headers.get("accept", "").split(",")[0]
+    )
 
 
 def _error_page(request: Request, status: int, message: str, reference: str | None = None) -> Response:
     return render(
         request,
         "errors/error.html",
-        {"status": status, "title": ERROR_TITLES.get(status, "Error"), "message": message,
-         "reference": reference},
+        {
+            "status": status,
+            "title": ERROR_TITLES.get(status, "Error"),
+            "message": message,
+            "reference": reference,
+        },
         status_code=status,
     )
 
@@ -69,16 +74,19 @@ def _unexpected_error(request: Request, exc: Exception) -> Response:
     _log_exception_without_values(reference, exc)
     if _wants_json(request):
         return JSONResponse({"detail": "Internal error", "reference": reference}, status_code=500)
-    return _error_page(request, 500, "The error has been logged. Quote this reference to your "
-                       "administrator.", reference)
+    return _error_page(
+        request, 500, "The error has been logged. Quote this reference to your administrator.", reference
+    )
 
 
 async def _worker(runtime: Runtime) -> None:
     from app.jobs import QUEUES
 
     await runtime.job_queue.run_worker_async(
-        queues=QUEUES, concurrency=runtime.settings.worker_concurrency,
-        install_signal_handlers=False, wait=True,
+        queues=QUEUES,
+        concurrency=runtime.settings.worker_concurrency,
+        install_signal_handlers=False,
+        wait=True,
     )
 
 
@@ -135,8 +143,9 @@ def create_app(
     @app.exception_handler(NotLoggedIn)
     async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
         if _wants_json(request):
-            return JSONResponse({"detail": "Not authenticated"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"detail": "Not authenticated"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if request.headers.get("HX-Request"):
             return Response(status_code=401, headers={"HX-Redirect": "/login"})
@@ -146,8 +155,9 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else None
         if _wants_json(request):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                                headers=getattr(exc, "headers", None))
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+            )
         default = {404: "There is no such page.", 403: "Your role does not give access to this page."}
         return _error_page(request, exc.status_code, detail or default.get(exc.status_code, ""))
 

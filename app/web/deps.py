@@ -138,7 +138,10 @@ async def verify_csrf(request: Request) -> None:
         nonce = request.cookies.get(PRELOGIN_COOKIE)
         expected = prelogin_csrf_token(request, nonce) if nonce else None
     if not sent or not expected or not hmac.compare_digest(sent, expected):
-        raise HTTPException(status_code=403, detail="The form has expired or did not come from clinann. Reload the page and try again.")
+        raise HTTPException(
+            status_code=403,
+            detail="The form has expired or did not come from clinann. Reload the page and try again.",
+        )
 
 
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]

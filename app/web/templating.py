@@ -8,8 +8,9 @@ templates = Jinja2Blocks(directory=str(PROJECT_ROOT / "templates"))
 templates.env.globals["htmx_script"] = "js/htmx-2.0.11.min.js"
 
 
-def render(request, name: str, context: dict | None = None, *, status_code: int = 200,
-           block_name: str | None = None):
+def render(
+    request, name: str, context: dict | None = None, *, status_code: int = 200, block_name: str | None = None
+):
     """Render a page (or, for htmx, one named block) with who is logged in and the CSRF token."""
     identity = getattr(request.state, "identity", None)
     full = {
@@ -18,8 +19,6 @@ def render(request, name: str, context: dict | None = None, *, status_code: int 
         "csrf_token": identity.csrf_token if identity else None,
         **(context or {}),
     }
-    response = templates.TemplateResponse(
-        request, name, full, status_code=status_code, block_name=block_name
-    )
+    response = templates.TemplateResponse(request, name, full, status_code=status_code, block_name=block_name)
     response.headers["Vary"] = "HX-Request, Cookie"
     return response

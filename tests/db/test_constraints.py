@@ -17,12 +17,17 @@ def annotation_set(sessions):
         db.add_all([user, project])
         db.flush()
         note = "Aspirin 81 mg daily."
-        document = Document(project_id=project.id, external_id="n1", text=note,
-                            sha256=hashlib.sha256(note.encode()).hexdigest())
+        document = Document(
+            project_id=project.id,
+            external_id="n1",
+            text=note,
+            sha256=hashlib.sha256(note.encode()).hexdigest(),
+        )
         db.add(document)
         db.flush()
-        annotation_set = AnnotationSet(document_id=document.id, origin="annotator",
-                                       annotator_id=user.id, condition="scratch")
+        annotation_set = AnnotationSet(
+            document_id=document.id, origin="annotator", annotator_id=user.id, condition="scratch"
+        )
         db.add(annotation_set)
         db.flush()
         return annotation_set.id, user.id
@@ -37,8 +42,12 @@ def _fails(sessions, *rows):
 @pytest.mark.parametrize("start,end", [(-1, 3), (5, 5), (7, 2)])
 def test_fragment_offsets_are_non_negative_and_ordered(sessions, annotation_set, start, end):
     set_id, _ = annotation_set
-    _fails(sessions, Span(annotation_set_id=set_id, label="Drug",
-                          fragments=[SpanFragment(ordinal=0, start=start, end=end)]))
+    _fails(
+        sessions,
+        Span(
+            annotation_set_id=set_id, label="Drug", fragments=[SpanFragment(ordinal=0, start=start, end=end)]
+        ),
+    )
     with sessions() as db:
         assert db.scalar(text("SELECT count(*) FROM spans")) == 0
 
@@ -46,24 +55,39 @@ def test_fragment_offsets_are_non_negative_and_ordered(sessions, annotation_set,
 def test_a_client_id_is_recorded_once_per_set(sessions, annotation_set):
     set_id, user_id = annotation_set
     with sessions.begin() as db:
-        db.add(EditEvent(annotation_set_id=set_id, user_id=user_id, page_session_id="p1",
-                         kind="add", client_id="c-1"))
-    _fails(sessions, EditEvent(annotation_set_id=set_id, user_id=user_id, page_session_id="p1",
-                               kind="add", client_id="c-1"))
+        db.add(
+            EditEvent(
+                annotation_set_id=set_id, user_id=user_id, page_session_id="p1", kind="add", client_id="c-1"
+            )
+        )
+    _fails(
+        sessions,
+        EditEvent(
+            annotation_set_id=set_id, user_id=user_id, page_session_id="p1", kind="add", client_id="c-1"
+        ),
+    )
 
 
 @pytest.mark.parametrize(
     "table,column,value",
-    [("users", "role", "superuser"), ("annotation_sets", "condition", "guessing"),
-     ("annotation_sets", "status", "done"), ("edit_events", "kind", "teleport")],
+    [
+        ("users", "role", "superuser"),
+        ("annotation_sets", "condition", "guessing"),
+        ("annotation_sets", "status", "done"),
+        ("edit_events", "kind", "teleport"),
+    ],
 )
 def test_enumerations_are_closed(sessions, annotation_set, table, column, value):
     row_id = {"users": annotation_set[1], "annotation_sets": annotation_set[0]}.get(table)
     with pytest.raises(IntegrityError), sessions.begin() as db:
         if table == "edit_events":
-            db.execute(text("INSERT INTO edit_events (annotation_set_id, user_id, page_session_id, "
-                            "kind, client_id) VALUES (:s, :u, 'p', :v, 'c')"),
-                       {"s": annotation_set[0], "u": annotation_set[1], "v": value})
+            db.execute(
+                text(
+                    "INSERT INTO edit_events (annotation_set_id, user_id, page_session_id, "
+                    "kind, client_id) VALUES (:s, :u, 'p', :v, 'c')"
+                ),
+                {"s": annotation_set[0], "u": annotation_set[1], "v": value},
+            )
         else:
             db.execute(text(f"UPDATE {table} SET {column} = :v WHERE id = :id"), {"v": value, "id": row_id})
 

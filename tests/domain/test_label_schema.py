@@ -50,19 +50,43 @@ BAD_SCHEMAS = [
     ("hotkey reserved", with_change("entity_types.1.hotkey", "z"), "entity_types[1].hotkey", "reserved"),
     ("hotkey reused", with_change("entity_types.1.hotkey", "d"), "entity_types[1].hotkey", "Drug"),
     ("name with space", with_change("entity_types.0.name", "Drug name"), "entity_types[0].name", "pattern"),
-    ("unknown field", with_change("entity_types.0.colour", "#000000"), "entity_types[0].colour", "not permitted"),
+    (
+        "unknown field",
+        with_change("entity_types.0.colour", "#000000"),
+        "entity_types[0].colour",
+        "not permitted",
+    ),
     ("duplicate type", with_change("entity_types.1.name", "Drug"), "entity_types[1].name", "twice"),
-    ("relation to unknown type", with_change("relation_types.0.tail_types", ["Dose"]),
-     "relation_types[0].tail_types[0]", "Dose"),
-    ("attribute default not a value", with_change("span_attributes.0.default", "maybe"),
-     "span_attributes[0]", "maybe"),
-    ("attribute on unknown type", with_change("span_attributes.0.applies_to", ["Lab"]),
-     "span_attributes[0].applies_to[0]", "Lab"),
-    ("choice question without choices",
-     with_change("document_questions.0", {"key": "dx", "prompt": "Dx", "kind": "choice"}),
-     "document_questions[0]", "choices"),
-    ("unknown question kind", with_change("document_questions.0.kind", "essay"),
-     "document_questions[0].kind", "text"),
+    (
+        "relation to unknown type",
+        with_change("relation_types.0.tail_types", ["Dose"]),
+        "relation_types[0].tail_types[0]",
+        "Dose",
+    ),
+    (
+        "attribute default not a value",
+        with_change("span_attributes.0.default", "maybe"),
+        "span_attributes[0]",
+        "maybe",
+    ),
+    (
+        "attribute on unknown type",
+        with_change("span_attributes.0.applies_to", ["Lab"]),
+        "span_attributes[0].applies_to[0]",
+        "Lab",
+    ),
+    (
+        "choice question without choices",
+        with_change("document_questions.0", {"key": "dx", "prompt": "Dx", "kind": "choice"}),
+        "document_questions[0]",
+        "choices",
+    ),
+    (
+        "unknown question kind",
+        with_change("document_questions.0.kind", "essay"),
+        "document_questions[0].kind",
+        "text",
+    ),
     ("bad scale", with_change("document_questions.1.scale_max", 1), "document_questions[1]", "scale_min"),
 ]
 
@@ -79,9 +103,11 @@ def test_a_bad_schema_names_its_field(why, schema, field, words):
 
 @pytest.mark.parametrize(
     "settings,field",
-    [({"idle_threshold_seconds": 0}, "study.idle_threshold_seconds"),
-     ({"conditions": ["guessing"]}, "study.conditions[0]"),
-     ({"overlap": 0}, "study.overlap")],
+    [
+        ({"idle_threshold_seconds": 0}, "study.idle_threshold_seconds"),
+        ({"conditions": ["guessing"]}, "study.conditions[0]"),
+        ({"overlap": 0}, "study.overlap"),
+    ],
 )
 def test_bad_study_settings_name_their_field(settings, field):
     with pytest.raises(LabelSchemaError) as raised:

@@ -7,8 +7,19 @@ import pytest
 
 import app.domain
 
-FORBIDDEN = ("fastapi", "starlette", "sqlalchemy", "psycopg", "alembic", "procrastinate", "jinja2",
-             "httpx", "app.db", "app.web", "app.services")
+FORBIDDEN = (
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "psycopg",
+    "alembic",
+    "procrastinate",
+    "jinja2",
+    "httpx",
+    "app.db",
+    "app.web",
+    "app.services",
+)
 DOMAIN_FILES = sorted(Path(app.domain.__file__).parent.rglob("*.py"))
 
 

@@ -26,7 +26,7 @@ def test_login_succeeds_and_lands_on_the_role_home(web, accounts, sessions):
 
 def test_wrong_password_unknown_user_and_disabled_user_are_refused(web, accounts, sessions):
     set_active(sessions, "annotator", False)
-    for username, password, reason in [
+    for username, password, _reason in [
         ("lead", "not-the-password", "wrong password"),
         ("nobody", "whatever-password", "unknown user"),
         ("annotator", PASSWORDS["annotator"], "disabled user"),
@@ -38,7 +38,10 @@ def test_wrong_password_unknown_user_and_disabled_user_are_refused(web, accounts
         assert web.get("/annotate").status_code == 303
     failures = _audit(sessions, "login.failure")
     assert [(e.username, e.details["reason"]) for e in failures] == [
-        ("lead", "wrong password"), ("nobody", "unknown user"), ("annotator", "disabled user")]
+        ("lead", "wrong password"),
+        ("nobody", "unknown user"),
+        ("annotator", "disabled user"),
+    ]
     with sessions() as db:
         assert db.scalar(select(LoginSession.id)) is None
 
@@ -108,10 +111,15 @@ def test_throttling_ends_after_the_window(web, accounts, clock, runtime, session
 def test_next_parameter_only_accepts_local_paths(web, accounts):
     from tests.conftest import login_csrf
 
-    for target, expected in [("/account/tokens", "/account/tokens"), ("https://evil.example/", "/lead"),
-                             ("//evil.example/x", "/lead")]:
+    for target, expected in [
+        ("/account/tokens", "/account/tokens"),
+        ("https://evil.example/", "/lead"),
+        ("//evil.example/x", "/lead"),
+    ]:
         web.cookies.clear()
         token = login_csrf(web)
-        response = web.post("/login", data={"username": "lead", "password": PASSWORDS["lead"],
-                                            "csrf_token": token, "next": target})
+        response = web.post(
+            "/login",
+            data={"username": "lead", "password": PASSWORDS["lead"], "csrf_token": token, "next": target},
+        )
         assert response.headers["location"] == expected

@@ -12,11 +12,15 @@ from app.web.templating import render
 router = APIRouter(prefix="/account", tags=["account"], dependencies=[Depends(current_identity)])
 
 
-def _tokens_page(request: Request, sessions, user_id: int, new_secret: str | None = None,
-                 block_name: str | None = None) -> Response:
-    return render(request, "account/tokens.html",
-                  {"tokens": auth.list_api_tokens(sessions, user_id), "new_secret": new_secret},
-                  block_name=block_name)
+def _tokens_page(
+    request: Request, sessions, user_id: int, new_secret: str | None = None, block_name: str | None = None
+) -> Response:
+    return render(
+        request,
+        "account/tokens.html",
+        {"tokens": auth.list_api_tokens(sessions, user_id), "new_secret": new_secret},
+        block_name=block_name,
+    )
 
 
 @router.get("/tokens")
@@ -25,8 +29,9 @@ def tokens(request: Request, identity: CurrentIdentity, sessions: Sessions) -> R
 
 
 @router.post("/tokens")
-def create_token(request: Request, identity: CurrentIdentity, sessions: Sessions,
-                 name: Annotated[str, Form()]) -> Response:
+def create_token(
+    request: Request, identity: CurrentIdentity, sessions: Sessions, name: Annotated[str, Form()]
+) -> Response:
     try:
         _, secret = auth.create_api_token(sessions, identity.user.id, name)
     except ValueError as error:
@@ -38,8 +43,9 @@ def create_token(request: Request, identity: CurrentIdentity, sessions: Sessions
 
 
 @router.post("/tokens/{token_id}/revoke")
-def revoke_token(request: Request, token_id: int, identity: CurrentIdentity, sessions: Sessions,
-                 now: Now) -> Response:
+def revoke_token(
+    request: Request, token_id: int, identity: CurrentIdentity, sessions: Sessions, now: Now
+) -> Response:
     if not auth.revoke_api_token(sessions, identity.user.id, token_id, now=now):
         raise HTTPException(status_code=404, detail="No such token.")
     block = "token_list" if request.headers.get("HX-Request") else None

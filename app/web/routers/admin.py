@@ -30,11 +30,17 @@ def add_user(
     display_name: Annotated[str, Form()] = "",
 ) -> Response:
     try:
-        users.add_user(sessions, username, password, role, display_name or None,
-                       actor_id=identity.user.id)
+        users.add_user(sessions, username, password, role, display_name or None, actor_id=identity.user.id)
     except users.AccountError as error:
-        return render(request, "admin/home.html",
-                      {"overview": admin_overview(sessions), "roles": list(Role),
-                       "form_error": str(error), "form_username": username},
-                      status_code=422)
+        return render(
+            request,
+            "admin/home.html",
+            {
+                "overview": admin_overview(sessions),
+                "roles": list(Role),
+                "form_error": str(error),
+                "form_username": username,
+            },
+            status_code=422,
+        )
     return RedirectResponse("/admin", status_code=303)

@@ -8,13 +8,16 @@ from app.services.queues import annotator_queue
 from app.web.deps import CurrentIdentity, Sessions, require_role
 from app.web.templating import render
 
-router = APIRouter(prefix="/annotate", tags=["annotate"],
-                   dependencies=[Depends(require_role(Role.annotator))])
+router = APIRouter(
+    prefix="/annotate", tags=["annotate"], dependencies=[Depends(require_role(Role.annotator))]
+)
 
 
 @router.get("")
 def queue(request: Request, identity: CurrentIdentity, sessions: Sessions) -> Response:
     items = annotator_queue(sessions, identity.user.id)
-    counts = {status: sum(1 for item in items if item.status == status)
-              for status in ("new", "in progress", "submitted", "skipped")}
+    counts = {
+        status: sum(1 for item in items if item.status == status)
+        for status in ("new", "in progress", "submitted", "skipped")
+    }
     return render(request, "annotate/home.html", {"items": items, "counts": counts})

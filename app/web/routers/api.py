@@ -70,8 +70,13 @@ def me(identity: CurrentIdentity) -> Me:
 @annotate.get("/queue", response_model=list[QueueEntry])
 def my_queue(identity: CurrentIdentity, sessions: Sessions) -> list[QueueEntry]:
     return [
-        QueueEntry(assignment_id=i.assignment_id, project=i.project_name,
-                   document=i.document_external_id, position=i.position, status=i.status)
+        QueueEntry(
+            assignment_id=i.assignment_id,
+            project=i.project_name,
+            document=i.document_external_id,
+            position=i.position,
+            status=i.status,
+        )
         for i in annotator_queue(sessions, identity.user.id)
     ]
 
@@ -79,9 +84,14 @@ def my_queue(identity: CurrentIdentity, sessions: Sessions) -> list[QueueEntry]:
 @lead.get("/projects", response_model=list[ProjectSummary])
 def list_projects(sessions: Sessions) -> list[ProjectSummary]:
     return [
-        ProjectSummary(id=p.project.id, name=p.project.name, documents=p.documents,
-                       assignments=p.assignments, submitted=p.submitted,
-                       created_at=p.project.created_at)
+        ProjectSummary(
+            id=p.project.id,
+            name=p.project.name,
+            documents=p.documents,
+            assignments=p.assignments,
+            submitted=p.submitted,
+            created_at=p.project.created_at,
+        )
         for p in project_service.project_overview(sessions)
     ]
 
@@ -90,27 +100,41 @@ def list_projects(sessions: Sessions) -> list[ProjectSummary]:
 def create_project(body: NewProject, identity: CurrentIdentity, sessions: Sessions) -> ProjectSummary:
     try:
         project = project_service.create_project(
-            sessions, body.name, body.label_schema, guidelines=body.guidelines,
-            study_settings=body.study_settings, actor_id=identity.user.id)
+            sessions,
+            body.name,
+            body.label_schema,
+            guidelines=body.guidelines,
+            study_settings=body.study_settings,
+            actor_id=identity.user.id,
+        )
     except LabelSchemaError as error:
         raise HTTPException(
             status_code=422,
-            detail=[{"loc": ["body", "label_schema", field], "msg": message}
-                    if not field.startswith("study.") else
-                    {"loc": ["body", "study_settings", field[6:]], "msg": message}
-                    for field, message in error.problems],
+            detail=[
+                {"loc": ["body", "label_schema", field], "msg": message}
+                if not field.startswith("study.")
+                else {"loc": ["body", "study_settings", field[6:]], "msg": message}
+                for field, message in error.problems
+            ],
         ) from None
     except project_service.ProjectError as error:
         raise HTTPException(status_code=409, detail=str(error)) from None
-    return ProjectSummary(id=project.id, name=project.name, documents=0, assignments=0,
-                          submitted=0, created_at=project.created_at)
+    return ProjectSummary(
+        id=project.id,
+        name=project.name,
+        documents=0,
+        assignments=0,
+        submitted=0,
+        created_at=project.created_at,
+    )
 
 
 @admin.get("/users", response_model=list[UserSummary])
 def list_users(sessions: Sessions) -> list[UserSummary]:
     return [
-        UserSummary(id=u.id, username=u.username, display_name=u.display_name, role=u.role,
-                    is_active=u.is_active)
+        UserSummary(
+            id=u.id, username=u.username, display_name=u.display_name, role=u.role, is_active=u.is_active
+        )
         for u in admin_overview(sessions, audit_rows=0).users
     ]
 

@@ -40,8 +40,14 @@ def _safe_next(target: str | None) -> str | None:
     return target
 
 
-def _login_page(request: Request, *, error: str | None = None, status_code: int = 200,
-                username: str = "", next_url: str | None = None) -> Response:
+def _login_page(
+    request: Request,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+    username: str = "",
+    next_url: str | None = None,
+) -> Response:
     nonce = new_prelogin_nonce()
     response = render(
         request,
@@ -55,8 +61,9 @@ def _login_page(request: Request, *, error: str | None = None, status_code: int 
         status_code=status_code,
     )
     settings = request.app.state.runtime.settings
-    response.set_cookie(PRELOGIN_COOKIE, nonce, httponly=True, samesite="strict",
-                        secure=settings.cookie_secure, max_age=3600)
+    response.set_cookie(
+        PRELOGIN_COOKIE, nonce, httponly=True, samesite="strict", secure=settings.cookie_secure, max_age=3600
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -79,14 +86,25 @@ def login(
 ) -> Response:
     runtime = request.app.state.runtime
     try:
-        login = auth.log_in(runtime.sessions, runtime.settings, username, password, now=now,
-                            client_address=client_address(request))
+        login = auth.log_in(
+            runtime.sessions,
+            runtime.settings,
+            username,
+            password,
+            now=now,
+            client_address=client_address(request),
+        )
     except auth.LoginRefused as refused:
         if refused.throttled:
             message = "Too many failed logins. Wait a few minutes, then try again."
             return _login_page(request, error=message, status_code=429, username=username)
-        return _login_page(request, error="Wrong user name or password.", status_code=401,
-                           username=username, next_url=_safe_next(next))
+        return _login_page(
+            request,
+            error="Wrong user name or password.",
+            status_code=401,
+            username=username,
+            next_url=_safe_next(next),
+        )
     target = _safe_next(next) or home_of(login.user.role)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(

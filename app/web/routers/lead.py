@@ -9,8 +9,7 @@ from app.web.deps import Sessions, require_role
 from app.web.templating import render
 
 # Admins may look over a lead's shoulder; annotators may not.
-router = APIRouter(prefix="/lead", tags=["lead"],
-                   dependencies=[Depends(require_role(Role.lead, Role.admin))])
+router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
 
 
 @router.get("")

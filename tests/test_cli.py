@@ -1,0 +1,50 @@
+"""The `clinann` command: help texts and account management against real PostgreSQL."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from app.cli import build_parser, main
+from app.db.models import AuditEvent, User
+
+
+def test_every_command_has_help():
+    result = subprocess.run([sys.executable, "-m", "app.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("serve", "worker", "demo", "db", "user"):
+        assert command in result.stdout
+    for argv in (["serve"], ["demo"], ["worker"], ["db", "upgrade"], ["user", "add"]):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args([*argv, "--help"])
+        assert exited.value.code == 0
+    serve_help = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    for flag in ("--host", "--port", "--data-dir", "--no-worker"):
+        assert flag in serve_help
+
+
+def test_user_add_list_set_role_disable(sessions, settings, monkeypatch, capsys):
+    monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a-good-password\n"))
+    assert main(["user", "add", "Dr.Who", "--role", "annotator", "--password-stdin"]) == 0
+    assert main(["user", "set-role", "dr.who", "lead"]) == 0
+    assert main(["user", "list"]) == 0
+    assert "dr.who" in capsys.readouterr().out
+    assert main(["user", "disable", "dr.who"]) == 0
+    with sessions() as db:
+        user = db.scalar(select(User).where(User.username == "dr.who"))
+        actions = list(db.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+    assert user.role == "lead" and not user.is_active
+    assert actions == ["user.create", "user.role_change", "user.disable"]
+
+
+def test_user_add_refuses_bad_input_and_stores_nothing(sessions, settings, monkeypatch, capsys):
+    monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert main(["user", "add", "dr.x", "--role", "lead", "--password-stdin"]) == 2
+    assert "password: at least 8 characters" in capsys.readouterr().err
+    assert main(["user", "set-role", "nobody", "lead"]) == 2
+    with sessions() as db:
+        assert db.scalar(select(User.id)) is None
