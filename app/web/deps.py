@@ -132,6 +132,8 @@ async def verify_csrf(request: Request) -> None:
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
     identity = await run_in_threadpool(_resolve_identity, request)
+    if identity is None and request.url.path == "/logout":
+        return  # the session already ended (idle, expired): logging out must still work
     if identity is not None and identity.csrf_token:
         expected = identity.csrf_token
     else:

@@ -36,8 +36,7 @@ def demo_server(postgres, tmp_path_factory) -> Iterator[str]:
     log_path = data_dir / "server.log"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = demo_env(CLINANN_DATABASE_URL=url, CLINANN_SECRET_KEY=SECRET_KEY,
-                   CLINANN_DATA_DIR=str(data_dir))
+    env = demo_env(CLINANN_DATABASE_URL=url, CLINANN_SECRET_KEY=SECRET_KEY, CLINANN_DATA_DIR=str(data_dir))
     process = start_demo(env, port, log_path, "--no-worker")
     wait_until_up(process, base_url, log_path, STARTUP_SECONDS)
     try:
@@ -55,8 +54,7 @@ def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             yield browser
         finally:

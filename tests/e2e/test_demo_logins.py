@@ -15,8 +15,9 @@ def _path_is(path: str):
     return re.compile(rf"^https?://[^/]+{re.escape(path)}(\?.*)?$")
 
 
-@pytest.mark.parametrize(("role", "username", "password"), DEMO_LOGINS,
-                         ids=[username for _, username, _ in DEMO_LOGINS])
+@pytest.mark.parametrize(
+    ("role", "username", "password"), DEMO_LOGINS, ids=[username for _, username, _ in DEMO_LOGINS]
+)
 def test_demo_login_lands_on_role_home(page, role, username, password):
     log_in(page, username, password)
 
@@ -31,8 +32,7 @@ def test_demo_login_lands_on_role_home(page, role, username, password):
         expect(projects.get_by_test_id("project-row").filter(has_text=DEMO_PROJECT)).to_have_count(1)
     else:
         expect(page.get_by_test_id("users")).to_be_visible()
-        expect(page.get_by_test_id("users").get_by_test_id("user-row")).to_have_count(
-            len(DEMO_LOGINS))
+        expect(page.get_by_test_id("users").get_by_test_id("user-row")).to_have_count(len(DEMO_LOGINS))
 
 
 def test_wrong_password_shows_error_and_stays_on_login(page):

@@ -35,12 +35,14 @@ class Recorder:
         context.on("requestfailed", lambda r: self.failed.append((r.url, r.failure)))
 
     def foreign(self, origin: str) -> list[tuple[str, str]]:
-        return [(kind, url) for kind, url in self.requests
-                if not url.startswith("data:") and _origin(url) != origin]
+        return [
+            (kind, url)
+            for kind, url in self.requests
+            if not url.startswith("data:") and _origin(url) != origin
+        ]
 
     def htmx_statuses(self) -> list[int]:
-        return [status for url, status in self.responses
-                if fnmatch.fnmatch(urlsplit(url).path, HTMX_PATTERN)]
+        return [status for url, status in self.responses if fnmatch.fnmatch(urlsplit(url).path, HTMX_PATTERN)]
 
 
 def _check_page(page, origin: str, path: str, expected_status: int | None = None) -> None:
@@ -63,7 +65,8 @@ def _check_page(page, origin: str, path: str, expected_status: int | None = None
     bad = [(tag, ref) for tag, ref in references if not ref.startswith("/static/")]
     assert not bad, f"{path} references assets outside /static/: {bad}"
     assert any(fnmatch.fnmatch(ref, HTMX_PATTERN) for tag, ref in references if tag == "script"), (
-        f"{path} does not load the vendored htmx")
+        f"{path} does not load the vendored htmx"
+    )
 
     page.wait_for_function("() => typeof window.htmx !== 'undefined'", timeout=5_000)
     assert page.evaluate("() => typeof window.htmx.process") == "function"
@@ -75,8 +78,11 @@ def _assert_all_local(recorder: Recorder, origin: str) -> None:
     assert not foreign, f"requests left the demo server ({origin}): {foreign}"
     statuses = recorder.htmx_statuses()
     assert 200 in statuses, f"htmx was not served with 200 (statuses: {statuses})"
-    broken = [(url, status) for url, status in recorder.responses
-              if urlsplit(url).path.startswith("/static/") and status >= 400]
+    broken = [
+        (url, status)
+        for url, status in recorder.responses
+        if urlsplit(url).path.startswith("/static/") and status >= 400
+    ]
     assert not broken, f"static files failed: {broken}"
     assert not recorder.failed, f"requests failed: {recorder.failed}"
 
@@ -95,8 +101,9 @@ def test_logged_out_pages_are_self_contained(browser, demo_server):
         context.close()
 
 
-@pytest.mark.parametrize(("role", "username", "password"), DEMO_LOGINS,
-                         ids=[username for _, username, _ in DEMO_LOGINS])
+@pytest.mark.parametrize(
+    ("role", "username", "password"), DEMO_LOGINS, ids=[username for _, username, _ in DEMO_LOGINS]
+)
 def test_every_nav_page_is_self_contained(browser, demo_server, role, username, password):
     context = browser.new_context(base_url=demo_server)
     try:
@@ -106,12 +113,14 @@ def test_every_nav_page_is_self_contained(browser, demo_server, role, username, 
         expect(page.get_by_test_id("whoami")).to_be_visible()
 
         nav = page.locator("nav[aria-label=Main] a")
-        targets = [href for href in nav.evaluate_all("links => links.map(a => a.getAttribute('href'))")]
+        targets = nav.evaluate_all("links => links.map(a => a.getAttribute('href'))")
         assert targets, f"{username} sees no navigation"
         assert all(t.startswith("/") and not t.startswith("//") for t in targets), targets
-        expected = {"annotator": {"/annotate", "/account/tokens"},
-                    "lead": {"/lead", "/account/tokens"},
-                    "admin": {"/lead", "/admin", "/account/tokens"}}[role]
+        expected = {
+            "annotator": {"/annotate", "/account/tokens"},
+            "lead": {"/lead", "/account/tokens"},
+            "admin": {"/lead", "/admin", "/account/tokens"},
+        }[role]
         assert set(targets) == expected
 
         for path in ["/", *targets]:

@@ -123,3 +123,11 @@ def test_next_parameter_only_accepts_local_paths(web, accounts):
             data={"username": "lead", "password": PASSWORDS["lead"], "csrf_token": token, "next": target},
         )
         assert response.headers["location"] == expected
+
+
+def test_logout_after_the_session_idled_out_still_works(web, accounts, clock):
+    log_in(web, "lead")
+    token = page(web.get("/lead")).select_one("form[action='/logout'] input[name=csrf_token]")["value"]
+    clock.advance(hours=1)
+    response = web.post("/logout", data={"csrf_token": token})
+    assert response.status_code == 303 and response.headers["location"] == "/login"
