@@ -7,6 +7,7 @@ closed vocabularies), so no code path can store what the domain forbids.
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy import (
     BigInteger,
@@ -236,11 +237,25 @@ class AnnotationSet(Base):
     )
 
 
+def new_uid() -> str:
+    return uuid4().hex[:16]
+
+
+UID_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$"
+
+
 class Span(Base):
-    """An entity mention: a label over one or more fragments of the text."""
+    """An entity mention: a label over one or more fragments of the text.
+
+    ``uid`` names the span within its set and across the edit log: a copy keeps the uid of the
+    base span it came from and a span added in the browser gets the uid the browser made, so the
+    set can be rebuilt by replaying its base and its events.
+    """
 
     __tablename__ = "spans"
     __table_args__ = (
+        UniqueConstraint("annotation_set_id", "uid"),
+        CheckConstraint(f"uid ~ '{UID_PATTERN}'", name="uid_format"),
         one_of("status", SpanStatus),
         CheckConstraint(
             "confidence IS NULL OR (confidence >= 0 AND confidence <= 1)", name="confidence_unit"
@@ -251,6 +266,7 @@ class Span(Base):
     annotation_set_id: Mapped[int] = mapped_column(
         ForeignKey("annotation_sets.id", ondelete="CASCADE"), index=True
     )
+    uid: Mapped[str] = mapped_column(String(64), default=new_uid)
     label: Mapped[str] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     concept_code: Mapped[str | None] = mapped_column(String(100))
@@ -285,6 +301,8 @@ class SpanFragment(Base):
 class Relation(Base):
     __tablename__ = "relations"
     __table_args__ = (
+        UniqueConstraint("annotation_set_id", "uid"),
+        CheckConstraint(f"uid ~ '{UID_PATTERN}'", name="uid_format"),
         CheckConstraint("head_span_id <> tail_span_id", name="head_is_not_tail"),
         UniqueConstraint("annotation_set_id", "type", "head_span_id", "tail_span_id"),
     )
@@ -293,6 +311,7 @@ class Relation(Base):
     annotation_set_id: Mapped[int] = mapped_column(
         ForeignKey("annotation_sets.id", ondelete="CASCADE"), index=True
     )
+    uid: Mapped[str] = mapped_column(String(64), default=new_uid)
     type: Mapped[str] = mapped_column(String(64))
     head_span_id: Mapped[int] = mapped_column(ForeignKey("spans.id", ondelete="CASCADE"), index=True)
     tail_span_id: Mapped[int] = mapped_column(ForeignKey("spans.id", ondelete="CASCADE"), index=True)

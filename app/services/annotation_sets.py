@@ -48,6 +48,7 @@ def copy_set_contents(db: Session, base: AnnotationSet, target: AnnotationSet, s
     for span in base_spans:
         copy = Span(
             annotation_set_id=target.id,
+            uid=span.uid,
             label=span.label,
             attributes=dict(span.attributes),
             concept_code=span.concept_code,
@@ -64,6 +65,7 @@ def copy_set_contents(db: Session, base: AnnotationSet, target: AnnotationSet, s
         db.add(
             Relation(
                 annotation_set_id=target.id,
+                uid=relation.uid,
                 type=relation.type,
                 head_span_id=copies[relation.head_span_id].id,
                 tail_span_id=copies[relation.tail_span_id].id,

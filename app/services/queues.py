@@ -5,12 +5,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import AnnotationSet, Assignment, Document, Project
+from app.db.models import AnnotationSet, Assignment, Document, EditEvent, Project
 
 
 @dataclass(frozen=True)
 class QueueItem:
     assignment_id: int
+    annotation_set_id: int | None
     project_name: str
     document_external_id: str
     position: int
@@ -22,11 +23,15 @@ def annotator_queue(sessions: sessionmaker[Session], annotator_id: int) -> list[
         rows = db.execute(
             select(
                 Assignment.id,
+                Assignment.annotation_set_id,
                 Project.name,
                 Document.external_id,
                 Assignment.queue_position,
                 AnnotationSet.status,
-                AnnotationSet.version,
+                select(EditEvent.id)
+                .where(EditEvent.annotation_set_id == Assignment.annotation_set_id)
+                .exists()
+                .label("opened"),
             )
             .join(Document, Document.id == Assignment.document_id)
             .join(Project, Project.id == Assignment.project_id)
@@ -35,12 +40,20 @@ def annotator_queue(sessions: sessionmaker[Session], annotator_id: int) -> list[
             .order_by(Project.name, Assignment.queue_position)
         ).all()
     items = []
-    for assignment_id, project_name, external_id, position, set_status, version in rows:
+    for assignment_id, set_id, project_name, external_id, position, set_status, opened in rows:
         if set_status in ("submitted", "skipped"):
             status = set_status
-        elif set_status == "open" and version:
+        elif opened:
             status = "in progress"
         else:
             status = "new"
-        items.append(QueueItem(assignment_id, project_name, external_id, position, status))
+        items.append(QueueItem(assignment_id, set_id, project_name, external_id, position, status))
     return items
+
+
+def next_unfinished(sessions: sessionmaker[Session], annotator_id: int) -> int | None:
+    """The set of the first assignment in queue order that is neither submitted nor skipped."""
+    for item in annotator_queue(sessions, annotator_id):
+        if item.status in ("new", "in progress") and item.annotation_set_id is not None:
+            return item.annotation_set_id
+    return None

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 06:58:08.275248
+Create Date: 2026-11-22 07:23:55.855033
 """
 
 from collections.abc import Sequence
@@ -467,6 +467,7 @@ def upgrade() -> None:
         "spans",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("annotation_set_id", sa.Integer(), nullable=False),
+        sa.Column("uid", sa.String(length=64), nullable=False),
         sa.Column("label", sa.String(length=64), nullable=False),
         sa.Column("attributes", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column("concept_code", sa.String(length=100), nullable=True),
@@ -476,6 +477,7 @@ def upgrade() -> None:
         sa.Column("confidence", sa.Double(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("status IN ('pending', 'confirmed')", name=op.f("ck_spans_status")),
+        sa.CheckConstraint("uid ~ '^[A-Za-z0-9_.:-]{1,64}$'", name=op.f("ck_spans_uid_format")),
         sa.CheckConstraint(
             "confidence IS NULL OR (confidence >= 0 AND confidence <= 1)",
             name=op.f("ck_spans_confidence_unit"),
@@ -490,6 +492,7 @@ def upgrade() -> None:
             ["base_span_id"], ["spans.id"], name=op.f("fk_spans_base_span_id_spans"), ondelete="SET NULL"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_spans")),
+        sa.UniqueConstraint("annotation_set_id", "uid", name=op.f("uq_spans_annotation_set_id_uid")),
     )
     op.create_index(op.f("ix_spans_annotation_set_id"), "spans", ["annotation_set_id"], unique=False)
     op.create_index(op.f("ix_spans_base_span_id"), "spans", ["base_span_id"], unique=False)
@@ -497,11 +500,13 @@ def upgrade() -> None:
         "relations",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("annotation_set_id", sa.Integer(), nullable=False),
+        sa.Column("uid", sa.String(length=64), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("head_span_id", sa.Integer(), nullable=False),
         sa.Column("tail_span_id", sa.Integer(), nullable=False),
         sa.Column("base_relation_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.CheckConstraint("uid ~ '^[A-Za-z0-9_.:-]{1,64}$'", name=op.f("ck_relations_uid_format")),
         sa.CheckConstraint("head_span_id <> tail_span_id", name=op.f("ck_relations_head_is_not_tail")),
         sa.ForeignKeyConstraint(
             ["annotation_set_id"],
@@ -529,6 +534,7 @@ def upgrade() -> None:
             "tail_span_id",
             name=op.f("uq_relations_annotation_set_id_type_head_span_id_tail_span_id"),
         ),
+        sa.UniqueConstraint("annotation_set_id", "uid", name=op.f("uq_relations_annotation_set_id_uid")),
     )
     op.create_index(op.f("ix_relations_annotation_set_id"), "relations", ["annotation_set_id"], unique=False)
     op.create_index(op.f("ix_relations_head_span_id"), "relations", ["head_span_id"], unique=False)

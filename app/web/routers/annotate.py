@@ -1,16 +1,21 @@
-"""The physician's pages: their queue (the span editor comes with its own capability)."""
+"""The physician's pages: the queue, the note editor, and the edit and time endpoints."""
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from app.domain.vocabulary import Role
-from app.services.queues import annotator_queue
-from app.web.deps import CurrentIdentity, Sessions, require_role
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from app.domain.editing import EditRefused, SpanState
+from app.domain.vocabulary import Role, SpanStatus
+from app.services import editing
+from app.services.queues import annotator_queue, next_unfinished
+from app.web.deps import CurrentIdentity, Now, Sessions, require_role
 from app.web.templating import render
 
-router = APIRouter(
-    prefix="/annotate", tags=["annotate"], dependencies=[Depends(require_role(Role.annotator))]
-)
+router = APIRouter(prefix="/annotate", tags=["annotate"], dependencies=[Depends(require_role(Role.annotator))])
 
 
 @router.get("")
@@ -21,3 +26,208 @@ def queue(request: Request, identity: CurrentIdentity, sessions: Sessions) -> Re
         for status in ("new", "in progress", "submitted", "skipped")
     }
     return render(request, "annotate/home.html", {"items": items, "counts": counts})
+
+
+@router.get("/next")
+def continue_work(identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """Open the first note of the queue that is neither submitted nor skipped."""
+    set_id = next_unfinished(sessions, identity.user.id)
+    return RedirectResponse(f"/annotate/sets/{set_id}" if set_id else "/annotate", status_code=303)
+
+
+def _context(sessions, set_id: int, user_id: int) -> dict[str, Any]:
+    with sessions() as db:
+        try:
+            context = editing.editor_context(db, set_id, user_id)
+        except editing.NotYourNote:
+            raise HTTPException(status_code=403, detail="This note is not assigned to you.") from None
+        state = editing.load_state(db, context.annotation_set)
+        time = editing.session_time_so_far(db, set_id, context.study.idle_threshold_seconds)
+    return {"context": context, "state": state, "previous_active_seconds": time}
+
+
+def span_rows(text: str, spans: dict[str, SpanState], uids=None) -> list[dict[str, Any]]:
+    """The side list, in text order: label, covered text, fragments, status, for each span."""
+    chosen = spans if uids is None else {u: spans[u] for u in uids if u in spans}
+    rows = [
+        {
+            "uid": uid,
+            "label": span.label,
+            "fragments": [list(f) for f in span.fragments],
+            "text": " … ".join(text[a:b] for a, b in span.fragments),
+            "pending": span.status == SpanStatus.pending.value,
+            "start": min(a for a, _ in span.fragments),
+            "end": max(b for _, b in span.fragments),
+        }
+        for uid, span in chosen.items()
+    ]
+    rows.sort(key=lambda r: (r["start"], -r["end"], r["label"], r["uid"]))
+    return rows
+
+
+@router.get("/sets/{set_id}")
+def document_page(request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    data = _context(sessions, set_id, identity.user.id)
+    context, state = data["context"], data["state"]
+    text = context.document.text
+    schema = context.schema
+    labels = [
+        {"name": e.name, "color": e.color, "hotkey": e.hotkey, "description": e.description}
+        for e in schema.entity_types
+    ]
+    editor = {
+        "set_id": set_id,
+        "text": text,
+        "version": context.annotation_set.version,
+        "status": state.status,
+        "labels": labels,
+        "snap": context.study.snap_to_tokens,
+        "require_decided": context.study.require_prelabels_decided,
+        "idle_threshold_seconds": context.study.idle_threshold_seconds,
+        "previous_active_seconds": data["previous_active_seconds"],
+    }
+    return render(
+        request,
+        "annotate/document.html",
+        {
+            "context": context,
+            "state": state,
+            "labels": labels,
+            "spans": span_rows(text, state.spans),
+            "pending_count": sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value),
+            "editor": editor,
+        },
+    )
+
+
+@router.get("/sets/{set_id}/spans")
+def span_list(request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """The whole side list and the current version: what a page reloads after a conflict."""
+    data = _context(sessions, set_id, identity.user.id)
+    context, state = data["context"], data["state"]
+    return render(
+        request,
+        "annotate/document.html",
+        {
+            "context": context,
+            "state": state,
+            "labels": [],
+            "spans": span_rows(context.document.text, state.spans),
+            "pending_count": sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value),
+        },
+        block_name="span_list",
+    )
+
+
+class EditIn(BaseModel):
+    kind: str
+    client_id: str = Field(max_length=64)
+    page_session: str = Field(max_length=64)
+    version: int
+    monotonic_ms: float | None = Field(default=None, ge=0)
+    wall_time_ms: float | None = None
+    uid: str | None = Field(default=None, max_length=64)
+    label: str | None = Field(default=None, max_length=64)
+    fragments: list[tuple[int, int]] | None = None
+    text: str | None = None
+    uids: list[str] | None = None
+    target: str | None = Field(default=None, max_length=64)
+
+    @field_validator("uid")
+    @classmethod
+    def _uid(cls, value: str | None) -> str | None:
+        if value is not None and not editing.CLIENT_ID.match(value):
+            raise ValueError("1-64 letters, digits, '.', '_', ':' or '-'")
+        return value
+
+
+def _wall(ms: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
+
+
+@router.post("/sets/{set_id}/edits")
+def edit(
+    request: Request, set_id: int, body: EditIn, identity: CurrentIdentity, sessions: Sessions, now: Now
+) -> Response:
+    """Apply one edit; answer with the re-rendered side-list items of the spans it changed."""
+    try:
+        outcome = editing.apply_edit(
+            sessions, identity.user.id, set_id,
+            editing.EditRequest(
+                kind=body.kind, client_id=body.client_id, page_session=body.page_session,
+                version=body.version, monotonic_ms=body.monotonic_ms, wall_time=_wall(body.wall_time_ms),
+                uid=body.uid, label=body.label,
+                fragments=tuple(body.fragments) if body.fragments is not None else None,
+                text=body.text, uids=tuple(body.uids) if body.uids is not None else None, target=body.target,
+            ),
+            now=now,
+        )
+    except editing.NotYourNote:
+        raise HTTPException(status_code=403, detail="This note is not assigned to you.") from None
+    except editing.VersionConflict as conflict:
+        return JSONResponse({"detail": str(conflict), "version": conflict.current_version}, status_code=409)
+    except EditRefused as refused:
+        return JSONResponse({"detail": str(refused)}, status_code=422)
+    with sessions() as db:
+        context = editing.editor_context(db, set_id, identity.user.id)
+        state = editing.load_state(db, context.annotation_set)
+    rows = span_rows(context.document.text, state.spans, outcome.touched)
+    removed = [uid for uid in outcome.touched if uid not in state.spans]
+    response = render(
+        request,
+        "annotate/document.html",
+        {
+            "context": context,
+            "state": state,
+            "spans": rows,
+            "removed": removed,
+            "outcome": outcome,
+            "pending_count": sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value),
+        },
+        block_name="edit_result",
+    )
+    response.headers["X-Set-Version"] = str(outcome.version)
+    return response
+
+
+class TimeEventIn(BaseModel):
+    kind: str
+    client_id: str = Field(max_length=64)
+    monotonic_ms: float = Field(ge=0)
+    wall_time_ms: float | None = None
+
+
+class TimeEventsIn(BaseModel):
+    page_session: str = Field(max_length=64)
+    events: list[TimeEventIn] = Field(max_length=editing.MAX_TIME_EVENTS)
+
+
+async def _time_events_body(request: Request) -> TimeEventsIn:
+    # sendBeacon posts a form (it cannot set headers): the events come as a JSON field.
+    try:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            return TimeEventsIn.model_validate_json(await request.body())
+        form = await request.form()
+        return TimeEventsIn.model_validate_json(str(form.get("payload") or "{}"))
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_input=False)) from None
+
+
+@router.post("/sets/{set_id}/events", status_code=204)
+def time_events(
+    set_id: int,
+    body: Annotated[TimeEventsIn, Depends(_time_events_body)],
+    identity: CurrentIdentity,
+    sessions: Sessions,
+) -> Response:
+    """Record open, close, visible, hidden and activity events of a page session."""
+    try:
+        editing.record_time_events(
+            sessions, identity.user.id, set_id, body.page_session,
+            [editing.TimeEventIn(e.kind, e.client_id, e.monotonic_ms, _wall(e.wall_time_ms)) for e in body.events],
+        )
+    except editing.NotYourNote:
+        raise HTTPException(status_code=403, detail="This note is not assigned to you.") from None
+    except EditRefused as refused:
+        return JSONResponse({"detail": str(refused)}, status_code=422)
+    return Response(status_code=204)

@@ -1,0 +1,319 @@
+"""Editing an annotation set: one request, one transaction, one edit event.
+
+The server validates each edit (offsets inside the text, label known, version current), commits
+the change to the spans and its edit event together, and only then answers. A retried request
+(same client id) is recorded once; an edit made on a stale version is refused with a conflict.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from app.db.models import AnnotationSet, Assignment, Document, EditEvent, Project, Span, SpanFragment
+from app.domain.active_time import SessionTime, TimeEvent, session_times
+from app.domain.editing import (
+    UNDOABLE,
+    Change,
+    Command,
+    EditRefused,
+    SetState,
+    SpanState,
+    StateMismatch,
+    apply_change,
+    plan,
+    replay,
+    starting_state,
+)
+from app.domain.label_schema import LabelSchema, StudySettings
+from app.domain.vocabulary import EditKind, SetOrigin
+
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+TIME_KINDS = frozenset({EditKind.open, EditKind.close, EditKind.visible, EditKind.hidden, EditKind.activity})
+EDIT_KINDS = frozenset(EditKind) - TIME_KINDS
+MAX_TIME_EVENTS = 200
+
+
+class NotYourNote(PermissionError):
+    """The set is not an assignment of this physician."""
+
+
+class VersionConflict(Exception):
+    """The edit was made on an older version of the set (another tab changed it)."""
+
+    def __init__(self, current_version: int):
+        self.current_version = current_version
+        super().__init__(f"the note changed (now version {current_version}); reload it")
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """An edit as the browser sends it: what to do, and when and where it was done."""
+
+    kind: str
+    client_id: str
+    page_session: str
+    version: int
+    monotonic_ms: float | None = None
+    wall_time: datetime | None = None
+    uid: str | None = None
+    label: str | None = None
+    fragments: tuple[tuple[int, int], ...] | None = None
+    text: str | None = None
+    uids: tuple[str, ...] | None = None
+    target: str | None = None  # undo / redo: the client id of the event to reverse
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    version: int
+    touched: tuple[str, ...]  # span uids whose rows changed
+    set_fields_changed: bool
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class EditorContext:
+    """What the editor needs of a set it may edit."""
+
+    annotation_set: AnnotationSet
+    document: Document
+    project: Project
+    schema: LabelSchema
+    study: StudySettings
+
+
+def _check_ids(client_id: str, page_session: str) -> None:
+    if not CLIENT_ID.match(client_id or ""):
+        raise EditRefused("client_id: 1-64 letters, digits, '.', '_', ':' or '-'")
+    if not CLIENT_ID.match(page_session or ""):
+        raise EditRefused("page_session: 1-64 letters, digits, '.', '_', ':' or '-'")
+
+
+def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False) -> EditorContext:
+    """The set with its note and project, if it is assigned to this physician; else NotYourNote."""
+    query = select(AnnotationSet).where(AnnotationSet.id == set_id)
+    if lock:
+        query = query.with_for_update()
+    annotation_set = db.scalar(query)
+    if (
+        annotation_set is None
+        or annotation_set.origin != SetOrigin.annotator.value
+        or annotation_set.annotator_id != user_id
+        or db.scalar(select(Assignment.id).where(Assignment.annotation_set_id == set_id)) is None
+    ):
+        raise NotYourNote(set_id)
+    document = db.get(Document, annotation_set.document_id)
+    project = db.get(Project, document.project_id)
+    return EditorContext(
+        annotation_set=annotation_set,
+        document=document,
+        project=project,
+        schema=LabelSchema.model_validate(project.label_schema),
+        study=StudySettings.model_validate(project.study_settings or {}),
+    )
+
+
+def _span_state(span: Span) -> SpanState:
+    return SpanState(
+        label=span.label,
+        fragments=tuple((f.start, f.end) for f in span.fragments),
+        status=span.status,
+        attributes=tuple(sorted((span.attributes or {}).items())),
+    )
+
+
+def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
+    spans = db.scalars(
+        select(Span).where(Span.annotation_set_id == set_id).options(selectinload(Span.fragments))
+    ).all()
+    return {span.uid: _span_state(span) for span in spans}
+
+
+def load_state(db: Session, annotation_set: AnnotationSet) -> SetState:
+    return SetState(
+        spans=load_spans(db, annotation_set.id),
+        note=annotation_set.note,
+        status=annotation_set.status,
+        skip_reason=annotation_set.skip_reason,
+    )
+
+
+def starting_state_of(db: Session, annotation_set: AnnotationSet) -> SetState:
+    """The state the set began in: its base's spans, undecided; empty for scratch."""
+    if annotation_set.base_set_id is None:
+        return SetState()
+    return starting_state(load_spans(db, annotation_set.base_set_id))
+
+
+def logged_changes(db: Session, set_id: int) -> list[Change]:
+    rows = db.execute(
+        select(EditEvent.before, EditEvent.after)
+        .where(EditEvent.annotation_set_id == set_id, EditEvent.kind.in_([k.value for k in EDIT_KINDS]))
+        .order_by(EditEvent.id)
+    ).all()
+    return [Change.from_json(before, after) for before, after in rows]
+
+
+def replayed_state(sessions: sessionmaker[Session], set_id: int) -> SetState:
+    """The set rebuilt from its base and its edit log (what the stored set must equal)."""
+    with sessions() as db:
+        annotation_set = db.get(AnnotationSet, set_id)
+        return replay(starting_state_of(db, annotation_set), logged_changes(db, set_id))
+
+
+def stored_state(sessions: sessionmaker[Session], set_id: int) -> SetState:
+    with sessions() as db:
+        return load_state(db, db.get(AnnotationSet, set_id))
+
+
+def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[str, ...]:
+    """Make the stored spans and set fields what the change says."""
+    touched = []
+    for uid, after in change.after_spans.items():
+        before = change.before_spans.get(uid)
+        if before == after:
+            continue
+        touched.append(uid)
+        if before is not None:
+            span = db.scalar(
+                select(Span).where(Span.annotation_set_id == annotation_set.id, Span.uid == uid)
+            )
+            if after is None:
+                db.delete(span)
+                continue
+            span.label, span.status = after.label, after.status
+            span.attributes = dict(after.attributes)
+            if before.fragments != after.fragments:
+                db.execute(delete(SpanFragment).where(SpanFragment.span_id == span.id))
+                db.add_all(SpanFragment(span_id=span.id, ordinal=i, start=a, end=b)
+                           for i, (a, b) in enumerate(after.fragments))
+        else:
+            db.add(Span(
+                annotation_set_id=annotation_set.id, uid=uid, label=after.label, status=after.status,
+                attributes=dict(after.attributes),
+                fragments=[SpanFragment(ordinal=i, start=a, end=b) for i, (a, b) in enumerate(after.fragments)],
+            ))
+    for name, value in change.after_set.items():
+        setattr(annotation_set, name, value)
+    return tuple(touched)
+
+
+def _undo_change(db: Session, set_id: int, request: EditRequest) -> Change:
+    """Undo reverses an earlier edit; redo reverses an earlier undo. Both go through the log."""
+    if not request.target:
+        raise EditRefused(f"target: {request.kind} needs the client id of the edit to reverse")
+    target = db.scalar(
+        select(EditEvent).where(EditEvent.annotation_set_id == set_id, EditEvent.client_id == request.target)
+    )
+    allowed = UNDOABLE | {EditKind.redo} if request.kind == EditKind.undo else {EditKind.undo}
+    if target is None or target.kind not in allowed:
+        raise EditRefused(f"target: no edit {request.target} that can be {request.kind}ne")
+    return Change.from_json(target.before, target.after).inverse()
+
+
+def apply_edit(
+    sessions: sessionmaker[Session], user_id: int, set_id: int, request: EditRequest, *, now: datetime
+) -> EditOutcome:
+    """Validate an edit, commit it with its edit event, and return the new version."""
+    _check_ids(request.client_id, request.page_session)
+    if request.kind not in EDIT_KINDS:
+        raise EditRefused(f"kind: '{request.kind}' is not an edit")
+    with sessions.begin() as db:
+        context = editor_context(db, set_id, user_id, lock=True)  # serialises edits of one set
+        annotation_set = context.annotation_set
+        if db.scalar(select(EditEvent.id).where(EditEvent.annotation_set_id == set_id,
+                                                EditEvent.client_id == request.client_id)):
+            return EditOutcome(version=annotation_set.version, touched=(), set_fields_changed=False,
+                               duplicate=True)
+        if request.version != annotation_set.version:
+            raise VersionConflict(annotation_set.version)
+        state = load_state(db, annotation_set)
+        if request.kind in (EditKind.undo, EditKind.redo):
+            change = _undo_change(db, set_id, request)
+            try:
+                apply_change(state, change)
+            except StateMismatch:
+                raise EditRefused(f"target: the note changed since that edit; it cannot be {request.kind}ne") from None
+        else:
+            command = Command(kind=request.kind, uid=request.uid, label=request.label,
+                              fragments=request.fragments, text=request.text, uids=request.uids)
+            change = plan(command, state, text_length=len(context.document.text), schema=context.schema,
+                          require_decided=context.study.require_prelabels_decided)
+        touched = _write(db, annotation_set, change)
+        annotation_set.version += 1
+        if request.kind == EditKind.submit:
+            annotation_set.submitted_at = now
+        before, after = change.to_json()
+        if request.kind in (EditKind.undo, EditKind.redo):
+            after["target"] = request.target
+        db.add(EditEvent(
+            annotation_set_id=set_id, user_id=user_id, page_session_id=request.page_session,
+            kind=request.kind, client_id=request.client_id, client_monotonic_ms=request.monotonic_ms,
+            client_wall_time=request.wall_time, set_version=annotation_set.version,
+            before=before, after=after,
+        ))
+        return EditOutcome(version=annotation_set.version, touched=touched,
+                           set_fields_changed=bool(change.after_set))
+
+
+@dataclass(frozen=True)
+class TimeEventIn:
+    kind: str
+    client_id: str
+    monotonic_ms: float
+    wall_time: datetime | None = None
+
+
+def record_time_events(
+    sessions: sessionmaker[Session], user_id: int, set_id: int, page_session: str, events: list[TimeEventIn]
+) -> int:
+    """Store open/close/visible/hidden/activity events; a resent event is stored once."""
+    if len(events) > MAX_TIME_EVENTS:
+        raise EditRefused(f"events: at most {MAX_TIME_EVENTS} in one request")
+    for i, event in enumerate(events):
+        if event.kind not in TIME_KINDS:
+            raise EditRefused(f"events[{i}].kind: '{event.kind}' is not a time event")
+        if not event.monotonic_ms >= 0:
+            raise EditRefused(f"events[{i}].monotonic_ms: must be a time >= 0")
+        _check_ids(event.client_id, page_session)
+    with sessions.begin() as db:
+        editor_context(db, set_id, user_id)
+        if not events:
+            return 0
+        result = db.execute(
+            insert(EditEvent)
+            .values([
+                {"annotation_set_id": set_id, "user_id": user_id, "page_session_id": page_session,
+                 "kind": e.kind, "client_id": e.client_id, "client_monotonic_ms": e.monotonic_ms,
+                 "client_wall_time": e.wall_time}
+                for e in events
+            ])
+            .on_conflict_do_nothing(index_elements=["annotation_set_id", "client_id"])
+            .returning(EditEvent.id)
+        )
+        return len(result.all())
+
+
+def set_time_events(db: Session, set_id: int) -> list[TimeEvent]:
+    """Every logged event of a set as a time event (edits count as activity too)."""
+    rows = db.execute(
+        select(EditEvent.page_session_id, EditEvent.kind, EditEvent.client_monotonic_ms, EditEvent.id)
+        .where(EditEvent.annotation_set_id == set_id, EditEvent.client_monotonic_ms.is_not(None))
+        .order_by(EditEvent.id)
+    ).all()
+    return [TimeEvent(page_session=p, kind=k, monotonic_ms=m, seq=i) for p, k, m, i in rows]
+
+
+def session_time_so_far(db: Session, set_id: int, idle_threshold_seconds: float) -> float:
+    """Active seconds over every page session of the set so far (the editor's timer starts there)."""
+    return sum(s.active_seconds for s in session_times(set_time_events(db, set_id), idle_threshold_seconds))
+
+
+def set_times(sessions: sessionmaker[Session], set_id: int, idle_threshold_seconds: float) -> list[SessionTime]:
+    """Active and wall time of each page session, as shared/design/metrics.md defines."""
+    with sessions() as db:
+        return session_times(set_time_events(db, set_id), idle_threshold_seconds)

@@ -1,0 +1,634 @@
+/* clinann span editor.
+ *
+ * The note is one text node, so a browser selection maps straight to UTF-16 offsets; the server
+ * works in code points of the stored text, and this script converts at the boundary (cpToU16,
+ * u16ToCp). Marks are drawn behind the text from the side list that the server renders, so the
+ * server stays the source of truth and an edit re-renders only the spans it changed.
+ *
+ * Every edit is one request with a client id, the page's monotonic time and wall clock, and the
+ * set's version; requests go one at a time, in order. A conflict (another tab changed the set)
+ * reloads the list and retries the edit on the new version, so nothing either tab did is lost.
+ */
+(() => {
+  "use strict";
+
+  const data = JSON.parse(document.getElementById("editor-data").textContent);
+  const text = data.text;
+  const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRF-Token"] || "";
+  const base = `/annotate/sets/${data.set_id}`;
+  const pageSession = `p${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
+  const noteText = document.getElementById("note-text");
+  const layer = document.getElementById("note-layer");
+  const scroller = document.getElementById("note-scroll");
+  const tooltip = document.getElementById("mark-tooltip");
+  const toastEl = document.getElementById("toast");
+  const saveState = document.querySelector("[data-testid=save-state]");
+  const timerEl = document.querySelector("[data-testid=timer]");
+  const labels = new Map(data.labels.map((l) => [l.name, l]));
+  const hotkeys = new Map(data.labels.filter((l) => l.hotkey).map((l) => [l.hotkey, l.name]));
+
+  // ---- offsets: code points (server) <-> UTF-16 (browser) --------------------------------------
+  const astral = []; // UTF-16 index of every surrogate pair
+  for (let i = 0; i < text.length - 1; i++) {
+    const hi = text.charCodeAt(i);
+    if (hi >= 0xd800 && hi <= 0xdbff) {
+      const lo = text.charCodeAt(i + 1);
+      if (lo >= 0xdc00 && lo <= 0xdfff) { astral.push(i); i++; }
+    }
+  }
+  const countBelow = (values, limit, shift) => { // how many values[k] - shift*k < limit
+    let lo = 0, hi = values.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (values[mid] - shift * mid < limit) lo = mid + 1; else hi = mid; }
+    return lo;
+  };
+  const cpToU16 = (cp) => cp + countBelow(astral, cp, 1);
+  const u16ToCp = (u) => u - countBelow(astral, u - 1, 0);
+
+  // ---- tokens, as the server defines them: \w+|[^\w\s] ----------------------------------------
+  const tokens = [];
+  for (const m of text.matchAll(/[\p{L}\p{N}_]+|[^\p{L}\p{N}_\s]/gu)) tokens.push([m.index, m.index + m[0].length]);
+  const tokenAt = (u) => { // index of the token containing u, or the first one after it
+    let lo = 0, hi = tokens.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (tokens[mid][1] <= u) lo = mid + 1; else hi = mid; }
+    return Math.min(lo, tokens.length - 1);
+  };
+  function snap(start, end) { // UTF-16 range -> whole tokens it touches, white space dropped
+    if (!data.snap) {
+      while (start < end && /\s/.test(text[start])) start++;
+      while (end > start && /\s/.test(text[end - 1])) end--;
+      return end > start ? [start, end] : null;
+    }
+    const first = tokenAt(start);
+    if (first < 0 || !tokens.length || tokens[first][0] >= end) return null;
+    let last = first;
+    while (last + 1 < tokens.length && tokens[last + 1][0] < end) last++;
+    return [tokens[first][0], tokens[last][1]];
+  }
+
+  // ---- the text and its marks ------------------------------------------------------------------
+  const textNode = document.createTextNode(text);
+  noteText.appendChild(textNode);
+  const spans = new Map(); // uid -> {uid, label, fragments (code points), status, li, marks}
+  let selectedUid = null;
+  let selection = null; // [start, end) UTF-16 of a text selection waiting for a label
+  let keyAnchor = null; // token index where a keyboard selection started
+  let keyFocus = null;
+
+  function colour(el, name) { const l = labels.get(name); if (l) el.style.setProperty("--c", l.color); }
+  document.querySelectorAll(".palette-button").forEach((b) => b.style.setProperty("--c", b.dataset.color));
+
+  function readItem(li) {
+    return { uid: li.dataset.uid, label: li.dataset.label, status: li.dataset.status,
+      fragments: JSON.parse(li.dataset.fragments), li, marks: [] };
+  }
+  function prepareItem(li) {
+    li.id = `span-${li.dataset.uid}`;
+    const chip = li.querySelector(".label-chip");
+    if (chip) colour(chip, li.dataset.label);
+  }
+  function bounds(span) { // UTF-16 extent of a span
+    let s = Infinity, e = -Infinity;
+    for (const [a, b] of span.fragments) { s = Math.min(s, cpToU16(a)); e = Math.max(e, cpToU16(b)); }
+    return [s, e];
+  }
+
+  let lanes = new Map();
+  function computeLanes() { // overlapping spans get different underline lanes
+    const ordered = [...spans.values()].map((s) => [s.uid, ...bounds(s)])
+      .sort((x, y) => x[1] - y[1] || y[2] - x[2]);
+    const active = []; // [end, lane]
+    const result = new Map();
+    for (const [uid, s, e] of ordered) {
+      for (let i = active.length - 1; i >= 0; i--) if (active[i][0] <= s) active.splice(i, 1);
+      const used = new Set(active.map((a) => a[1]));
+      let lane = 0;
+      while (used.has(lane)) lane++;
+      result.set(uid, lane);
+      active.push([e, lane]);
+    }
+    return result;
+  }
+
+  function origin() {
+    const r = scroller.getBoundingClientRect();
+    return [r.left - scroller.scrollLeft + scroller.clientLeft, r.top - scroller.scrollTop + scroller.clientTop];
+  }
+  function rectsOf(start, end) {
+    const range = document.createRange();
+    range.setStart(textNode, start);
+    range.setEnd(textNode, end);
+    return [...range.getClientRects()].filter((r) => r.width > 0.5);
+  }
+  function drawSpans(list) { // measure all first, then write, so layout runs once
+    const [ox, oy] = origin();
+    const planned = list.map((span) => [span, span.fragments.map(([a, b]) => rectsOf(cpToU16(a), cpToU16(b)))]);
+    const fragment = document.createDocumentFragment();
+    for (const [span, fragmentRects] of planned) {
+      span.marks.forEach((m) => m.remove());
+      span.marks = [];
+      const lane = lanes.get(span.uid) || 0;
+      fragmentRects.forEach((rects, i) => rects.forEach((r) => {
+        const mark = document.createElement("div");
+        mark.className = `mark${span.status === "pending" ? " pending" : ""}${span.uid === selectedUid ? " selected" : ""}`;
+        if (span.fragments.length > 1) mark.classList.add("discontinuous");
+        mark.dataset.uid = span.uid;
+        mark.dataset.fragment = String(i);
+        colour(mark, span.label);
+        mark.style.left = `${r.left - ox}px`;
+        mark.style.top = `${r.top - oy}px`;
+        mark.style.width = `${r.width}px`;
+        mark.style.height = `${r.height + 2 + lane * 4}px`;
+        mark.style.setProperty("--lane", lane);
+        span.marks.push(mark);
+        fragment.appendChild(mark);
+      }));
+    }
+    layer.appendChild(fragment);
+  }
+  function redraw(uids) {
+    const before = lanes;
+    lanes = computeLanes();
+    const todo = new Set(uids || spans.keys());
+    for (const [uid, lane] of lanes) if (before.get(uid) !== lane) todo.add(uid);
+    drawSpans([...todo].map((u) => spans.get(u)).filter(Boolean));
+  }
+  function loadList(container) {
+    for (const span of spans.values()) span.marks.forEach((m) => m.remove());
+    spans.clear();
+    container.querySelectorAll("#span-list > li").forEach((li) => { prepareItem(li); spans.set(li.dataset.uid, readItem(li)); });
+    lanes = new Map();
+    redraw();
+  }
+
+  let selectionMarks = [];
+  function drawSelection() {
+    selectionMarks.forEach((m) => m.remove());
+    selectionMarks = [];
+    if (!selection) return;
+    const [ox, oy] = origin();
+    for (const r of rectsOf(selection[0], selection[1])) {
+      const m = document.createElement("div");
+      m.className = "selection-mark";
+      m.style.left = `${r.left - ox}px`;
+      m.style.top = `${r.top - oy}px`;
+      m.style.width = `${r.width}px`;
+      m.style.height = `${r.height}px`;
+      layer.appendChild(m);
+      selectionMarks.push(m);
+    }
+    noteText.dataset.selection = `${u16ToCp(selection[0])}-${u16ToCp(selection[1])}`;
+  }
+  function setSelection(range) {
+    selection = range;
+    if (range) selectSpan(null, false);
+    drawSelection();
+    if (!range) delete noteText.dataset.selection;
+  }
+
+  function selectSpan(uid, scroll = true) {
+    const previous = selectedUid ? spans.get(selectedUid) : null;
+    if (previous) { previous.li.setAttribute("aria-selected", "false"); previous.li.classList.remove("selected"); previous.marks.forEach((m) => m.classList.remove("selected")); }
+    selectedUid = uid && spans.has(uid) ? uid : null;
+    noteText.removeAttribute("aria-activedescendant");
+    if (!selectedUid) return;
+    if (selection) { selection = null; drawSelection(); delete noteText.dataset.selection; }
+    const span = spans.get(selectedUid);
+    span.li.setAttribute("aria-selected", "true");
+    span.li.classList.add("selected");
+    span.marks.forEach((m) => m.classList.add("selected"));
+    noteText.setAttribute("aria-activedescendant", span.li.id);
+    if (scroll) {
+      span.li.scrollIntoView({ block: "nearest" });
+      if (span.marks[0]) span.marks[0].scrollIntoView({ block: "nearest" });
+    }
+    announce(`${span.label}${span.status === "pending" ? " pre-label" : ""}: ${span.li.querySelector(".span-text").textContent}`);
+  }
+  function orderedUids() { return [...document.querySelectorAll("#span-list > li")].map((li) => li.dataset.uid); }
+
+  // ---- sending edits ---------------------------------------------------------------------------
+  let version = data.version;
+  let counter = 0;
+  const queue = [];
+  let inFlight = false;
+  let undoStack = [];
+  let redoStack = [];
+  const UNDOABLE = new Set(["add", "delete", "reject", "accept", "accept_all", "relabel", "modify", "note"]);
+
+  function toast(message) {
+    toastEl.textContent = message;
+    toastEl.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { toastEl.hidden = true; }, 6000);
+  }
+  const announcer = document.getElementById("announcer");
+  function announce(message) { announcer.textContent = message; }
+  function setSaving(state) { saveState.textContent = state; saveState.dataset.state = state; }
+
+  function send(command) {
+    if (data.status !== "open" && command.kind !== "note") { toast(`This note is ${data.status}.`); return null; }
+    const now = performance.now();
+    command.client_id = `${pageSession}-e${++counter}`;
+    command.page_session = pageSession;
+    command.monotonic_ms = now;
+    command.wall_time_ms = Date.now();
+    localTimes.push(now);
+    queue.push(command);
+    pump();
+    return command.client_id;
+  }
+
+  function applicable(command) { // after a conflict: may this edit still be made?
+    if (["delete", "reject", "accept", "relabel", "modify"].includes(command.kind)) return spans.has(command.uid);
+    return true;
+  }
+
+  async function reloadList() {
+    const response = await fetch(`${base}/spans`, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+    if (!response.ok) throw new Error(`reload ${response.status}`);
+    const holder = document.createElement("div");
+    holder.innerHTML = await response.text();
+    const fresh = holder.querySelector("#span-list-container");
+    document.getElementById("span-list-container").replaceWith(fresh);
+    version = Number(fresh.dataset.version);
+    setStatus(fresh.dataset.status);
+    loadList(fresh);
+  }
+
+  function applyResult(html) {
+    const holder = document.createElement("div");
+    holder.innerHTML = html;
+    const result = holder.firstElementChild;
+    const list = document.getElementById("span-list");
+    const changed = [];
+    result.querySelectorAll("li").forEach((li) => {
+      const uid = li.dataset.uid;
+      const old = spans.get(uid);
+      if (old) { old.marks.forEach((m) => m.remove()); old.li.remove(); spans.delete(uid); }
+      if (li.dataset.removed) { if (selectedUid === uid) selectedUid = null; return; }
+      prepareItem(li);
+      const span = readItem(li);
+      const [start] = bounds(span);
+      const after = [...list.children].find((other) => bounds(spans.get(other.dataset.uid))[0] > start);
+      list.insertBefore(li, after || null);
+      spans.set(uid, span);
+      changed.push(uid);
+    });
+    redraw(changed);
+    updateCounts(Number(result.dataset.pending));
+    setStatus(result.dataset.status);
+    return changed;
+  }
+
+  function updateCounts(pending) {
+    document.querySelector("[data-testid=span-count]").textContent = String(spans.size);
+    let badge = document.querySelector("[data-testid=pending-count]");
+    if (!badge) {
+      badge = document.createElement("span");
+      badge.className = "pending-count";
+      badge.dataset.testid = "pending-count";
+      document.getElementById("spans-title").appendChild(badge);
+    }
+    badge.textContent = pending ? `${pending} undecided` : "";
+    badge.hidden = !pending;
+  }
+
+  function setStatus(status) {
+    data.status = status;
+    const el = document.querySelector("[data-testid=set-status]");
+    el.dataset.status = status;
+    if (status === "submitted") el.textContent = "Submitted. Changes are closed.";
+    else if (status === "skipped") el.textContent = "Skipped.";
+    else el.textContent = "";
+    document.querySelector(".editor").classList.toggle("closed", status !== "open");
+  }
+
+  async function pump() {
+    if (inFlight || !queue.length) return;
+    inFlight = true;
+    setSaving("Saving…");
+    const command = queue[0];
+    command.version = version;
+    let retryDelay = 0;
+    try {
+      const response = await fetch(`${base}/edits`, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "text/html", "X-CSRF-Token": csrf },
+        body: JSON.stringify(command),
+      });
+      if (response.ok) {
+        version = Number(response.headers.get("X-Set-Version"));
+        const changed = applyResult(await response.text());
+        queue.shift();
+        applied(command, changed);
+      } else if (response.status === 409) {
+        await reloadList(); // another tab changed the set: take its state, then retry ours
+        if (!applicable(command)) { queue.shift(); toast("Another window changed this span; your edit was not needed."); }
+      } else if (response.status === 422 || response.status === 400) {
+        queue.shift();
+        const body = await response.json().catch(() => ({}));
+        toast(typeof body.detail === "string" ? body.detail : "That edit is not possible.");
+      } else if (response.status === 401 || response.status === 403) {
+        setSaving("Not saved");
+        toast("Your session has ended. Log in again in another tab; unsaved edits stay queued here.");
+        retryDelay = 5000;
+      } else {
+        retryDelay = 1000;
+      }
+    } catch (error) {
+      retryDelay = 1000; // offline or server restarting: same client id, so a retry is safe
+    }
+    inFlight = false;
+    if (retryDelay) { setSaving("Retrying…"); setTimeout(pump, retryDelay); return; }
+    if (!queue.length) setSaving("Saved");
+    pump();
+  }
+
+  function applied(command, changed) {
+    if (command.kind === "undo") redoStack.push(command.client_id);
+    else if (command.kind === "redo") undoStack.push(command.client_id);
+    else if (UNDOABLE.has(command.kind)) { undoStack.push(command.client_id); redoStack = []; }
+    if (command.kind === "add") selectSpan(command.uid);
+    else if (["relabel", "modify", "accept"].includes(command.kind) && changed.includes(command.uid)) selectSpan(command.uid, false);
+  }
+
+  // ---- commands --------------------------------------------------------------------------------
+  function labelSelection(label) {
+    if (!selection) return;
+    const [s, e] = selection;
+    const uid = `c${pageSession.slice(1, 9)}${(++counter).toString(36)}`;
+    send({ kind: "add", uid, label, fragments: [[u16ToCp(s), u16ToCp(e)]] });
+    setSelection(null);
+    keyAnchor = keyFocus = null;
+  }
+  function relabel(label) {
+    const span = spans.get(selectedUid);
+    if (span && span.label !== label) send({ kind: "relabel", uid: span.uid, label });
+    else if (span && span.status === "pending") send({ kind: "accept", uid: span.uid });
+  }
+  function neighbour(uid, step) {
+    const order = orderedUids();
+    const i = order.indexOf(uid);
+    return order[i + step] || order[i - step] || null;
+  }
+  function removeSelected() {
+    const span = spans.get(selectedUid);
+    if (!span) return;
+    const next = neighbour(span.uid, 1);
+    send({ kind: span.status === "pending" ? "reject" : "delete", uid: span.uid });
+    selectSpan(next);
+  }
+  function acceptSelected() {
+    const span = spans.get(selectedUid);
+    if (!span) return;
+    if (span.status === "pending") send({ kind: "accept", uid: span.uid });
+    const order = orderedUids();
+    const next = order.slice(order.indexOf(span.uid) + 1).find((u) => spans.get(u).status === "pending");
+    if (next) selectSpan(next);
+  }
+  function acceptAll() {
+    const pending = [...spans.values()].filter((s) => s.status === "pending").map((s) => s.uid);
+    if (!pending.length) { toast("No undecided pre-labels."); return; }
+    if (window.confirm(`Accept all ${pending.length} remaining pre-labels?`)) send({ kind: "accept_all", uids: pending });
+  }
+  function resize(edge, step) { // move the start or end of the selected span by one token
+    const span = spans.get(selectedUid);
+    if (!span) return;
+    if (span.fragments.length !== 1) { toast("Resize a discontinuous span by deleting and re-adding it."); return; }
+    let [s, e] = [cpToU16(span.fragments[0][0]), cpToU16(span.fragments[0][1])];
+    if (edge === "end") {
+      const i = tokenAt(e - 1);
+      if (step > 0 && i + 1 < tokens.length) e = tokens[i + 1][1];
+      if (step < 0) { const j = tokenAt(e - 1); if (j > 0 && tokens[j - 1][1] > s) e = tokens[j - 1][1]; }
+    } else {
+      const i = tokenAt(s);
+      if (step < 0 && i > 0) s = tokens[i - 1][0];
+      if (step > 0 && i + 1 < tokens.length && tokens[i + 1][0] < e) s = tokens[i + 1][0];
+    }
+    const fragments = [[u16ToCp(s), u16ToCp(e)]];
+    if (fragments[0][0] !== span.fragments[0][0] || fragments[0][1] !== span.fragments[0][1]) {
+      send({ kind: "modify", uid: span.uid, fragments });
+    }
+  }
+  function undo() { const target = undoStack.pop(); if (target) send({ kind: "undo", target }); else toast("Nothing to undo."); }
+  function redo() { const target = redoStack.pop(); if (target) send({ kind: "redo", target }); else toast("Nothing to redo."); }
+  function keyboardSelect(step, extend) {
+    if (!tokens.length) return;
+    if (keyFocus === null) {
+      const from = selectedUid ? bounds(spans.get(selectedUid))[1] : selection ? selection[1] : 0;
+      keyFocus = keyAnchor = Math.max(0, Math.min(tokens.length - 1, tokenAt(from) - (step > 0 ? 1 : 0)));
+    }
+    keyFocus = Math.max(0, Math.min(tokens.length - 1, keyFocus + step));
+    if (!extend) keyAnchor = keyFocus;
+    const a = Math.min(keyAnchor, keyFocus), b = Math.max(keyAnchor, keyFocus);
+    setSelection([tokens[a][0], tokens[b][1]]);
+    if (selectionMarks[0]) selectionMarks[0].scrollIntoView({ block: "nearest" });
+  }
+
+  // ---- mouse -----------------------------------------------------------------------------------
+  function offsetAt(x, y) {
+    const range = document.caretRangeFromPoint ? document.caretRangeFromPoint(x, y) : null;
+    if (range && range.startContainer === textNode) return range.startOffset;
+    const pos = document.caretPositionFromPoint ? document.caretPositionFromPoint(x, y) : null;
+    return pos && pos.offsetNode === textNode ? pos.offset : null;
+  }
+  function spansAt(u) {
+    const cp = u16ToCp(u);
+    return [...spans.values()].filter((s) => s.fragments.some(([a, b]) => a <= cp && cp < b))
+      .sort((x, y) => (bounds(x)[1] - bounds(x)[0]) - (bounds(y)[1] - bounds(y)[0]));
+  }
+  let lastClick = null;
+  noteText.addEventListener("mouseup", (event) => {
+    const sel = window.getSelection();
+    if (sel && !sel.isCollapsed && sel.anchorNode === textNode && sel.focusNode === textNode) {
+      const s = Math.min(sel.anchorOffset, sel.focusOffset), e = Math.max(sel.anchorOffset, sel.focusOffset);
+      const snapped = snap(s, e);
+      sel.removeAllRanges();
+      keyAnchor = keyFocus = null;
+      setSelection(snapped);
+      return;
+    }
+    const u = offsetAt(event.clientX, event.clientY);
+    if (u === null) return;
+    const here = spansAt(Math.min(u, text.length - 1));
+    if (!here.length) { selectSpan(null); setSelection(null); return; }
+    // clicking the same place again cycles through the spans stacked there
+    const again = lastClick && lastClick.u === u ? (lastClick.i + 1) % here.length : 0;
+    lastClick = { u, i: again };
+    setSelection(null);
+    selectSpan(here[again].uid, false);
+  });
+  let hoverTimer = null;
+  noteText.addEventListener("mousemove", (event) => {
+    if (hoverTimer) return;
+    hoverTimer = setTimeout(() => {
+      hoverTimer = null;
+      const u = offsetAt(event.clientX, event.clientY);
+      const here = u === null ? [] : spansAt(Math.min(u, text.length - 1));
+      if (!here.length) { tooltip.hidden = true; return; }
+      tooltip.textContent = here.map((s) => s.label + (s.status === "pending" ? " (pre-label)" : "")).join(" · ");
+      tooltip.style.left = `${event.clientX + 12}px`;
+      tooltip.style.top = `${event.clientY + 16}px`;
+      tooltip.hidden = false;
+    }, 60);
+  });
+  noteText.addEventListener("mouseleave", () => { tooltip.hidden = true; });
+  document.getElementById("span-list-container").parentElement.addEventListener("click", (event) => {
+    const li = event.target.closest("#span-list > li");
+    if (li) { setSelection(null); selectSpan(li.dataset.uid); noteText.focus({ preventScroll: true }); }
+  });
+  document.querySelector(".palette").addEventListener("click", (event) => {
+    const button = event.target.closest(".palette-button");
+    if (!button) return;
+    if (selection) labelSelection(button.dataset.label);
+    else if (selectedUid) relabel(button.dataset.label);
+    else toast("Select text or a span first.");
+    noteText.focus({ preventScroll: true });
+  });
+  document.querySelector(".editor-actions").addEventListener("click", (event) => {
+    const action = event.target.closest("button")?.dataset.action;
+    if (action === "undo") undo();
+    else if (action === "redo") redo();
+    else if (action === "accept-all") acceptAll();
+    else if (action === "guidelines") document.getElementById("guidelines").showModal();
+    else if (action === "skip") {
+      const reason = window.prompt("Why do you skip this note?");
+      if (reason && reason.trim()) send({ kind: "skip", text: reason.trim() });
+    } else if (action === "submit") submit();
+  });
+  function submit() {
+    const pending = [...spans.values()].filter((s) => s.status === "pending").length;
+    if (pending && data.require_decided) { toast(`${pending} pre-labels are undecided; accept or reject them first.`); return; }
+    if (window.confirm(pending ? `Submit with ${pending} undecided pre-labels?` : "Submit this note?")) send({ kind: "submit" });
+  }
+  const noteBox = document.getElementById("set-note");
+  let savedNote = noteBox.value;
+  noteBox.addEventListener("change", () => {
+    if (noteBox.value !== savedNote) { savedNote = noteBox.value; send({ kind: "note", text: noteBox.value }); }
+  });
+
+  // ---- keyboard --------------------------------------------------------------------------------
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target.closest("textarea, input, select, dialog") || document.querySelector("dialog[open]")) return;
+    const key = event.key;
+    const ctrl = event.ctrlKey || event.metaKey;
+    if (ctrl && key.toLowerCase() === "z" && !event.shiftKey) { event.preventDefault(); undo(); return; }
+    if (ctrl && (key.toLowerCase() === "y" || (key.toLowerCase() === "z" && event.shiftKey))) { event.preventDefault(); redo(); return; }
+    if (ctrl || (event.altKey && !event.shiftKey)) return;
+    if (key === "?") { event.preventDefault(); document.getElementById("guidelines").showModal(); return; }
+    if (key === "Escape") { setSelection(null); selectSpan(null); keyAnchor = keyFocus = null; return; }
+    if (key === "Tab") {
+      const order = orderedUids();
+      if (!order.length) return;
+      event.preventDefault();
+      const i = selectedUid ? order.indexOf(selectedUid) : -1;
+      const next = event.shiftKey ? (i <= 0 ? order.length - 1 : i - 1) : (i + 1) % order.length;
+      setSelection(null);
+      keyAnchor = keyFocus = null;
+      selectSpan(order[next]);
+      return;
+    }
+    if (key === "Enter") { event.preventDefault(); if (event.shiftKey) acceptAll(); else acceptSelected(); return; }
+    if (key === "Delete" || key === "Backspace") { event.preventDefault(); removeSelected(); return; }
+    if (key === "ArrowRight" || key === "ArrowLeft") {
+      const step = key === "ArrowRight" ? 1 : -1;
+      event.preventDefault();
+      if (selectedUid && event.shiftKey) { resize(event.altKey ? "start" : "end", event.altKey ? -step : step); return; }
+      keyboardSelect(step, event.shiftKey);
+      return;
+    }
+    if (key.length === 1 && !event.altKey) {
+      const label = hotkeys.get(key.toLowerCase());
+      if (!label) return;
+      event.preventDefault();
+      if (selection) labelSelection(label);
+      else if (selectedUid) relabel(label);
+    }
+  });
+
+  // ---- time: open, close, visible, hidden, activity -----------------------------------------------
+  const localTimes = []; // monotonic times of this page's events, for the timer
+  let timeCounter = 0;
+  let unsentTime = [];
+  let hidden = document.visibilityState === "hidden";
+  const hiddenSince = [];
+  function timeEvent(kind) {
+    const now = performance.now();
+    localTimes.push(now);
+    if (kind === "hidden") hiddenSince.push([now, null]);
+    if (kind === "visible" && hiddenSince.length) hiddenSince[hiddenSince.length - 1][1] = now;
+    unsentTime.push({ kind, client_id: `${pageSession}-t${++timeCounter}`, monotonic_ms: now, wall_time_ms: Date.now() });
+  }
+  async function flushTime() {
+    if (!unsentTime.length) return;
+    const batch = unsentTime;
+    unsentTime = [];
+    try {
+      const response = await fetch(`${base}/events`, {
+        method: "POST", credentials: "same-origin", keepalive: true,
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify({ page_session: pageSession, events: batch }),
+      });
+      if (!response.ok && response.status >= 500) unsentTime = batch.concat(unsentTime);
+    } catch (error) {
+      unsentTime = batch.concat(unsentTime); // sent again later with the same ids: stored once
+    }
+  }
+  let lastActivity = -Infinity;
+  function activity() {
+    const now = performance.now();
+    if (hidden || now - lastActivity < 5000) return;
+    lastActivity = now;
+    timeEvent("activity");
+    flushTime();
+  }
+  ["keydown", "pointerdown", "wheel", "scroll"].forEach((type) => document.addEventListener(type, activity, { passive: true, capture: true }));
+  document.addEventListener("selectionchange", activity);
+  document.addEventListener("visibilitychange", () => {
+    hidden = document.visibilityState === "hidden";
+    timeEvent(hidden ? "hidden" : "visible");
+    flushTime();
+  });
+  window.addEventListener("pagehide", () => {
+    timeEvent("close");
+    const form = new FormData();
+    form.append("csrf_token", csrf);
+    form.append("payload", JSON.stringify({ page_session: pageSession, events: unsentTime }));
+    if (navigator.sendBeacon(`${base}/events`, form)) unsentTime = [];
+  });
+
+  function activeSeconds() { // this page's active time, by the rule of shared/design/metrics.md
+    const threshold = data.idle_threshold_seconds * 1000;
+    const times = localTimes.slice().sort((a, b) => a - b);
+    const now = performance.now();
+    if (!hidden) times.push(now);
+    let total = 0;
+    for (let i = 1; i < times.length; i++) {
+      const start = times[i - 1];
+      const wasHidden = hiddenSince.some(([a, b]) => start >= a && (b === null || start < b));
+      if (!wasHidden) total += Math.min(times[i] - start, threshold);
+    }
+    return total / 1000;
+  }
+  function tick() {
+    const seconds = Math.floor(data.previous_active_seconds + activeSeconds());
+    timerEl.textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+  }
+
+  // ---- start -----------------------------------------------------------------------------------
+  loadList(document);
+  setStatus(data.status);
+  let resizeTimer = null;
+  window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => { redraw(); drawSelection(); }, 100); });
+  timeEvent("open");
+  flushTime();
+  setInterval(tick, 1000);
+  setInterval(flushTime, 10000);
+  tick();
+  noteText.focus({ preventScroll: true });
+  window.clinannEditor = { // for tests and benchmarks: the page's own view of its state
+    ready: true, version: () => version, pending: () => queue.length,
+    pageSession, cpToU16, u16ToCp, flushTime,
+  };
+  document.body.dataset.editorReady = "true";
+})();
