@@ -96,8 +96,12 @@ class Change:
             raw = (side or {}).get("spans") or {}
             return {uid: (SpanState.from_json(s) if s else None) for uid, s in raw.items()}
 
-        return cls(spans(before), spans(after), dict((before or {}).get("set") or {}),
-                   dict((after or {}).get("set") or {}))
+        return cls(
+            spans(before),
+            spans(after),
+            dict((before or {}).get("set") or {}),
+            dict((after or {}).get("set") or {}),
+        )
 
 
 def apply_change(state: SetState, change: Change) -> SetState:
@@ -145,8 +149,9 @@ def check_fragments(fragments: Iterable[Iterable[int]], text_length: int) -> Fra
         raise EditRefused(f"fragments: at most {MAX_FRAGMENTS} ranges")
     for i, (start, end) in enumerate(result):
         if not 0 <= start < end <= text_length:
-            raise EditRefused(f"fragments[{i}]: [{start}, {end}) is not a range inside the note "
-                              f"(0 to {text_length})")
+            raise EditRefused(
+                f"fragments[{i}]: [{start}, {end}) is not a range inside the note (0 to {text_length})"
+            )
     ordered = sorted(result)
     for (_, end), (start, _) in zip(ordered, ordered[1:], strict=False):
         if start < end:
@@ -200,7 +205,9 @@ def plan(
             raise EditRefused("uid: a new span needs the uid the editor gave it")
         if command.uid in state.spans:
             raise EditRefused(f"uid: span {command.uid} exists already")
-        span = SpanState(_label(schema, command.label or ""), check_fragments(command.fragments or (), text_length))
+        span = SpanState(
+            _label(schema, command.label or ""), check_fragments(command.fragments or (), text_length)
+        )
         return Change({command.uid: None}, {command.uid: span})
     if kind in (EditKind.delete, EditKind.reject):
         _open(state)
@@ -239,8 +246,10 @@ def plan(
         reason = (command.text or "").strip()
         if not reason:
             raise EditRefused("text: say why you skip this note")
-        return Change(before_set={"status": state.status, "skip_reason": state.skip_reason},
-                      after_set={"status": SetStatus.skipped.value, "skip_reason": reason})
+        return Change(
+            before_set={"status": state.status, "skip_reason": state.skip_reason},
+            after_set={"status": SetStatus.skipped.value, "skip_reason": reason},
+        )
     if kind == EditKind.submit:
         _open(state)
         undecided = sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value)
@@ -250,5 +259,15 @@ def plan(
     raise EditRefused(f"kind: '{kind}' is not an edit")
 
 
-UNDOABLE = frozenset({EditKind.add, EditKind.delete, EditKind.reject, EditKind.accept, EditKind.accept_all,
-                      EditKind.relabel, EditKind.modify, EditKind.note})
+UNDOABLE = frozenset(
+    {
+        EditKind.add,
+        EditKind.delete,
+        EditKind.reject,
+        EditKind.accept,
+        EditKind.accept_all,
+        EditKind.relabel,
+        EditKind.modify,
+        EditKind.note,
+    }
+)

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import AnnotationSet, Assignment, Document, EditEvent, Project, Span, SpanFragment
 from app.domain.active_time import SessionTime, TimeEvent, session_times
@@ -71,7 +71,8 @@ class EditRequest:
 class EditOutcome:
     version: int
     touched: tuple[str, ...]  # span uids whose rows changed
-    set_fields_changed: bool
+    state: SetState  # the set after the edit, for the answer to render
+    text: str  # the note, for the answer's span snippets
     duplicate: bool = False
 
 
@@ -117,20 +118,30 @@ def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False
     )
 
 
-def _span_state(span: Span) -> SpanState:
-    return SpanState(
-        label=span.label,
-        fragments=tuple((f.start, f.end) for f in span.fragments),
-        status=span.status,
-        attributes=tuple(sorted((span.attributes or {}).items())),
-    )
-
-
 def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
-    spans = db.scalars(
-        select(Span).where(Span.annotation_set_id == set_id).options(selectinload(Span.fragments))
+    """Spans of a set by uid, read with two plain queries (no ORM objects: long notes stay fast)."""
+    rows = db.execute(
+        select(Span.id, Span.uid, Span.label, Span.status, Span.attributes).where(
+            Span.annotation_set_id == set_id
+        )
     ).all()
-    return {span.uid: _span_state(span) for span in spans}
+    fragments: dict[int, list[tuple[int, int]]] = {}
+    for span_id, start, end in db.execute(
+        select(SpanFragment.span_id, SpanFragment.start, SpanFragment.end)
+        .join(Span, Span.id == SpanFragment.span_id)
+        .where(Span.annotation_set_id == set_id)
+        .order_by(SpanFragment.span_id, SpanFragment.ordinal)
+    ):
+        fragments.setdefault(span_id, []).append((start, end))
+    return {
+        uid: SpanState(
+            label=label,
+            fragments=tuple(fragments.get(span_id, ())),
+            status=status,
+            attributes=tuple(sorted((attributes or {}).items())),
+        )
+        for span_id, uid, label, status, attributes in rows
+    }
 
 
 def load_state(db: Session, annotation_set: AnnotationSet) -> SetState:
@@ -179,9 +190,7 @@ def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[
             continue
         touched.append(uid)
         if before is not None:
-            span = db.scalar(
-                select(Span).where(Span.annotation_set_id == annotation_set.id, Span.uid == uid)
-            )
+            span = db.scalar(select(Span).where(Span.annotation_set_id == annotation_set.id, Span.uid == uid))
             if after is None:
                 db.delete(span)
                 continue
@@ -189,14 +198,23 @@ def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[
             span.attributes = dict(after.attributes)
             if before.fragments != after.fragments:
                 db.execute(delete(SpanFragment).where(SpanFragment.span_id == span.id))
-                db.add_all(SpanFragment(span_id=span.id, ordinal=i, start=a, end=b)
-                           for i, (a, b) in enumerate(after.fragments))
+                db.add_all(
+                    SpanFragment(span_id=span.id, ordinal=i, start=a, end=b)
+                    for i, (a, b) in enumerate(after.fragments)
+                )
         else:
-            db.add(Span(
-                annotation_set_id=annotation_set.id, uid=uid, label=after.label, status=after.status,
-                attributes=dict(after.attributes),
-                fragments=[SpanFragment(ordinal=i, start=a, end=b) for i, (a, b) in enumerate(after.fragments)],
-            ))
+            db.add(
+                Span(
+                    annotation_set_id=annotation_set.id,
+                    uid=uid,
+                    label=after.label,
+                    status=after.status,
+                    attributes=dict(after.attributes),
+                    fragments=[
+                        SpanFragment(ordinal=i, start=a, end=b) for i, (a, b) in enumerate(after.fragments)
+                    ],
+                )
+            )
     for name, value in change.after_set.items():
         setattr(annotation_set, name, value)
     return tuple(touched)
@@ -225,24 +243,46 @@ def apply_edit(
     with sessions.begin() as db:
         context = editor_context(db, set_id, user_id, lock=True)  # serialises edits of one set
         annotation_set = context.annotation_set
-        if db.scalar(select(EditEvent.id).where(EditEvent.annotation_set_id == set_id,
-                                                EditEvent.client_id == request.client_id)):
-            return EditOutcome(version=annotation_set.version, touched=(), set_fields_changed=False,
-                               duplicate=True)
+        if db.scalar(
+            select(EditEvent.id).where(
+                EditEvent.annotation_set_id == set_id, EditEvent.client_id == request.client_id
+            )
+        ):
+            return EditOutcome(
+                version=annotation_set.version,
+                touched=(),
+                state=load_state(db, annotation_set),
+                text=context.document.text,
+                duplicate=True,
+            )
         if request.version != annotation_set.version:
             raise VersionConflict(annotation_set.version)
         state = load_state(db, annotation_set)
         if request.kind in (EditKind.undo, EditKind.redo):
             change = _undo_change(db, set_id, request)
             try:
-                apply_change(state, change)
+                new_state = apply_change(state, change)
             except StateMismatch:
-                raise EditRefused(f"target: the note changed since that edit; it cannot be {request.kind}ne") from None
+                raise EditRefused(
+                    f"target: the note changed since that edit; it cannot be {request.kind}ne"
+                ) from None
         else:
-            command = Command(kind=request.kind, uid=request.uid, label=request.label,
-                              fragments=request.fragments, text=request.text, uids=request.uids)
-            change = plan(command, state, text_length=len(context.document.text), schema=context.schema,
-                          require_decided=context.study.require_prelabels_decided)
+            command = Command(
+                kind=request.kind,
+                uid=request.uid,
+                label=request.label,
+                fragments=request.fragments,
+                text=request.text,
+                uids=request.uids,
+            )
+            change = plan(
+                command,
+                state,
+                text_length=len(context.document.text),
+                schema=context.schema,
+                require_decided=context.study.require_prelabels_decided,
+            )
+            new_state = apply_change(state, change)
         touched = _write(db, annotation_set, change)
         annotation_set.version += 1
         if request.kind == EditKind.submit:
@@ -250,14 +290,23 @@ def apply_edit(
         before, after = change.to_json()
         if request.kind in (EditKind.undo, EditKind.redo):
             after["target"] = request.target
-        db.add(EditEvent(
-            annotation_set_id=set_id, user_id=user_id, page_session_id=request.page_session,
-            kind=request.kind, client_id=request.client_id, client_monotonic_ms=request.monotonic_ms,
-            client_wall_time=request.wall_time, set_version=annotation_set.version,
-            before=before, after=after,
-        ))
-        return EditOutcome(version=annotation_set.version, touched=touched,
-                           set_fields_changed=bool(change.after_set))
+        db.add(
+            EditEvent(
+                annotation_set_id=set_id,
+                user_id=user_id,
+                page_session_id=request.page_session,
+                kind=request.kind,
+                client_id=request.client_id,
+                client_monotonic_ms=request.monotonic_ms,
+                client_wall_time=request.wall_time,
+                set_version=annotation_set.version,
+                before=before,
+                after=after,
+            )
+        )
+        return EditOutcome(
+            version=annotation_set.version, touched=touched, state=new_state, text=context.document.text
+        )
 
 
 @dataclass(frozen=True)
@@ -286,12 +335,20 @@ def record_time_events(
             return 0
         result = db.execute(
             insert(EditEvent)
-            .values([
-                {"annotation_set_id": set_id, "user_id": user_id, "page_session_id": page_session,
-                 "kind": e.kind, "client_id": e.client_id, "client_monotonic_ms": e.monotonic_ms,
-                 "client_wall_time": e.wall_time}
-                for e in events
-            ])
+            .values(
+                [
+                    {
+                        "annotation_set_id": set_id,
+                        "user_id": user_id,
+                        "page_session_id": page_session,
+                        "kind": e.kind,
+                        "client_id": e.client_id,
+                        "client_monotonic_ms": e.monotonic_ms,
+                        "client_wall_time": e.wall_time,
+                    }
+                    for e in events
+                ]
+            )
             .on_conflict_do_nothing(index_elements=["annotation_set_id", "client_id"])
             .returning(EditEvent.id)
         )
@@ -313,7 +370,9 @@ def session_time_so_far(db: Session, set_id: int, idle_threshold_seconds: float)
     return sum(s.active_seconds for s in session_times(set_time_events(db, set_id), idle_threshold_seconds))
 
 
-def set_times(sessions: sessionmaker[Session], set_id: int, idle_threshold_seconds: float) -> list[SessionTime]:
+def set_times(
+    sessions: sessionmaker[Session], set_id: int, idle_threshold_seconds: float
+) -> list[SessionTime]:
     """Active and wall time of each page session, as shared/design/metrics.md defines."""
     with sessions() as db:
         return session_times(set_time_events(db, set_id), idle_threshold_seconds)

@@ -36,28 +36,51 @@ def build_world(sessions, password_hash: str, study_settings: dict | None = None
         db.add(run)
         documents = {}
         for condition in Condition:
-            documents[condition] = Document(project_id=project.id, external_id=f"note-{condition.value}",
-                                            text=NOTE, sha256=hashlib.sha256(NOTE.encode()).hexdigest())
+            documents[condition] = Document(
+                project_id=project.id,
+                external_id=f"note-{condition.value}",
+                text=NOTE,
+                sha256=hashlib.sha256(NOTE.encode()).hexdigest(),
+            )
             db.add(documents[condition])
         db.flush()
-        pre = AnnotationSet(document_id=documents[Condition.refine_llm].id, origin=SetOrigin.pre_annotation.value,
-                            pre_annotation_run_id=run.id, status=SetStatus.submitted.value)
-        human = AnnotationSet(document_id=documents[Condition.refine_human].id, origin=SetOrigin.annotator.value,
-                              annotator_id=other.id, condition=Condition.scratch.value,
-                              status=SetStatus.submitted.value)
+        pre = AnnotationSet(
+            document_id=documents[Condition.refine_llm].id,
+            origin=SetOrigin.pre_annotation.value,
+            pre_annotation_run_id=run.id,
+            status=SetStatus.submitted.value,
+        )
+        human = AnnotationSet(
+            document_id=documents[Condition.refine_human].id,
+            origin=SetOrigin.annotator.value,
+            annotator_id=other.id,
+            condition=Condition.scratch.value,
+            status=SetStatus.submitted.value,
+        )
         db.add_all([pre, human])
         db.flush()
-        add_spans(db, pre, [
-            SpanData("Drug", (Fragment(METFORMIN, METFORMIN + 9),), confidence=0.9),
-            SpanData("Strength", (Fragment(METFORMIN + 10, METFORMIN + 16),), confidence=0.8),
-            SpanData("Drug", (Fragment(ASPIRIN, ASPIRIN + 7),), confidence=0.7),
-        ], status=SpanStatus.pending)
+        add_spans(
+            db,
+            pre,
+            [
+                SpanData("Drug", (Fragment(METFORMIN, METFORMIN + 9),), confidence=0.9),
+                SpanData("Strength", (Fragment(METFORMIN + 10, METFORMIN + 16),), confidence=0.8),
+                SpanData("Drug", (Fragment(ASPIRIN, ASPIRIN + 7),), confidence=0.7),
+            ],
+            status=SpanStatus.pending,
+        )
         add_spans(db, human, [SpanData("Drug", (Fragment(METFORMIN, METFORMIN + 9),))])
         bases = {Condition.scratch: None, Condition.refine_llm: pre, Condition.refine_human: human}
         sets = {}
         for position, condition in enumerate(Condition):
-            assignment = assign(db, project_id=project.id, document_id=documents[condition].id,
-                                annotator_id=annotator.id, condition=condition, queue_position=position,
-                                base_set=bases[condition])
+            assignment = assign(
+                db,
+                project_id=project.id,
+                document_id=documents[condition].id,
+                annotator_id=annotator.id,
+                condition=condition,
+                queue_position=position,
+                base_set=bases[condition],
+            )
             sets[condition.value] = assignment.annotation_set_id
         return EditingWorld(project.id, annotator.id, other.id, sets, pre.id)

@@ -30,15 +30,22 @@ def edit(sessions, world, condition, kind, version=None, **fields):
     if version is None:
         with sessions() as db:
             version = db.get(AnnotationSet, set_id).version
-    request = editing.EditRequest(kind=kind, client_id=fields.pop("client_id", f"c{next(_ids)}"),
-                                  page_session="page-1", version=version,
-                                  monotonic_ms=float(next(_ids)), **fields)
+    request = editing.EditRequest(
+        kind=kind,
+        client_id=fields.pop("client_id", f"c{next(_ids)}"),
+        page_session="page-1",
+        version=version,
+        monotonic_ms=float(next(_ids)),
+        **fields,
+    )
     return editing.apply_edit(sessions, world.annotator_id, set_id, request, now=NOW)
 
 
 def events(sessions, set_id):
     with sessions() as db:
-        return list(db.scalars(select(EditEvent).where(EditEvent.annotation_set_id == set_id).order_by(EditEvent.id)))
+        return list(
+            db.scalars(select(EditEvent).where(EditEvent.annotation_set_id == set_id).order_by(EditEvent.id))
+        )
 
 
 def spans(sessions, set_id):
@@ -51,17 +58,39 @@ def test_add_stores_code_point_offsets_and_its_event(sessions, world):
     assert outcome.version == 1 and outcome.touched == ("u1",)
     stored = spans(sessions, world.sets["scratch"])
     assert stored == {"u1": SpanState("Drug", ((emoji, emoji + 1),), "confirmed")}
-    assert NOTE[emoji:emoji + 1] == "😀"
+    assert NOTE[emoji : emoji + 1] == "😀"
     [event] = events(sessions, world.sets["scratch"])
     assert (event.kind, event.set_version, event.before, event.after["spans"]["u1"]["label"]) == (
-        "add", 1, {"spans": {"u1": None}}, "Drug")
+        "add",
+        1,
+        {"spans": {"u1": None}},
+        "Drug",
+    )
 
 
 def test_the_same_client_id_is_applied_once(sessions, world):
-    edit(sessions, world, "scratch", "add", version=0, client_id="same", uid="u1", label="Drug",
-         fragments=((METFORMIN, METFORMIN + 9),))
-    again = edit(sessions, world, "scratch", "add", version=0, client_id="same", uid="u1", label="Drug",
-                 fragments=((METFORMIN, METFORMIN + 9),))
+    edit(
+        sessions,
+        world,
+        "scratch",
+        "add",
+        version=0,
+        client_id="same",
+        uid="u1",
+        label="Drug",
+        fragments=((METFORMIN, METFORMIN + 9),),
+    )
+    again = edit(
+        sessions,
+        world,
+        "scratch",
+        "add",
+        version=0,
+        client_id="same",
+        uid="u1",
+        label="Drug",
+        fragments=((METFORMIN, METFORMIN + 9),),
+    )
     assert again.duplicate and again.version == 1
     assert len(events(sessions, world.sets["scratch"])) == 1
 
@@ -69,7 +98,16 @@ def test_the_same_client_id_is_applied_once(sessions, world):
 def test_a_stale_version_is_a_conflict_and_changes_nothing(sessions, world):
     edit(sessions, world, "scratch", "add", uid="u1", label="Drug", fragments=((METFORMIN, METFORMIN + 9),))
     with pytest.raises(editing.VersionConflict) as conflict:
-        edit(sessions, world, "scratch", "add", version=0, uid="u2", label="Drug", fragments=((ASPIRIN, ASPIRIN + 7),))
+        edit(
+            sessions,
+            world,
+            "scratch",
+            "add",
+            version=0,
+            uid="u2",
+            label="Drug",
+            fragments=((ASPIRIN, ASPIRIN + 7),),
+        )
     assert conflict.value.current_version == 1
     assert set(spans(sessions, world.sets["scratch"])) == {"u1"}
 
@@ -98,8 +136,9 @@ def test_bad_edits_are_refused_naming_the_field_and_store_nothing(sessions, worl
 
 
 def test_another_physicians_set_is_not_yours(sessions, world):
-    request = editing.EditRequest(kind="add", client_id="x", page_session="p", version=0, uid="u",
-                                  label="Drug", fragments=((1, 3),))
+    request = editing.EditRequest(
+        kind="add", client_id="x", page_session="p", version=0, uid="u", label="Drug", fragments=((1, 3),)
+    )
     with pytest.raises(editing.NotYourNote):
         editing.apply_edit(sessions, world.other_annotator_id, world.sets["scratch"], request, now=NOW)
     with pytest.raises(editing.NotYourNote):  # a pre-annotation set is nobody's to edit
@@ -135,8 +174,16 @@ def test_accept_all_accepts_only_what_was_shown(sessions, world):
 
 def test_undo_and_redo_are_edit_events_too(sessions, world):
     set_id = world.sets["scratch"]
-    edit(sessions, world, "scratch", "add", client_id="add-1", uid="u1", label="Drug",
-         fragments=((METFORMIN, METFORMIN + 9),))
+    edit(
+        sessions,
+        world,
+        "scratch",
+        "add",
+        client_id="add-1",
+        uid="u1",
+        label="Drug",
+        fragments=((METFORMIN, METFORMIN + 9),),
+    )
     edit(sessions, world, "scratch", "undo", client_id="undo-1", target="add-1")
     assert spans(sessions, set_id) == {}
     edit(sessions, world, "scratch", "redo", client_id="redo-1", target="undo-1")
@@ -165,8 +212,9 @@ def test_time_events_are_stored_once_and_checked(sessions, world):
     assert editing.record_time_events(sessions, world.annotator_id, set_id, "page-1", batch) == 2
     assert editing.record_time_events(sessions, world.annotator_id, set_id, "page-1", batch) == 0
     with pytest.raises(EditRefused, match=r"events\[0\].kind"):
-        editing.record_time_events(sessions, world.annotator_id, set_id, "page-1",
-                                   [editing.TimeEventIn("add", "t3", 1.0)])
+        editing.record_time_events(
+            sessions, world.annotator_id, set_id, "page-1", [editing.TimeEventIn("add", "t3", 1.0)]
+        )
     assert [e.kind for e in events(sessions, set_id)] == ["open", "activity"]
     [session] = editing.set_times(sessions, set_id, 60)
     assert session.active_seconds == 4.0
@@ -174,26 +222,41 @@ def test_time_events_are_stored_once_and_checked(sessions, world):
 
 # --- replay: the stored set is always its base plus its events ------------------------------------
 
+
 def _fresh_refine_set(sessions, world) -> int:
     """A new note whose set copies the pre-labels, so each example starts clean."""
     with sessions.begin() as db:
         n = next(_ids)
-        document = Document(project_id=world.project_id, external_id=f"replay-{n}", text=NOTE,
-                            sha256=hashlib.sha256(NOTE.encode()).hexdigest())
+        document = Document(
+            project_id=world.project_id,
+            external_id=f"replay-{n}",
+            text=NOTE,
+            sha256=hashlib.sha256(NOTE.encode()).hexdigest(),
+        )
         db.add(document)
         db.flush()
         pre = db.get(AnnotationSet, world.pre_set_id)
-        copy = AnnotationSet(document_id=document.id, origin="pre_annotation",
-                             pre_annotation_run_id=pre.pre_annotation_run_id, status="submitted")
+        copy = AnnotationSet(
+            document_id=document.id,
+            origin="pre_annotation",
+            pre_annotation_run_id=pre.pre_annotation_run_id,
+            status="submitted",
+        )
         db.add(copy)
         db.flush()
-        from app.services.annotation_sets import copy_set_contents
         from app.domain.vocabulary import SpanStatus
+        from app.services.annotation_sets import copy_set_contents
 
         copy_set_contents(db, pre, copy, SpanStatus.pending)
-        assignment = assign(db, project_id=world.project_id, document_id=document.id,
-                            annotator_id=world.annotator_id, condition=Condition.refine_llm,
-                            queue_position=1000 + n, base_set=copy)
+        assignment = assign(
+            db,
+            project_id=world.project_id,
+            document_id=document.id,
+            annotator_id=world.annotator_id,
+            condition=Condition.refine_llm,
+            queue_position=1000 + n,
+            base_set=copy,
+        )
         return assignment.annotation_set_id
 
 
@@ -238,8 +301,14 @@ def test_stored_set_equals_base_plus_events_replayed(sessions, world, operations
         elif kind == "stale":
             kind, version = "add", version - 1
             fields = {"uid": f"s{next(_ids)}", "label": "Drug", "fragments": ((op[1], op[1] + 1),)}
-        request = editing.EditRequest(kind=kind, client_id=client_id, page_session="hyp", version=version,
-                                      monotonic_ms=float(next(_ids)), **fields)
+        request = editing.EditRequest(
+            kind=kind,
+            client_id=client_id,
+            page_session="hyp",
+            version=version,
+            monotonic_ms=float(next(_ids)),
+            **fields,
+        )
         try:
             editing.apply_edit(sessions, world.annotator_id, set_id, request, now=NOW)
         except (EditRefused, editing.VersionConflict):
@@ -248,5 +317,7 @@ def test_stored_set_equals_base_plus_events_replayed(sessions, world, operations
     assert editing.stored_state(sessions, set_id) == editing.replayed_state(sessions, set_id)
     with sessions() as db:
         annotation_set = db.get(AnnotationSet, set_id)
-        logged = db.scalar(select(func.count()).select_from(EditEvent).where(EditEvent.annotation_set_id == set_id))
+        logged = db.scalar(
+            select(func.count()).select_from(EditEvent).where(EditEvent.annotation_set_id == set_id)
+        )
     assert annotation_set.version == logged  # every applied edit is one event and one version

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.domain.editing import EditRefused, SpanState
@@ -15,7 +15,9 @@ from app.services.queues import annotator_queue, next_unfinished
 from app.web.deps import CurrentIdentity, Now, Sessions, require_role
 from app.web.templating import render
 
-router = APIRouter(prefix="/annotate", tags=["annotate"], dependencies=[Depends(require_role(Role.annotator))])
+router = APIRouter(
+    prefix="/annotate", tags=["annotate"], dependencies=[Depends(require_role(Role.annotator))]
+)
 
 
 @router.get("")
@@ -152,13 +154,22 @@ def edit(
     """Apply one edit; answer with the re-rendered side-list items of the spans it changed."""
     try:
         outcome = editing.apply_edit(
-            sessions, identity.user.id, set_id,
+            sessions,
+            identity.user.id,
+            set_id,
             editing.EditRequest(
-                kind=body.kind, client_id=body.client_id, page_session=body.page_session,
-                version=body.version, monotonic_ms=body.monotonic_ms, wall_time=_wall(body.wall_time_ms),
-                uid=body.uid, label=body.label,
+                kind=body.kind,
+                client_id=body.client_id,
+                page_session=body.page_session,
+                version=body.version,
+                monotonic_ms=body.monotonic_ms,
+                wall_time=_wall(body.wall_time_ms),
+                uid=body.uid,
+                label=body.label,
                 fragments=tuple(body.fragments) if body.fragments is not None else None,
-                text=body.text, uids=tuple(body.uids) if body.uids is not None else None, target=body.target,
+                text=body.text,
+                uids=tuple(body.uids) if body.uids is not None else None,
+                target=body.target,
             ),
             now=now,
         )
@@ -168,16 +179,13 @@ def edit(
         return JSONResponse({"detail": str(conflict), "version": conflict.current_version}, status_code=409)
     except EditRefused as refused:
         return JSONResponse({"detail": str(refused)}, status_code=422)
-    with sessions() as db:
-        context = editing.editor_context(db, set_id, identity.user.id)
-        state = editing.load_state(db, context.annotation_set)
-    rows = span_rows(context.document.text, state.spans, outcome.touched)
+    state = outcome.state
+    rows = span_rows(outcome.text, state.spans, outcome.touched)
     removed = [uid for uid in outcome.touched if uid not in state.spans]
     response = render(
         request,
         "annotate/document.html",
         {
-            "context": context,
             "state": state,
             "spans": rows,
             "removed": removed,
@@ -223,8 +231,14 @@ def time_events(
     """Record open, close, visible, hidden and activity events of a page session."""
     try:
         editing.record_time_events(
-            sessions, identity.user.id, set_id, body.page_session,
-            [editing.TimeEventIn(e.kind, e.client_id, e.monotonic_ms, _wall(e.wall_time_ms)) for e in body.events],
+            sessions,
+            identity.user.id,
+            set_id,
+            body.page_session,
+            [
+                editing.TimeEventIn(e.kind, e.client_id, e.monotonic_ms, _wall(e.wall_time_ms))
+                for e in body.events
+            ],
         )
     except editing.NotYourNote:
         raise HTTPException(status_code=403, detail="This note is not assigned to you.") from None
