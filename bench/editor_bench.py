@@ -196,13 +196,12 @@ def main() -> None:
         print(f"note: {len(text):,} characters, 600 pre-labels (refine_llm)")
         round_trips, server_times = bench_edits(base_url, set_id, text, args.edits)
         print(f"edits: {len(round_trips)} (accept, relabel, add, modify, reject in turn)")
-        print(
-            f"  server time per edit   p50 {percentile(server_times, 50):6.1f} ms   p95 {percentile(server_times, 95):6.1f} ms"
-        )
-        print(
-            f"  HTTP round trip        p50 {percentile(round_trips, 50):6.1f} ms   p95 {percentile(round_trips, 95):6.1f} ms"
-            f"   (target p95 <= 50 ms)"
-        )
+        for name, values, target in [
+            ("server time per edit", server_times, ""),
+            ("HTTP round trip", round_trips, "   (target p95 <= 50 ms)"),
+        ]:
+            p50, p95 = percentile(values, 50), percentile(values, 95)
+            print(f"  {name:<22} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms{target}")
         loads = bench_page(base_url, set_id, args.loads)
         print(
             f"page ready in Chromium: median {statistics.median(loads):6.0f} ms   max {max(loads):6.0f} ms"
