@@ -46,7 +46,11 @@
 
   // ---- tokens, as the server defines them: \w+|[^\w\s] ----------------------------------------
   const tokens = [];
-  for (const m of text.matchAll(/[\p{L}\p{N}_]+|[^\p{L}\p{N}_\s]/gu)) tokens.push([m.index, m.index + m[0].length]);
+  // White space as Python's str.isspace() sees it: JS \s also counts U+FEFF (a BOM), Python does not.
+  const SPACE = "\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+  const isSpace = new RegExp(`[${SPACE}]`, "u");
+  const tokenPattern = new RegExp(`[\\p{L}\\p{N}_]+|[^\\p{L}\\p{N}_${SPACE}]`, "gu");
+  for (const m of text.matchAll(tokenPattern)) tokens.push([m.index, m.index + m[0].length]);
   const tokenAt = (u) => { // index of the token containing u, or the first one after it
     let lo = 0, hi = tokens.length;
     while (lo < hi) { const mid = (lo + hi) >> 1; if (tokens[mid][1] <= u) lo = mid + 1; else hi = mid; }
@@ -54,8 +58,8 @@
   };
   function snap(start, end) { // UTF-16 range -> whole tokens it touches, white space dropped
     if (!data.snap) {
-      while (start < end && /\s/.test(text[start])) start++;
-      while (end > start && /\s/.test(text[end - 1])) end--;
+      while (start < end && isSpace.test(text[start])) start++;
+      while (end > start && isSpace.test(text[end - 1])) end--;
       return end > start ? [start, end] : null;
     }
     const first = tokenAt(start);
@@ -348,7 +352,7 @@
     else if (command.kind === "redo") undoStack.push(command.client_id);
     else if (UNDOABLE.has(command.kind)) { undoStack.push(command.client_id); redoStack = []; }
     if (command.kind === "add") selectSpan(command.uid);
-    else if (["relabel", "modify", "accept"].includes(command.kind) && changed.includes(command.uid)) selectSpan(command.uid, false);
+    else if (["relabel", "modify"].includes(command.kind) && changed.includes(command.uid)) selectSpan(command.uid, false);
   }
 
   // ---- commands --------------------------------------------------------------------------------
@@ -414,8 +418,12 @@
   function keyboardSelect(step, extend) {
     if (!tokens.length) return;
     if (keyFocus === null) {
-      const from = selectedUid ? bounds(spans.get(selectedUid))[1] : selection ? selection[1] : 0;
-      keyFocus = keyAnchor = Math.max(0, Math.min(tokens.length - 1, tokenAt(from) - (step > 0 ? 1 : 0)));
+      if (!selectedUid && !selection) {
+        keyFocus = keyAnchor = step > 0 ? -1 : tokens.length; // the first arrow lands on the first (last) word
+      } else {
+        const from = selectedUid ? bounds(spans.get(selectedUid))[1] : selection[1];
+        keyFocus = keyAnchor = Math.max(0, Math.min(tokens.length - 1, tokenAt(from) - (step > 0 ? 1 : 0)));
+      }
     }
     keyFocus = Math.max(0, Math.min(tokens.length - 1, keyFocus + step));
     if (!extend) keyAnchor = keyFocus;
@@ -533,7 +541,7 @@
     if (key === "ArrowRight" || key === "ArrowLeft") {
       const step = key === "ArrowRight" ? 1 : -1;
       event.preventDefault();
-      if (selectedUid && event.shiftKey) { resize(event.altKey ? "start" : "end", event.altKey ? -step : step); return; }
+      if (selectedUid && event.shiftKey) { resize(event.altKey ? "start" : "end", step); return; }
       keyboardSelect(step, event.shiftKey);
       return;
     }
