@@ -31,14 +31,18 @@ class SpanState:
     fragments: Fragments
     status: str = SpanStatus.confirmed.value
     attributes: tuple[tuple[str, Any], ...] = ()
+    confidence: float | None = None  # of a pre-label; kept through edits so undo restores it
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "fragments": [list(f) for f in self.fragments],
             "status": self.status,
             "attributes": dict(self.attributes),
         }
+        if self.confidence is not None:
+            out["confidence"] = self.confidence
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SpanState":
@@ -47,6 +51,7 @@ class SpanState:
             fragments=tuple((int(a), int(b)) for a, b in data["fragments"]),
             status=data.get("status", SpanStatus.confirmed.value),
             attributes=tuple(sorted((data.get("attributes") or {}).items())),
+            confidence=data.get("confidence"),
         )
 
 

@@ -121,7 +121,7 @@ def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False
 def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
     """Spans of a set by uid, read with two plain queries (no ORM objects: long notes stay fast)."""
     rows = db.execute(
-        select(Span.id, Span.uid, Span.label, Span.status, Span.attributes).where(
+        select(Span.id, Span.uid, Span.label, Span.status, Span.attributes, Span.confidence).where(
             Span.annotation_set_id == set_id
         )
     ).all()
@@ -139,8 +139,9 @@ def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
             fragments=tuple(fragments.get(span_id, ())),
             status=status,
             attributes=tuple(sorted((attributes or {}).items())),
+            confidence=confidence,
         )
-        for span_id, uid, label, status, attributes in rows
+        for span_id, uid, label, status, attributes, confidence in rows
     }
 
 
@@ -181,6 +182,14 @@ def stored_state(sessions: sessionmaker[Session], set_id: int) -> SetState:
         return load_state(db, db.get(AnnotationSet, set_id))
 
 
+def _base_span_id(db: Session, annotation_set: AnnotationSet, uid: str) -> int | None:
+    if annotation_set.base_set_id is None:
+        return None
+    return db.scalar(
+        select(Span.id).where(Span.annotation_set_id == annotation_set.base_set_id, Span.uid == uid)
+    )
+
+
 def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[str, ...]:
     """Make the stored spans and set fields what the change says."""
     touched = []
@@ -210,6 +219,9 @@ def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[
                     label=after.label,
                     status=after.status,
                     attributes=dict(after.attributes),
+                    confidence=after.confidence,
+                    # a restored copy (undo of a delete) still comes from its base span, by uid
+                    base_span_id=_base_span_id(db, annotation_set, uid),
                     fragments=[
                         SpanFragment(ordinal=i, start=a, end=b) for i, (a, b) in enumerate(after.fragments)
                     ],

@@ -158,7 +158,9 @@ def test_refining_pre_labels_accept_reject_relabel_modify_accept_all(sessions, w
         edit(sessions, world, "refine_llm", "reject", uid=drug)
     now = spans(sessions, set_id)
     assert now[drug].status == "confirmed"
-    assert now[strength] == SpanState("Dosage", ((METFORMIN + 10, METFORMIN + 13),), "confirmed")
+    assert now[strength] == SpanState(
+        "Dosage", ((METFORMIN + 10, METFORMIN + 13),), "confirmed", confidence=0.8
+    )
     assert aspirin not in now
     with sessions() as db:  # every copy remembers the pre-label it came from
         base_ids = set(db.scalars(select(Span.base_span_id).where(Span.annotation_set_id == set_id)))
@@ -321,3 +323,18 @@ def test_stored_set_equals_base_plus_events_replayed(sessions, world, operations
             select(func.count()).select_from(EditEvent).where(EditEvent.annotation_set_id == set_id)
         )
     assert annotation_set.version == logged  # every applied edit is one event and one version
+
+
+def test_undoing_a_reject_restores_the_pre_label_with_its_origin_and_confidence(sessions, world):
+    set_id = world.sets["refine_llm"]
+    with sessions() as db:
+        before = {
+            s.uid: (s.base_span_id, s.confidence)
+            for s in db.scalars(select(Span).where(Span.annotation_set_id == set_id))
+        }
+    uid = sorted(before)[0]
+    edit(sessions, world, "refine_llm", "reject", client_id="rej", uid=uid)
+    edit(sessions, world, "refine_llm", "undo", target="rej")
+    with sessions() as db:
+        restored = db.scalar(select(Span).where(Span.annotation_set_id == set_id, Span.uid == uid))
+    assert (restored.base_span_id, restored.confidence) == before[uid] and restored.status == "pending"

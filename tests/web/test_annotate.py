@@ -46,6 +46,7 @@ def test_the_page_carries_the_exact_text_and_the_spans(web, world):
     items = html.select("[data-testid=span-item]")
     assert [i["data-status"] for i in items] == ["pending"] * 3
     assert json.loads(items[0]["data-fragments"]) == [[METFORMIN, METFORMIN + 9]]
+    assert [i.select_one("[data-testid=confidence]").text for i in items] == ["0.90", "0.80", "0.70"]
     assert html.select_one("#palette-title") and len(html.select(".palette-button")) == 9
 
 

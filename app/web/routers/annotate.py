@@ -58,6 +58,7 @@ def span_rows(text: str, spans: dict[str, SpanState], uids=None) -> list[dict[st
             "fragments": [list(f) for f in span.fragments],
             "text": " … ".join(text[a:b] for a, b in span.fragments),
             "pending": span.status == SpanStatus.pending.value,
+            "confidence": span.confidence,
             "start": min(a for a, _ in span.fragments),
             "end": max(b for _, b in span.fragments),
         }
