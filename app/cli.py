@@ -6,6 +6,7 @@ import getpass
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from app import __version__
@@ -235,6 +236,129 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
     )
 
 
+def _progress(label: str, done: int, total: int) -> None:
+    """A one-line progress bar on standard error (long imports and exports)."""
+    if not sys.stderr.isatty() and done not in (0, total):
+        return
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r{label:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _collect_files(path: Path) -> list[tuple[str, bytes]]:
+    if path.is_file():
+        return [(path.name, path.read_bytes())]
+    paths = sorted(p for p in path.rglob("*") if p.is_file())
+    files = []
+    for i, p in enumerate(paths, 1):
+        files.append((str(p.relative_to(path)), p.read_bytes()))
+        if i % 200 == 0 or i == len(paths):
+            _progress("reading", i, len(paths))
+    return files
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from app.db.models import Project
+    from app.runtime import open_runtime
+    from app.services.batches import BatchError, release_batch, upload_batch
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    if not args.path.exists():
+        print(f"error: {args.path}: no such file or folder", file=sys.stderr)
+        return 2
+    layer = {
+        "pre": f"pre:{args.source or 'imported'}",
+        "gold": "gold",
+        "annotator": f"annotator:{args.annotator}",
+    }[args.as_layer]
+    if args.as_layer == "annotator" and not args.annotator:
+        print("error: --as annotator needs --annotator LOGIN", file=sys.stderr)
+        return 2
+    files = _collect_files(args.path)
+    runtime = open_runtime(settings)
+    try:
+        with runtime.sessions() as db:
+            project = db.scalar(select(Project).where(Project.name == args.project))
+        if project is None:
+            if not args.create:
+                print(
+                    f"error: no project '{args.project}' (add --create to make it from the data)",
+                    file=sys.stderr,
+                )
+                return 2
+            project = _create_project_from_files(runtime, args.project, files)
+        started = time.monotonic()
+        try:
+            outcome = upload_batch(
+                runtime.sessions,
+                settings,
+                project.id,
+                files,
+                actor_id=None,
+                layer=layer,
+                client_address="cli",
+            )
+        except BatchError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for problem in outcome.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        for warning in outcome.warnings[:20]:
+            print(f"note: {warning}", file=sys.stderr)
+        if outcome.status == "refused":
+            print(f"refused: {len(outcome.problems)} problems; nothing was stored", file=sys.stderr)
+            return 1
+        if outcome.status == "held":
+            print(
+                f"batch {outcome.batch_id} held: {outcome.flagged_documents} notes with possible identifiers "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(outcome.phi_counts.items()))})"
+            )
+            if not args.release_reason:
+                print("review it at /admin/batches, or run again with --release-reason", file=sys.stderr)
+                return 3
+            from datetime import UTC, datetime
+
+            stored = release_batch(
+                runtime.sessions,
+                outcome.batch_id,
+                args.release_reason,
+                actor_id=None,
+                now=datetime.now(UTC),
+                client_address="cli",
+            )
+            outcome.stored = stored
+        print(
+            f"imported {outcome.stored} notes into '{project.name}' as {layer} "
+            f"({len(outcome.duplicates)} duplicates skipped) in {time.monotonic() - started:.1f} s"
+        )
+    except BatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.close()
+    return 0
+
+
+def _create_project_from_files(runtime, name: str, files: list[tuple[str, bytes]]):
+    """A new project whose schema comes from annotation.conf and the labels the data uses."""
+    from app.domain.brat import label_schema_from_conf, parse_annotation_conf
+    from app.domain.brat_import import read_brat_document
+    from app.domain.uploads import labels_of, read_upload
+    from app.services.batches import limits_of
+    from app.services.projects import create_project
+
+    contents = read_upload(files, limits_of(runtime.settings), read_brat_document)
+    conf = parse_annotation_conf(contents.annotation_conf) if contents.annotation_conf else {}
+    schema = label_schema_from_conf(conf, labels_of(contents.documents))
+    return create_project(runtime.sessions, name, schema)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clinann",
@@ -333,6 +457,32 @@ def build_parser() -> argparse.ArgumentParser:
     disable.add_argument("username")
     data_dir(disable)
     disable.set_defaults(func=cmd_user_disable)
+    importer = commands.add_parser(
+        "import",
+        help="import notes (and annotations) into a project",
+        description="Import .txt notes, a folder or .zip of brat .txt/.ann pairs, JSONL or CSV into a "
+        "project, through the same checks and PHI screen as an upload. Exit 1: refused (nothing "
+        "stored); exit 3: held for PHI review.",
+    )
+    importer.add_argument("path", type=Path, help="a file (.txt, .zip, .jsonl, .csv) or a folder")
+    importer.add_argument("--project", required=True, help="project name")
+    importer.add_argument(
+        "--create",
+        action="store_true",
+        help="create the project, its schema taken from annotation.conf and the data",
+    )
+    importer.add_argument(
+        "--as",
+        dest="as_layer",
+        choices=["pre", "annotator", "gold"],
+        default="pre",
+        help="import annotations as pre-labels (default), an annotator's set, or gold",
+    )
+    importer.add_argument("--annotator", help="with --as annotator: whose set")
+    importer.add_argument("--source", help="with --as pre: the pre-annotation source name (default imported)")
+    importer.add_argument("--release-reason", help="release a batch the PHI screen holds, with this reason")
+    data_dir(importer)
+    importer.set_defaults(func=cmd_import)
     return parser
 
 

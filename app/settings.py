@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     login_failure_window_minutes: int = Field(
         default=15, ge=1, description="Window over which failed logins are counted for throttling."
     )
+    upload_max_file_mb: float = Field(
+        default=5, gt=0, description="Largest single note (or .ann) file accepted in an upload, in MB."
+    )
+    upload_max_batch_mb: float = Field(
+        default=200, gt=0, description="Largest upload (all files, zip contents uncompressed), in MB."
+    )
+    upload_max_documents: int = Field(default=20_000, ge=1, description="Most notes in one batch.")
+    zip_max_ratio: float = Field(
+        default=100, gt=1, description="Largest uncompressed/compressed ratio of a zip entry (zip bombs)."
+    )
     host: str = Field(default="127.0.0.1", description="Address `clinann serve` listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `clinann serve` listens on.")
     worker_concurrency: int = Field(default=2, ge=1, description="Jobs one worker runs at the same time.")

@@ -154,6 +154,11 @@ class Batch(Base):
     status: Mapped[str] = mapped_column(String(16))
     phi_report: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     phi_override_reason: Mapped[str | None] = mapped_column(Text)
+    # What a held batch would store, kept only until an admin decides; a rejection erases it.
+    staged: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    layer: Mapped[str | None] = mapped_column(String(100))  # how its annotations import: pre:NAME, gold...
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Document(Base):
@@ -229,6 +234,9 @@ class AnnotationSet(Base):
     version: Mapped[int] = mapped_column(Integer, server_default="0")
     note: Mapped[str] = mapped_column(Text, server_default="")
     skip_reason: Mapped[str | None] = mapped_column(Text)
+    source_name: Mapped[str | None] = mapped_column(String(200))  # an imported layer's name
+    # brat lines the app does not model (events, equivalences...), kept verbatim for export.
+    unmodelled_lines: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")
     created_at: Mapped[datetime] = created_at()
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -271,6 +279,8 @@ class Span(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     concept_code: Mapped[str | None] = mapped_column(String(100))
     concept_system: Mapped[str | None] = mapped_column(String(100))
+    concept_name: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[list[str]] = mapped_column(JSONB, server_default="[]")  # annotator notes (brat #)
     base_span_id: Mapped[int | None] = mapped_column(ForeignKey("spans.id", ondelete="SET NULL"), index=True)
     status: Mapped[str] = mapped_column(String(16), server_default=SpanStatus.confirmed.value)
     confidence: Mapped[float | None] = mapped_column(Double)
@@ -304,7 +314,7 @@ class Relation(Base):
         UniqueConstraint("annotation_set_id", "uid"),
         CheckConstraint(f"uid ~ '{UID_PATTERN}'", name="uid_format"),
         CheckConstraint("head_span_id <> tail_span_id", name="head_is_not_tail"),
-        UniqueConstraint("annotation_set_id", "type", "head_span_id", "tail_span_id"),
+        # No uniqueness of (type, head, tail): real corpora (Chia) repeat relations under two ids.
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -94,9 +94,10 @@ def _demo_notes() -> list[tuple[str, str, str, str]]:
         if not entry.name.endswith(".txt"):
             continue
         stem = entry.name[: -len(".txt")]
-        text = entry.read_text(encoding="utf-8")
-        gold = (folder / f"{stem}.ann").read_text(encoding="utf-8")
-        pre = (folder / f"{stem}.pre.ann").read_text(encoding="utf-8")
+        # bytes, then decode: read_text would turn a CRLF into LF and shift every offset after it
+        text = entry.read_bytes().decode("utf-8")
+        gold = (folder / f"{stem}.ann").read_bytes().decode("utf-8")
+        pre = (folder / f"{stem}.pre.ann").read_bytes().decode("utf-8")
         notes.append((f"discharge-{stem}", text, gold, pre))
     return notes
 

@@ -51,6 +51,9 @@ class RunStatus(StrEnum):
 
 
 class BatchStatus(StrEnum):
+    """A batch with PHI-screen hits is held until an admin releases (with a reason) or rejects it."""
+
+    held = "held"
     accepted = "accepted"
     rejected = "rejected"
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 07:23:55.855033
+Create Date: 2026-11-22 08:11:15.580999
 """
 
 from collections.abc import Sequence
@@ -128,8 +128,15 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("phi_report", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column("phi_override_reason", sa.Text(), nullable=True),
-        sa.CheckConstraint("status IN ('accepted', 'rejected')", name=op.f("ck_batches_status")),
+        sa.Column("staged", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("layer", sa.String(length=100), nullable=True),
+        sa.Column("decided_by", sa.Integer(), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("status IN ('held', 'accepted', 'rejected')", name=op.f("ck_batches_status")),
         sa.CheckConstraint("document_count >= 0", name=op.f("ck_batches_document_count_non_negative")),
+        sa.ForeignKeyConstraint(
+            ["decided_by"], ["users.id"], name=op.f("fk_batches_decided_by_users"), ondelete="SET NULL"
+        ),
         sa.ForeignKeyConstraint(
             ["project_id"], ["projects.id"], name=op.f("fk_batches_project_id_projects"), ondelete="CASCADE"
         ),
@@ -233,6 +240,10 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), server_default="0", nullable=False),
         sa.Column("note", sa.Text(), server_default="", nullable=False),
         sa.Column("skip_reason", sa.Text(), nullable=True),
+        sa.Column("source_name", sa.String(length=200), nullable=True),
+        sa.Column(
+            "unmodelled_lines", postgresql.JSONB(astext_type=sa.Text()), server_default="[]", nullable=False
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
@@ -472,6 +483,8 @@ def upgrade() -> None:
         sa.Column("attributes", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column("concept_code", sa.String(length=100), nullable=True),
         sa.Column("concept_system", sa.String(length=100), nullable=True),
+        sa.Column("concept_name", sa.Text(), nullable=True),
+        sa.Column("notes", postgresql.JSONB(astext_type=sa.Text()), server_default="[]", nullable=False),
         sa.Column("base_span_id", sa.Integer(), nullable=True),
         sa.Column("status", sa.String(length=16), server_default="confirmed", nullable=False),
         sa.Column("confidence", sa.Double(), nullable=True),
@@ -527,13 +540,6 @@ def upgrade() -> None:
             ["tail_span_id"], ["spans.id"], name=op.f("fk_relations_tail_span_id_spans"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_relations")),
-        sa.UniqueConstraint(
-            "annotation_set_id",
-            "type",
-            "head_span_id",
-            "tail_span_id",
-            name=op.f("uq_relations_annotation_set_id_type_head_span_id_tail_span_id"),
-        ),
         sa.UniqueConstraint("annotation_set_id", "uid", name=op.f("uq_relations_annotation_set_id_uid")),
     )
     op.create_index(op.f("ix_relations_annotation_set_id"), "relations", ["annotation_set_id"], unique=False)

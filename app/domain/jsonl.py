@@ -1,0 +1,233 @@
+"""JSONL notes: one JSON document per line, with its spans and relations.
+
+    {"id": "n1", "text": "...", "metadata": {},
+     "spans": [{"id": "T1", "label": "Drug", "fragments": [[0, 7]], "attributes": {},
+                "concept": {"system": "RxNorm", "code": "1191"}}],
+     "relations": [{"id": "R1", "type": "Strength-Drug", "head": "T2", "tail": "T1"}]}
+
+Offsets are half-open code-point ranges of ``text`` (Python string indices). JavaScript counts UTF-16
+units instead, so a character outside the Basic Multilingual Plane (an emoji) is one position here and
+two there: a producer must convert. A span may also carry ``notes`` (a list of strings); ``concept`` may
+name the concept (``"name"``). Every error names the file, the line and the field.
+"""
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+
+from app.domain.spans import Fragment
+from app.domain.uploads import ImportedDocument, ImportedRelation, ImportedSpan
+
+
+class JsonlError(ValueError):
+    """A line of a JSONL file that cannot be used: file, line and field."""
+
+    def __init__(self, source: str, line: int, field: str, problem: str):
+        self.source, self.line, self.field, self.problem = source, line, field, problem
+        self.message = f"{field}: {problem}"
+        super().__init__(f"{source}, line {line}: {self.message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JsonlConcept(_Strict):
+    """A concept code from a terminology: {"system": "SNOMED-CT", "code": "22298006"}."""
+
+    system: StrictStr = Field(min_length=1)
+    code: StrictStr = Field(min_length=1)
+    name: StrictStr | None = None
+
+
+class JsonlSpan(_Strict):
+    """A label over one or more fragments of the text."""
+
+    id: StrictStr = Field(min_length=1)
+    label: StrictStr = Field(min_length=1)
+    fragments: list[tuple[StrictInt, StrictInt]] = Field(min_length=1)
+    attributes: dict[StrictStr, Any] = Field(default_factory=dict)
+    concept: JsonlConcept | None = None
+    notes: list[StrictStr] = Field(default_factory=list)
+
+    @field_validator("attributes")
+    @classmethod
+    def _scalar_values(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # One message naming the key, rather than one per type a union would try.
+        for key, item in value.items():
+            if item is not None and not isinstance(item, str | int | float | bool):
+                raise ValueError(f"'{key}' must be a string, a number, true, false or null")
+        return value
+
+
+class JsonlRelation(_Strict):
+    """A directed relation from the head span to the tail span."""
+
+    id: StrictStr = Field(min_length=1)
+    type: StrictStr = Field(min_length=1)
+    head: StrictStr = Field(min_length=1)
+    tail: StrictStr = Field(min_length=1)
+
+
+class JsonlDocument(_Strict):
+    """One note and, optionally, its annotations."""
+
+    id: StrictStr = Field(min_length=1)
+    text: StrictStr
+    metadata: dict[StrictStr, Any] = Field(default_factory=dict)
+    spans: list[JsonlSpan] = Field(default_factory=list)
+    relations: list[JsonlRelation] = Field(default_factory=list)
+
+    def to_imported(self, source: str) -> ImportedDocument:
+        """The document as an upload carries it into a batch."""
+        spans = [
+            ImportedSpan(
+                span.id,
+                span.label,
+                tuple(Fragment(start, end) for start, end in span.fragments),
+                dict(span.attributes),
+                span.concept.system if span.concept else None,
+                span.concept.code if span.concept else None,
+                span.concept.name if span.concept else None,
+                tuple(span.notes),
+            )
+            for span in self.spans
+        ]
+        relations = [ImportedRelation(r.id, r.type, r.head, r.tail) for r in self.relations]
+        # A line that names its spans (even none) is annotated; one without them is a bare note.
+        annotated = bool({"spans", "relations"} & self.model_fields_set)
+        return ImportedDocument(
+            self.id, self.text, source, dict(self.metadata), spans, relations, has_annotations=annotated
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The document in the key order of the format, without empty optional keys."""
+        spans = []
+        for span in self.spans:
+            item: dict[str, Any] = {
+                "id": span.id,
+                "label": span.label,
+                "fragments": [[start, end] for start, end in span.fragments],
+                "attributes": dict(span.attributes),
+                "concept": span.concept.model_dump(exclude_none=True) if span.concept else None,
+            }
+            if span.notes:
+                item["notes"] = list(span.notes)
+            spans.append(item)
+        relations = [{"id": r.id, "type": r.type, "head": r.head, "tail": r.tail} for r in self.relations]
+        return {
+            "id": self.id,
+            "text": self.text,
+            "metadata": self.metadata,
+            "spans": spans,
+            "relations": relations,
+        }
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(document)"
+
+
+def _lone_surrogate(value: str) -> int | None:
+    # json.loads turns an unpaired "\ud83d" escape into a lone surrogate, which no UTF-8 file can hold.
+    return next((i for i, c in enumerate(value) if "\ud800" <= c <= "\udfff"), None)
+
+
+def document_problems(document: JsonlDocument) -> list[tuple[str, str]]:
+    """(field, message) for what the schema alone cannot check: offsets, unique ids, relation ends."""
+    problems: list[tuple[str, str]] = []
+    if not document.text.strip():
+        problems.append(("text", "is empty"))
+    surrogate = _lone_surrogate(document.text)
+    if surrogate is not None:
+        problems.append(("text", f"has an unpaired UTF-16 surrogate at position {surrogate}"))
+    span_ids: set[str] = set()
+    for i, span in enumerate(document.spans):
+        if span.id in span_ids:
+            problems.append((f"spans[{i}].id", f"'{span.id}' is the id of an earlier span"))
+        span_ids.add(span.id)
+        for j, (start, end) in enumerate(span.fragments):
+            if not 0 <= start < end <= len(document.text):
+                problems.append(
+                    (
+                        f"spans[{i}].fragments[{j}]",
+                        f"[{start}, {end}] must have 0 <= start < end <= {len(document.text)} (the text's "
+                        "length in code points)",
+                    )
+                )
+    relation_ids: set[str] = set()
+    for i, relation in enumerate(document.relations):
+        if relation.id in relation_ids:
+            problems.append((f"relations[{i}].id", f"'{relation.id}' is the id of an earlier relation"))
+        relation_ids.add(relation.id)
+        for end in ("head", "tail"):
+            target = getattr(relation, end)
+            if target not in span_ids:
+                problems.append((f"relations[{i}].{end}", f"no span has the id '{target}'"))
+    return problems
+
+
+def parse_jsonl_with_problems(
+    content: str, source: str = "<jsonl>"
+) -> tuple[list[JsonlDocument], list[JsonlError]]:
+    """Every readable document, and one error per problem (file, line, field)."""
+    documents: list[JsonlDocument] = []
+    problems: list[JsonlError] = []
+    seen: dict[str, int] = {}
+    # Split on "\n" only: U+2028 and friends are legal inside a JSON string and must not end a line.
+    for number, physical in enumerate(content.removeprefix("\ufeff").split("\n"), start=1):
+        line = physical.removesuffix("\r")
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(
+                JsonlError(source, number, "(line)", f"not JSON: {error.msg} at column {error.colno}")
+            )
+            continue
+        if not isinstance(data, dict):
+            problems.append(JsonlError(source, number, "(line)", "must be a JSON object"))
+            continue
+        try:
+            document = JsonlDocument.model_validate(data)
+        except ValidationError as error:
+            for item in error.errors():
+                message = item["msg"].removeprefix("Value error, ")
+                problems.append(JsonlError(source, number, _location(item["loc"]), message))
+            continue
+        found = document_problems(document)
+        if document.id in seen:
+            found.insert(0, ("id", f"'{document.id}' is already the id of line {seen[document.id]}"))
+        seen.setdefault(document.id, number)
+        if found:
+            problems.extend(JsonlError(source, number, field, message) for field, message in found)
+            continue
+        documents.append(document)
+    return documents, problems
+
+
+def parse_jsonl(content: str, source: str = "<jsonl>") -> list[JsonlDocument]:
+    """The documents of a JSONL file; raise JsonlError for the first problem."""
+    documents, problems = parse_jsonl_with_problems(content, source)
+    if problems:
+        raise problems[0]
+    return documents
+
+
+def write_jsonl(documents: Iterable[JsonlDocument]) -> str:
+    """One JSON object per line, characters unescaped; raise ValueError for an inconsistent document."""
+    lines = []
+    for document in documents:
+        problems = document_problems(document)
+        if problems:
+            raise ValueError(f"document {document.id}: " + "; ".join(f"{f}: {m}" for f, m in problems))
+        line = json.dumps(document.to_json(), ensure_ascii=False)
+        # Escaped, so a reader that splits lines on Unicode line separators still sees one document per line.
+        lines.append(line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n")
+    return "".join(lines)

@@ -1,0 +1,495 @@
+"""Batches of notes: upload, PHI screen, hold, release with a reason or reject, store all or nothing."""
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import (
+    AnnotationSet,
+    Batch,
+    Document,
+    PreAnnotationRun,
+    Project,
+    Relation,
+    Span,
+    SpanFragment,
+    User,
+)
+from app.domain.label_schema import LabelSchema
+from app.domain.phi import screen
+from app.domain.spans import Fragment
+from app.domain.uploads import (
+    ImportedDocument,
+    ImportedRelation,
+    ImportedSpan,
+    UploadLimits,
+    UploadProblem,
+    read_upload,
+)
+from app.domain.vocabulary import BatchStatus, RunStatus, SetOrigin, SetStatus, SpanStatus
+from app.services import audit
+from app.settings import Settings
+
+UID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class BatchError(ValueError):
+    """A request about a batch that cannot be carried out."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Where imported annotations go: a pre-annotation run (named), an annotator's set, or gold."""
+
+    origin: SetOrigin
+    source_name: str
+    annotator_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.source_name
+
+
+@dataclass
+class UploadOutcome:
+    status: str  # accepted, held, refused
+    batch_id: int | None = None
+    stored: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    problems: list[UploadProblem] = field(default_factory=list)
+    warnings: list[UploadProblem] = field(default_factory=list)
+    phi_counts: dict[str, int] = field(default_factory=dict)
+    flagged_documents: int = 0
+
+
+def limits_of(settings: Settings) -> UploadLimits:
+    return UploadLimits(
+        max_file_bytes=int(settings.upload_max_file_mb * 1024 * 1024),
+        max_batch_bytes=int(settings.upload_max_batch_mb * 1024 * 1024),
+        max_documents=settings.upload_max_documents,
+        zip_max_ratio=settings.zip_max_ratio,
+    )
+
+
+def resolve_layer(db: Session, layer: str | None) -> Layer:
+    """``pre:NAME`` (default ``pre:imported``), ``gold``, or ``annotator:LOGIN``."""
+    layer = (layer or "pre:imported").strip()
+    if layer == "gold":
+        return Layer(SetOrigin.gold, "gold")
+    kind, _, name = layer.partition(":")
+    if kind == "pre" and name.strip():
+        return Layer(SetOrigin.pre_annotation, name.strip()[:200])
+    if kind == "annotator" and name.strip():
+        user = db.scalar(select(User).where(User.username == name.strip().lower()))
+        if user is None:
+            raise BatchError(f"layer: no user '{name.strip()}'")
+        return Layer(SetOrigin.annotator, f"annotator:{user.username}", user.id)
+    raise BatchError("layer: pre:NAME, gold or annotator:LOGIN")
+
+
+def _schema_problems(documents: list[ImportedDocument], schema: LabelSchema) -> list[UploadProblem]:
+    known = {e.name for e in schema.entity_types}
+    relation_types = {r.name for r in schema.relation_types}
+    problems = []
+    for document in documents:
+        for label in sorted({s.label for s in document.spans} - known):
+            problems.append(
+                UploadProblem(document.source_file, f"label '{label}' is not in the project's schema")
+            )
+        for relation_type in sorted({r.type for r in document.relations} - relation_types):
+            problems.append(
+                UploadProblem(
+                    document.source_file, f"relation type '{relation_type}' is not in the project's schema"
+                )
+            )
+    return problems
+
+
+def _where(problems: list[UploadProblem]) -> list[str]:
+    # The audit log keeps where each problem was, not its message: messages may quote note text.
+    return [f"{p.file}:{p.line}" if p.line else p.file for p in problems[:100]]
+
+
+def _document_json(document: ImportedDocument) -> dict[str, Any]:
+    return asdict(document)
+
+
+def _document_from_json(data: dict[str, Any]) -> ImportedDocument:
+    spans = [
+        ImportedSpan(
+            **{**s, "fragments": tuple(Fragment(**f) for f in s["fragments"]), "notes": tuple(s["notes"])}
+        )
+        for s in data["spans"]
+    ]
+    relations = [ImportedRelation(**r) for r in data["relations"]]
+    return ImportedDocument(**{**data, "spans": spans, "relations": relations})
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def upload_batch(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    project_id: int,
+    files: list[tuple[str, bytes]],
+    *,
+    actor_id: int | None,
+    layer: str | None = None,
+    client_address: str | None = None,
+) -> UploadOutcome:
+    """Read, check and screen an upload; store it, hold it for PHI review, or refuse it whole."""
+    from app.domain.brat_import import read_brat_document
+
+    contents = read_upload(files, limits_of(settings), read_brat_document)
+    file_names = [name for name, _ in files]
+    outcome = UploadOutcome(status="refused", problems=contents.problems, warnings=contents.warnings)
+    with sessions.begin() as db:
+        project = db.get(Project, project_id)
+        if project is None:
+            raise BatchError(f"project: no project {project_id}")
+        try:
+            resolved = resolve_layer(db, layer)
+        except BatchError as error:
+            outcome.problems.append(UploadProblem("(batch)", str(error)))
+            resolved = None
+        if not outcome.problems:
+            outcome.problems.extend(
+                _schema_problems(contents.documents, LabelSchema.model_validate(project.label_schema))
+            )
+        if outcome.problems:
+            audit.record(
+                db,
+                "batch.refused",
+                user_id=actor_id,
+                object_type="project",
+                object_id=project_id,
+                client_address=client_address,
+                details={"files": file_names[:100], "problems": _where(outcome.problems)},
+            )
+            return outcome
+        existing = set(db.scalars(select(Document.sha256).where(Document.project_id == project_id)))
+        existing_ids = set(db.scalars(select(Document.external_id).where(Document.project_id == project_id)))
+        fresh: list[ImportedDocument] = []
+        for document in contents.documents:
+            digest = _sha(document.text)
+            if digest in existing:
+                outcome.duplicates.append(document.external_id)
+                continue
+            if document.external_id in existing_ids:
+                outcome.problems.append(
+                    UploadProblem(
+                        document.source_file,
+                        f"note id '{document.external_id}' exists in the project with another text",
+                    )
+                )
+                continue
+            existing.add(digest)
+            fresh.append(document)
+        if outcome.problems:
+            audit.record(
+                db,
+                "batch.refused",
+                user_id=actor_id,
+                object_type="project",
+                object_id=project_id,
+                client_address=client_address,
+                details={"files": file_names[:100], "problems": _where(outcome.problems)},
+            )
+            return outcome
+        report: dict[str, Any] = {"screened": len(fresh), "documents": {}, "counts": {}}
+        for document in fresh:
+            hits = screen(document.text).hits
+            if hits:
+                report["documents"][document.external_id] = [[h.kind, h.start, h.end] for h in hits]
+                for hit in hits:
+                    report["counts"][hit.kind] = report["counts"].get(hit.kind, 0) + 1
+        report["flagged"] = len(report["documents"])
+        report["duplicates"] = outcome.duplicates
+        outcome.phi_counts, outcome.flagged_documents = report["counts"], report["flagged"]
+        held = bool(report["documents"])
+        batch = Batch(
+            project_id=project_id,
+            uploaded_by=actor_id,
+            file_names=file_names[:1000],
+            document_count=len(fresh),
+            status=(BatchStatus.held if held else BatchStatus.accepted).value,
+            phi_report=report,
+            layer=layer or "pre:imported",
+            staged={"documents": [_document_json(d) for d in fresh]} if held else None,
+        )
+        db.add(batch)
+        db.flush()
+        outcome.batch_id = batch.id
+        if held:
+            outcome.status = "held"
+        else:
+            _store(db, project, batch, fresh, resolved)
+            outcome.status, outcome.stored = "accepted", len(fresh)
+        audit.record(
+            db,
+            "batch.upload",
+            user_id=actor_id,
+            object_type="batch",
+            object_id=batch.id,
+            client_address=client_address,
+            details={
+                "files": file_names[:100],
+                "documents": len(fresh),
+                "status": outcome.status,
+                "duplicates": len(outcome.duplicates),
+                "phi_counts": report["counts"],
+            },
+        )
+    return outcome
+
+
+def release_batch(
+    sessions: sessionmaker[Session],
+    batch_id: int,
+    reason: str,
+    *,
+    actor_id: int | None,
+    now: datetime,
+    client_address: str | None = None,
+) -> int:
+    """Store a held batch after an admin has read its PHI report; the reason goes to the audit log."""
+    reason = (reason or "").strip()
+    if len(reason) < 10:
+        raise BatchError(
+            "reason: say in a sentence why these hits are not identifiers (10 characters or more)"
+        )
+    with sessions.begin() as db:
+        batch = db.scalar(select(Batch).where(Batch.id == batch_id).with_for_update())
+        if batch is None or batch.status != BatchStatus.held.value:
+            raise BatchError(f"batch {batch_id} is not held for review")
+        documents = [_document_from_json(d) for d in (batch.staged or {}).get("documents", [])]
+        project = db.get(Project, batch.project_id)
+        layer = resolve_layer(db, batch.layer)
+        _store(db, project, batch, documents, layer)
+        batch.status, batch.staged = BatchStatus.accepted.value, None
+        batch.phi_override_reason, batch.decided_by, batch.decided_at = reason, actor_id, now
+        audit.record(
+            db,
+            "batch.phi_override",
+            user_id=actor_id,
+            object_type="batch",
+            object_id=batch.id,
+            client_address=client_address,
+            details={
+                "reason": reason,
+                "documents": len(documents),
+                "phi_counts": batch.phi_report.get("counts"),
+            },
+        )
+        return len(documents)
+
+
+def reject_batch(
+    sessions: sessionmaker[Session],
+    batch_id: int,
+    *,
+    actor_id: int | None,
+    now: datetime,
+    client_address: str | None = None,
+) -> None:
+    """Refuse a held batch; its staged notes are erased."""
+    with sessions.begin() as db:
+        batch = db.scalar(select(Batch).where(Batch.id == batch_id).with_for_update())
+        if batch is None or batch.status != BatchStatus.held.value:
+            raise BatchError(f"batch {batch_id} is not held for review")
+        batch.status, batch.staged, batch.decided_by, batch.decided_at = (
+            BatchStatus.rejected.value,
+            None,
+            actor_id,
+            now,
+        )
+        audit.record(
+            db,
+            "batch.reject",
+            user_id=actor_id,
+            object_type="batch",
+            object_id=batch.id,
+            client_address=client_address,
+            details={"phi_counts": batch.phi_report.get("counts")},
+        )
+
+
+def _store(
+    db: Session, project: Project, batch: Batch, documents: list[ImportedDocument], layer: Layer | None
+) -> None:
+    """Insert the notes and their annotations with a few bulk statements (big batches stay fast)."""
+    if not documents:
+        return
+    document_ids = db.scalars(
+        insert(Document).returning(Document.id, sort_by_parameter_order=True),
+        [
+            {
+                "project_id": project.id,
+                "batch_id": batch.id,
+                "external_id": d.external_id,
+                "text": d.text,
+                "sha256": _sha(d.text),
+                "metadata_": d.metadata,
+            }
+            for d in documents
+        ],
+    ).all()
+    annotated = [(i, d) for i, d in enumerate(documents) if d.has_annotations]
+    if not annotated or layer is None:
+        return
+    run_id = None
+    if layer.origin == SetOrigin.pre_annotation:
+        run = db.scalar(
+            select(PreAnnotationRun).where(
+                PreAnnotationRun.project_id == project.id,
+                PreAnnotationRun.name == layer.source_name,
+                PreAnnotationRun.method == "imported",
+            )
+        )
+        if run is None:
+            run = PreAnnotationRun(
+                project_id=project.id,
+                name=layer.source_name,
+                method="imported",
+                status=RunStatus.succeeded.value,
+                configuration={"batch": batch.id},
+            )
+            db.add(run)
+            db.flush()
+        run_id = run.id
+    set_ids = db.scalars(
+        insert(AnnotationSet).returning(AnnotationSet.id, sort_by_parameter_order=True),
+        [
+            {
+                "document_id": document_ids[i],
+                "origin": layer.origin.value,
+                "annotator_id": layer.annotator_id,
+                "pre_annotation_run_id": run_id,
+                "status": SetStatus.submitted.value,
+                "source_name": layer.source_name,
+                "unmodelled_lines": d.unmodelled,
+            }
+            for i, d in annotated
+        ],
+    ).all()
+    span_rows, span_keys = [], []
+    status = (
+        SpanStatus.pending.value if layer.origin == SetOrigin.pre_annotation else SpanStatus.confirmed.value
+    )
+    for set_id, (_, document) in zip(set_ids, annotated, strict=True):
+        used: set[str] = set()
+        for position, span in enumerate(document.spans):
+            uid = span.id if UID.match(span.id) and span.id not in used else f"s{position}"
+            used.add(uid)
+            span_rows.append(
+                {
+                    "annotation_set_id": set_id,
+                    "uid": uid,
+                    "label": span.label,
+                    "attributes": span.attributes,
+                    "concept_system": span.concept_system,
+                    "concept_code": span.concept_code,
+                    "concept_name": span.concept_name,
+                    "notes": list(span.notes),
+                    "status": status,
+                    "confidence": _confidence(span),
+                }
+            )
+            span_keys.append((set_id, span.id, span))
+    span_ids = (
+        db.scalars(insert(Span).returning(Span.id, sort_by_parameter_order=True), span_rows).all()
+        if span_rows
+        else []
+    )
+    fragment_rows, id_of = [], {}
+    for span_id, (set_id, original_id, span) in zip(span_ids, span_keys, strict=True):
+        id_of[(set_id, original_id)] = span_id
+        fragment_rows.extend(
+            {"span_id": span_id, "ordinal": k, "start": f.start, "end": f.end}
+            for k, f in enumerate(span.fragments)
+        )
+    if fragment_rows:
+        db.execute(insert(SpanFragment), fragment_rows)
+    relation_rows = []
+    for set_id, (_, document) in zip(set_ids, annotated, strict=True):
+        used = set()
+        for position, relation in enumerate(document.relations):
+            uid = relation.id if UID.match(relation.id) and relation.id not in used else f"r{position}"
+            used.add(uid)
+            relation_rows.append(
+                {
+                    "annotation_set_id": set_id,
+                    "uid": uid,
+                    "type": relation.type,
+                    "head_span_id": id_of[(set_id, relation.head)],
+                    "tail_span_id": id_of[(set_id, relation.tail)],
+                }
+            )
+    if relation_rows:
+        db.execute(insert(Relation), relation_rows)
+
+
+def _confidence(span: ImportedSpan) -> float | None:
+    """A pre-label's confidence, when the importing tool wrote one (brat note ``confidence=0.87``)."""
+    value = span.attributes.get("confidence")
+    for note in span.notes:
+        if note.startswith("confidence="):
+            value = note.split("=", 1)[1]
+    try:
+        number = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and 0 <= number <= 1 else None
+
+
+def batch_overview(sessions: sessionmaker[Session], rows: int = 100) -> dict[str, Any]:
+    """Projects to upload into and the latest batches."""
+    with sessions() as db:
+        projects = list(db.scalars(select(Project).order_by(Project.name)))
+        names = {p.id: p.name for p in projects}
+        batches = list(db.scalars(select(Batch).order_by(Batch.id.desc()).limit(rows)))
+    return {"projects": projects, "batches": [(b, names.get(b.project_id, "")) for b in batches]}
+
+
+@dataclass(frozen=True)
+class FlaggedNote:
+    external_id: str
+    counts: dict[str, int]
+    excerpts: list[tuple[str, str, str, str]]  # kind, text before, the hit, text after
+
+
+@dataclass(frozen=True)
+class BatchDetail:
+    batch: Batch
+    project_name: str
+    flagged: list[FlaggedNote]
+
+
+def batch_detail(sessions: sessionmaker[Session], batch_id: int, context: int = 30) -> BatchDetail | None:
+    """A batch with its PHI report; while held, each hit shown in its context for the admin's review."""
+    with sessions() as db:
+        batch = db.get(Batch, batch_id)
+        if batch is None:
+            return None
+        project = db.get(Project, batch.project_id)
+        texts = {d["external_id"]: d["text"] for d in (batch.staged or {}).get("documents", [])}
+    flagged = []
+    for external_id, hits in (batch.phi_report.get("documents") or {}).items():
+        counts: dict[str, int] = {}
+        excerpts = []
+        text = texts.get(external_id)
+        for kind, start, end in hits:
+            counts[kind] = counts.get(kind, 0) + 1
+            if text is not None:
+                excerpts.append(
+                    (kind, text[max(0, start - context) : start], text[start:end], text[end : end + context])
+                )
+        flagged.append(FlaggedNote(external_id, counts, excerpts))
+    return BatchDetail(batch, project.name if project else "", flagged)

@@ -1,0 +1,461 @@
+"""Exports: brat standoff zip per layer, JSONL with every layer, CoNLL IOB2, and the edit log.
+
+A layer is ``gold``, ``annotator:LOGIN`` or ``pre:NAME`` (a pre-annotation run or imported source).
+Every annotator's set is its own layer, so disagreement between physicians survives the export.
+"""
+
+import csv
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import (
+    AnnotationSet,
+    Document,
+    DocumentAnswer,
+    EditEvent,
+    PreAnnotationRun,
+    Project,
+    Relation,
+    Span,
+    SpanFragment,
+    User,
+)
+from app.domain.brat import (
+    BratAnnotations,
+    BratAttribute,
+    BratEntity,
+    BratNormalization,
+    BratNote,
+    BratRelation,
+    write_ann,
+    write_annotation_conf,
+)
+from app.domain.conll import write_conll
+from app.domain.spans import Fragment
+from app.domain.vocabulary import SetOrigin
+from app.services import audit
+
+FORMATS = ("brat", "jsonl", "conll", "events-csv", "events-jsonl")
+_T_ID = re.compile(r"^T\d+$")
+_R_ID = re.compile(r"^R\d+$")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made; the message names the field."""
+
+
+@dataclass
+class LayerSpan:
+    uid: str
+    label: str
+    fragments: tuple[Fragment, ...]
+    status: str
+    attributes: dict[str, Any]
+    concept_system: str | None
+    concept_code: str | None
+    concept_name: str | None
+    notes: list[str]
+    confidence: float | None
+
+    @property
+    def start(self) -> int:
+        return min(f.start for f in self.fragments)
+
+
+@dataclass
+class LayerSet:
+    """One annotation set of one note, ready to write."""
+
+    set_id: int
+    layer: str
+    origin: str
+    annotator: str | None
+    status: str
+    condition: str | None
+    note: str
+    unmodelled: list[str]
+    spans: list[LayerSpan] = field(default_factory=list)
+    relations: list[tuple[str, str, str, str]] = field(default_factory=list)  # uid, type, head uid, tail uid
+    answers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportDocument:
+    external_id: str
+    text: str
+    metadata: dict[str, Any]
+    sets: list[LayerSet]
+
+
+def _layer_name(annotation_set: AnnotationSet, usernames: dict[int, str], runs: dict[int, str]) -> str:
+    if annotation_set.origin == SetOrigin.gold.value:
+        return "gold"
+    if annotation_set.origin == SetOrigin.annotator.value:
+        return f"annotator:{usernames.get(annotation_set.annotator_id, annotation_set.annotator_id)}"
+    if annotation_set.origin == SetOrigin.pre_annotation.value:
+        return f"pre:{runs.get(annotation_set.pre_annotation_run_id) or annotation_set.source_name}"
+    return f"imported:{annotation_set.source_name or annotation_set.id}"
+
+
+def load_project(
+    db: Session, project_id: int, layer: str | None = None, progress: Callable[[int, int], None] | None = None
+) -> tuple[Project, list[ExportDocument]]:
+    """Every note of the project with its sets (only ``layer``'s when given), in a few bulk queries."""
+    project = db.get(Project, project_id)
+    if project is None:
+        raise ExportError(f"project: no project {project_id}")
+    usernames = dict(db.execute(select(User.id, User.username)).all())
+    runs = dict(
+        db.execute(
+            select(PreAnnotationRun.id, PreAnnotationRun.name).where(
+                PreAnnotationRun.project_id == project_id
+            )
+        ).all()
+    )
+    documents = list(
+        db.scalars(select(Document).where(Document.project_id == project_id).order_by(Document.id))
+    )
+    sets = list(
+        db.scalars(
+            select(AnnotationSet)
+            .join(Document, Document.id == AnnotationSet.document_id)
+            .where(Document.project_id == project_id)
+            .order_by(AnnotationSet.id)
+        )
+    )
+    layer_sets: dict[int, LayerSet] = {}
+    by_document: dict[int, list[LayerSet]] = {}
+    for annotation_set in sets:
+        name = _layer_name(annotation_set, usernames, runs)
+        if layer is not None and name != layer:
+            continue
+        item = LayerSet(
+            annotation_set.id,
+            name,
+            annotation_set.origin,
+            usernames.get(annotation_set.annotator_id) if annotation_set.annotator_id else None,
+            annotation_set.status,
+            annotation_set.condition,
+            annotation_set.note,
+            list(annotation_set.unmodelled_lines or []),
+        )
+        layer_sets[annotation_set.id] = item
+        by_document.setdefault(annotation_set.document_id, []).append(item)
+    if layer is not None and not layer_sets:
+        raise ExportError(f"layer: no layer '{layer}' in this project")
+    set_ids = list(layer_sets)
+    spans_by_id: dict[int, tuple[int, LayerSpan]] = {}
+    for chunk_start in range(0, len(set_ids), 5000):
+        chunk = set_ids[chunk_start : chunk_start + 5000]
+        fragments: dict[int, list[Fragment]] = {}
+        for span_id, start, end in db.execute(
+            select(SpanFragment.span_id, SpanFragment.start, SpanFragment.end)
+            .join(Span, Span.id == SpanFragment.span_id)
+            .where(Span.annotation_set_id.in_(chunk))
+            .order_by(SpanFragment.span_id, SpanFragment.ordinal)
+        ):
+            fragments.setdefault(span_id, []).append(Fragment(start, end))
+        for row in db.execute(
+            select(Span).where(Span.annotation_set_id.in_(chunk)).order_by(Span.id)
+        ).scalars():
+            span = LayerSpan(
+                row.uid,
+                row.label,
+                tuple(fragments.get(row.id, ())),
+                row.status,
+                dict(row.attributes or {}),
+                row.concept_system,
+                row.concept_code,
+                row.concept_name,
+                list(row.notes or []),
+                row.confidence,
+            )
+            spans_by_id[row.id] = (row.annotation_set_id, span)
+            layer_sets[row.annotation_set_id].spans.append(span)
+        for relation in db.execute(
+            select(Relation).where(Relation.annotation_set_id.in_(chunk)).order_by(Relation.id)
+        ).scalars():
+            head, tail = spans_by_id[relation.head_span_id][1], spans_by_id[relation.tail_span_id][1]
+            layer_sets[relation.annotation_set_id].relations.append(
+                (relation.uid, relation.type, head.uid, tail.uid)
+            )
+        for answer in db.execute(
+            select(DocumentAnswer).where(DocumentAnswer.annotation_set_id.in_(chunk))
+        ).scalars():
+            layer_sets[answer.annotation_set_id].answers[answer.question_key] = answer.value
+        if progress:
+            progress(min(chunk_start + 5000, len(set_ids)), len(set_ids))
+    result = [
+        ExportDocument(d.external_id, d.text, dict(d.metadata_ or {}), by_document.get(d.id, []))
+        for d in documents
+    ]
+    return project, result
+
+
+def _brat(text: str, layer_set: LayerSet) -> str:
+    annotations = BratAnnotations()
+    t_ids: dict[str, str] = {}
+    taken = {s.uid for s in layer_set.spans if _T_ID.match(s.uid)}
+    counter = 0
+    for span in layer_set.spans:
+        if _T_ID.match(span.uid):
+            ident = span.uid
+        else:
+            counter += 1
+            while f"T{counter}" in taken:
+                counter += 1
+            ident = f"T{counter}"
+            taken.add(ident)
+        t_ids[span.uid] = ident
+        covered = " ".join(text[f.start : f.end] for f in span.fragments)
+        annotations.entities[ident] = BratEntity(ident, span.label, span.fragments, covered)
+        for name, value in span.attributes.items():
+            annotations.attributes.append(
+                BratAttribute("", name, ident, None if value is True else str(value))
+            )
+        if span.concept_code is not None:
+            annotations.normalizations.append(
+                BratNormalization(
+                    "",
+                    ident,
+                    f"{span.concept_system or 'concept'}:{span.concept_code}",
+                    span.concept_name or "",
+                )
+            )
+        for note in span.notes:
+            annotations.annotator_notes.append(BratNote("", ident, note))
+    for uid, kind, head, tail in layer_set.relations:
+        annotations.relations.append(
+            BratRelation(uid if _R_ID.match(uid) else "", kind, t_ids[head], t_ids[tail])
+        )
+    annotations.unmodelled = list(layer_set.unmodelled)
+    return write_ann(annotations)
+
+
+def _folder(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", layer.replace(":", "-"))
+
+
+def export_brat(project: Project, documents: list[ExportDocument], layer: str | None) -> bytes:
+    """A zip: annotation.conf and, per layer (a folder each when several), .txt and .ann per note."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("annotation.conf", write_annotation_conf(project.label_schema))
+        for document in documents:
+            for layer_set in document.sets:
+                folder = "" if layer else f"{_folder(layer_set.layer)}/"
+                archive.writestr(f"{folder}{document.external_id}.txt", document.text.encode("utf-8"))
+                archive.writestr(f"{folder}{document.external_id}.ann", _brat(document.text, layer_set))
+    return buffer.getvalue()
+
+
+def _span_json(span: LayerSpan) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": span.uid,
+        "label": span.label,
+        "fragments": [[f.start, f.end] for f in span.fragments],
+        "attributes": span.attributes,
+        "concept": (
+            {"system": span.concept_system, "code": span.concept_code, "name": span.concept_name}
+            if span.concept_code is not None
+            else None
+        ),
+    }
+    if span.notes:
+        item["notes"] = span.notes
+    return item
+
+
+def export_jsonl(documents: list[ExportDocument], layer: str | None) -> str:
+    """With a layer: the import format (spans at top level). Without: every layer of every note."""
+    lines = []
+    for document in documents:
+        if layer is not None:
+            for layer_set in document.sets:
+                lines.append(
+                    {
+                        "id": document.external_id,
+                        "text": document.text,
+                        "metadata": document.metadata,
+                        "spans": [_span_json(s) for s in layer_set.spans],
+                        "relations": [
+                            {"id": u, "type": t, "head": h, "tail": a} for u, t, h, a in layer_set.relations
+                        ],
+                    }
+                )
+            continue
+        lines.append(
+            {
+                "id": document.external_id,
+                "text": document.text,
+                "metadata": document.metadata,
+                "layers": [
+                    {
+                        "layer": s.layer,
+                        "origin": s.origin,
+                        "annotator": s.annotator,
+                        "status": s.status,
+                        "condition": s.condition,
+                        "note": s.note,
+                        "spans": [
+                            {**_span_json(x), "status": x.status, "confidence": x.confidence} for x in s.spans
+                        ],
+                        "relations": [
+                            {"id": u, "type": t, "head": h, "tail": a} for u, t, h, a in s.relations
+                        ],
+                        "answers": s.answers,
+                        "unmodelled": s.unmodelled,
+                    }
+                    for s in document.sets
+                ],
+            }
+        )
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+
+
+def export_conll(project: Project, documents: list[ExportDocument], layer: str) -> str:
+    """CoNLL IOB2 of one layer; a ``# doc_id`` comment starts each note (overlaps: see app/domain/conll)."""
+    order = [e["name"] for e in project.label_schema.get("entity_types", [])]
+    parts = []
+    for document in documents:
+        for layer_set in document.sets:
+            parts.append(
+                f"# doc_id = {document.external_id}\n" + write_conll(document.text, layer_set.spans, order)
+            )
+    return "\n".join(parts)
+
+
+EVENT_COLUMNS = [
+    "event_id",
+    "document",
+    "layer",
+    "user",
+    "page_session",
+    "kind",
+    "client_id",
+    "client_monotonic_ms",
+    "client_wall_time",
+    "server_time",
+    "set_version",
+    "before",
+    "after",
+]
+
+
+def export_events(db: Session, project_id: int, fmt: str) -> str:
+    """The edit log of every set of the project: CSV or JSONL, one event a row."""
+    rows = db.execute(
+        select(EditEvent, Document.external_id, User.username, AnnotationSet)
+        .join(AnnotationSet, AnnotationSet.id == EditEvent.annotation_set_id)
+        .join(Document, Document.id == AnnotationSet.document_id)
+        .join(User, User.id == EditEvent.user_id)
+        .where(Document.project_id == project_id)
+        .order_by(EditEvent.id)
+    ).all()
+    records = []
+    for event, external_id, username, annotation_set in rows:
+        records.append(
+            {
+                "event_id": event.id,
+                "document": external_id,
+                "layer": f"annotator:{username}"
+                if annotation_set.origin == SetOrigin.annotator.value
+                else annotation_set.origin,
+                "user": username,
+                "page_session": event.page_session_id,
+                "kind": event.kind,
+                "client_id": event.client_id,
+                "client_monotonic_ms": event.client_monotonic_ms,
+                "client_wall_time": event.client_wall_time.isoformat() if event.client_wall_time else None,
+                "server_time": event.server_time.isoformat(),
+                "set_version": event.set_version,
+                "before": event.before,
+                "after": event.after,
+            }
+        )
+    if fmt == "events-jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EVENT_COLUMNS)
+    writer.writeheader()
+    for record in records:
+        writer.writerow(
+            {**record, "before": json.dumps(record["before"]), "after": json.dumps(record["after"])}
+        )
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    name: str
+    media_type: str
+    content: bytes
+    documents: int
+
+
+def export_project(
+    sessions: sessionmaker[Session],
+    project_id: int,
+    fmt: str,
+    layer: str | None = None,
+    *,
+    actor_id: int | None,
+    client_address: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportFile:
+    """Make one export of a project and audit it."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format: one of {', '.join(FORMATS)}")
+    if fmt == "conll" and not layer:
+        raise ExportError("layer: CoNLL holds one layer; name it (gold, annotator:LOGIN or pre:NAME)")
+    with sessions() as db:
+        if fmt.startswith("events"):
+            project = db.get(Project, project_id)
+            if project is None:
+                raise ExportError(f"project: no project {project_id}")
+            content = export_events(db, project_id, fmt).encode("utf-8")
+            count = 0
+        else:
+            project, documents = load_project(db, project_id, layer, progress)
+            count = len(documents)
+            if fmt == "brat":
+                content = export_brat(project, documents, layer)
+            elif fmt == "jsonl":
+                content = export_jsonl(documents, layer).encode("utf-8")
+            else:
+                content = export_conll(project, documents, layer).encode("utf-8")
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", project.name).strip("-") or "project"
+    suffix = {
+        "brat": ".zip",
+        "jsonl": ".jsonl",
+        "conll": ".conll",
+        "events-csv": "-events.csv",
+        "events-jsonl": "-events.jsonl",
+    }[fmt]
+    media = {
+        "brat": "application/zip",
+        "jsonl": "application/x-ndjson",
+        "conll": "text/plain",
+        "events-csv": "text/csv",
+        "events-jsonl": "application/x-ndjson",
+    }[fmt]
+    name = f"{stem}{'-' + _folder(layer) if layer else ''}{suffix}"
+    with sessions.begin() as db:
+        audit.record(
+            db,
+            "export",
+            user_id=actor_id,
+            object_type="project",
+            object_id=project_id,
+            client_address=client_address,
+            details={"format": fmt, "layer": layer, "documents": count, "bytes": len(content)},
+        )
+    return ExportFile(name, media, content, count)
