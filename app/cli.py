@@ -345,6 +345,48 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from app.db.models import Project
+    from app.runtime import open_runtime
+    from app.services.exports import ExportError, export_project
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    runtime = open_runtime(settings)
+    try:
+        with runtime.sessions() as db:
+            project = db.scalar(select(Project).where(Project.name == args.project))
+        if project is None:
+            print(f"error: no project '{args.project}'", file=sys.stderr)
+            return 2
+        started = time.monotonic()
+        fmt = {"events": f"events-{args.events_format}"}.get(args.format, args.format)
+        try:
+            result = export_project(
+                runtime.sessions,
+                project.id,
+                fmt,
+                args.layer,
+                actor_id=None,
+                client_address="cli",
+                progress=lambda d, t: _progress("exporting", d, t),
+            )
+        except ExportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        out = args.out if not args.out.is_dir() else args.out / result.name
+        out.write_bytes(result.content)
+        print(
+            f"wrote {out} ({len(result.content):,} bytes, {result.documents} notes) "
+            f"in {time.monotonic() - started:.1f} s"
+        )
+    finally:
+        runtime.close()
+    return 0
+
+
 def _create_project_from_files(runtime, name: str, files: list[tuple[str, bytes]]):
     """A new project whose schema comes from annotation.conf and the labels the data uses."""
     from app.domain.brat import label_schema_from_conf, parse_annotation_conf
@@ -483,6 +525,26 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--release-reason", help="release a batch the PHI screen holds, with this reason")
     data_dir(importer)
     importer.set_defaults(func=cmd_import)
+
+    exporter = commands.add_parser(
+        "export",
+        help="export a project's annotations or edit log",
+        description="brat (a zip with annotation.conf, one folder per layer unless --layer), JSONL "
+        "(every layer of every note; with --layer, the import format), CoNLL IOB2 (one layer; overlaps "
+        "go to the longest span), or the edit log (events, CSV or JSONL).",
+    )
+    exporter.add_argument("out", type=Path, help="file to write, or a folder (named after the project)")
+    exporter.add_argument("--project", required=True, help="project name")
+    exporter.add_argument("--format", required=True, choices=["brat", "jsonl", "conll", "events"])
+    exporter.add_argument("--layer", help="gold, annotator:LOGIN or pre:RUN (CoNLL needs one)")
+    exporter.add_argument(
+        "--events-format",
+        choices=["csv", "jsonl"],
+        default="csv",
+        help="with --format events: CSV (default) or JSONL",
+    )
+    data_dir(exporter)
+    exporter.set_defaults(func=cmd_export)
     return parser
 
 

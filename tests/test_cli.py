@@ -48,3 +48,33 @@ def test_user_add_refuses_bad_input_and_stores_nothing(sessions, settings, monke
     assert main(["user", "set-role", "nobody", "lead"]) == 2
     with sessions() as db:
         assert db.scalar(select(User.id)) is None
+
+
+def test_import_and_export_on_the_command_line(sessions, settings, monkeypatch, capsys, tmp_path):
+    import json
+
+    monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes("Aspirin 81 mg daily.\r\n".encode())
+    (folder / "a.ann").write_text(
+        "T1\tDrug 0 7\tAspirin\nT2\tStrength 8 13\t81 mg\nR1\tStrength-Drug Arg1:T2 Arg2:T1\n"
+    )
+    (folder / "annotation.conf").write_text(
+        "[entities]\nDrug\nStrength\n[relations]\nStrength-Drug Arg1:Strength, Arg2:Drug\n"
+    )
+    assert main(["import", str(folder), "--project", "Meds", "--create", "--as", "gold"]) == 0
+    assert "imported 1 notes into 'Meds' as gold" in capsys.readouterr().out
+    out = tmp_path / "meds.jsonl"
+    assert main(["export", str(out), "--project", "Meds", "--format", "jsonl", "--layer", "gold"]) == 0
+    [document] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert document["text"] == "Aspirin 81 mg daily.\r\n"
+    assert [(s["label"], s["fragments"]) for s in document["spans"]] == [
+        ("Drug", [[0, 7]]),
+        ("Strength", [[8, 13]]),
+    ]
+    assert document["relations"][0]["type"] == "Strength-Drug"
+    (folder / "b.txt").write_bytes(b"\x00binary")
+    assert main(["import", str(folder), "--project", "Meds", "--as", "gold"]) == 1
+    assert "b.txt, line 1: contains a NUL byte" in capsys.readouterr().err
+    assert main(["export", str(out), "--project", "Nope", "--format", "jsonl"]) == 2

@@ -6,7 +6,8 @@ Each role has its own sub-router with the role check on it, as for the pages.
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.domain.label_schema import LabelSchemaError
@@ -14,7 +15,7 @@ from app.domain.vocabulary import Role
 from app.services import projects as project_service
 from app.services.administration import admin_overview
 from app.services.queues import annotator_queue
-from app.web.deps import CurrentIdentity, Sessions, current_identity, require_role
+from app.web.deps import CurrentIdentity, Now, Sessions, current_identity, require_role
 
 router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(current_identity)])
 annotate = APIRouter(prefix="/annotate", dependencies=[Depends(require_role(Role.annotator))])
@@ -139,6 +140,133 @@ def list_users(sessions: Sessions) -> list[UserSummary]:
     ]
 
 
+# ---- batches and exports ------------------------------------------------------------------------
+
+
+class UploadResult(BaseModel):
+    status: str
+    batch_id: int | None
+    stored: int
+    duplicates: list[str]
+    problems: list[str]
+    warnings: list[str]
+    phi_counts: dict[str, int]
+    flagged_documents: int
+
+
+class Release(BaseModel):
+    reason: str
+
+
+@admin.post("/batches", response_model=UploadResult)
+async def upload_batch_api(request: Request, identity: CurrentIdentity, sessions: Sessions) -> JSONResponse:
+    """Upload files (multipart: project_id, layer, files); refused, held for PHI review or stored."""
+    from starlette.concurrency import run_in_threadpool
+
+    from app.services.batches import BatchError, upload_batch
+
+    form = await request.form()
+    files = [(f.filename or "upload", await f.read()) for f in form.getlist("files") if hasattr(f, "read")]
+    try:
+        project_id = int(str(form.get("project_id") or ""))
+    except ValueError:
+        raise HTTPException(status_code=422, detail="project_id: a project number") from None
+    try:
+        outcome = await run_in_threadpool(
+            upload_batch,
+            sessions,
+            request.app.state.runtime.settings,
+            project_id,
+            files,
+            actor_id=identity.user.id,
+            layer=str(form.get("layer") or "") or None,
+            client_address=request.client.host if request.client else None,
+        )
+    except BatchError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    body = UploadResult(
+        status=outcome.status,
+        batch_id=outcome.batch_id,
+        stored=outcome.stored,
+        duplicates=outcome.duplicates,
+        problems=[str(p) for p in outcome.problems],
+        warnings=[str(w) for w in outcome.warnings],
+        phi_counts=outcome.phi_counts,
+        flagged_documents=outcome.flagged_documents,
+    )
+    return JSONResponse(body.model_dump(), status_code=422 if outcome.status == "refused" else 200)
+
+
+@admin.post("/batches/{batch_id}/release")
+def release_batch_api(
+    batch_id: int, body: Release, request: Request, identity: CurrentIdentity, sessions: Sessions, now: Now
+) -> dict:
+    from app.services.batches import BatchError, release_batch
+
+    try:
+        stored = release_batch(
+            sessions,
+            batch_id,
+            body.reason,
+            actor_id=identity.user.id,
+            now=now,
+            client_address=request.client.host if request.client else None,
+        )
+    except BatchError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    return {"status": "accepted", "stored": stored}
+
+
+@admin.post("/batches/{batch_id}/reject")
+def reject_batch_api(
+    batch_id: int, request: Request, identity: CurrentIdentity, sessions: Sessions, now: Now
+) -> dict:
+    from app.services.batches import BatchError, reject_batch
+
+    try:
+        reject_batch(
+            sessions,
+            batch_id,
+            actor_id=identity.user.id,
+            now=now,
+            client_address=request.client.host if request.client else None,
+        )
+    except BatchError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    return {"status": "rejected"}
+
+
+@lead.get("/projects/{project_id}/export")
+def export_api(
+    project_id: int,
+    request: Request,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    format: str = "jsonl",
+    layer: str | None = None,
+) -> Response:
+    """Download an export: brat (zip), jsonl, conll (one layer), events-csv or events-jsonl."""
+    from app.services.exports import ExportError, export_project
+
+    try:
+        result = export_project(
+            sessions,
+            project_id,
+            format,
+            layer or None,
+            actor_id=identity.user.id,
+            client_address=request.client.host if request.client else None,
+        )
+    except ExportError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    return Response(
+        result.content,
+        media_type=result.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{result.name}"'},
+    )
+
+
+# Included last: FastAPI copies a sub-router's routes at include time.
 router.include_router(annotate)
 router.include_router(lead)
 router.include_router(admin)
