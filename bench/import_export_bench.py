@@ -55,11 +55,12 @@ def main() -> None:
         with runtime.sessions() as db:
             spans = db.scalar(select(func.count()).select_from(Span))
             relations = db.scalar(select(func.count()).select_from(Relation))
+        notes = outcome.stored or len(contents.documents) - len(outcome.duplicates)
         print(
-            f"import of Chia: {len(files)} files -> {outcome.stored or len(contents.documents) - len(outcome.duplicates)}"
-            f" notes, {spans:,} spans, {relations:,} relations in {imported:.1f} s (target <= 30 s; includes the"
-            f" PHI screen, which held {outcome.flagged_documents} notes)"
+            f"import of Chia: {len(files)} files -> {notes} notes, {spans:,} spans, {relations:,} relations "
+            f"in {imported:.1f} s (target <= 30 s)"
         )
+        print(f"  (includes the PHI screen, which held {outcome.flagged_documents} notes for release)")
         for fmt in ("brat", "jsonl"):
             started = time.perf_counter()
             result = export_project(runtime.sessions, project.id, fmt, "pre:chia", actor_id=None)

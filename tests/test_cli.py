@@ -56,7 +56,7 @@ def test_import_and_export_on_the_command_line(sessions, settings, monkeypatch, 
     monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
     folder = tmp_path / "corpus"
     folder.mkdir()
-    (folder / "a.txt").write_bytes("Aspirin 81 mg daily.\r\n".encode())
+    (folder / "a.txt").write_bytes(b"Aspirin 81 mg daily.\r\n")
     (folder / "a.ann").write_text(
         "T1\tDrug 0 7\tAspirin\nT2\tStrength 8 13\t81 mg\nR1\tStrength-Drug Arg1:T2 Arg2:T1\n"
     )

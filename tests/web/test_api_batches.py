@@ -21,7 +21,7 @@ def test_upload_and_export_through_the_api(web, accounts, sessions):
     project = create_project(sessions, "API", MEDICATION_SCHEMA)
     bearer = {"Authorization": f"Bearer {_token(web, 'admin')}"}
     files = [
-        ("files", ("n1.txt", "Metformin 500 mg BID.\r\n".encode(), "text/plain")),
+        ("files", ("n1.txt", b"Metformin 500 mg BID.\r\n", "text/plain")),
         ("files", ("n1.ann", b"T1\tDrug 0 9\tMetformin\n", "text/plain")),
     ]
     response = web.post(
@@ -40,7 +40,7 @@ def test_upload_and_export_through_the_api(web, accounts, sessions):
     assert exported.status_code == 200
     assert 'filename="API-gold.zip"' in exported.headers["content-disposition"]
     archive = zipfile.ZipFile(io.BytesIO(exported.content))
-    assert archive.read("n1.txt") == "Metformin 500 mg BID.\r\n".encode()
+    assert archive.read("n1.txt") == b"Metformin 500 mg BID.\r\n"
     assert archive.read("n1.ann").decode() == "T1\tDrug 0 9\tMetformin\n"
     assert "Strength-Drug" in archive.read("annotation.conf").decode()
     lines = web.get(f"/api/v1/lead/projects/{project.id}/export", params={"format": "jsonl"}, headers=bearer)
