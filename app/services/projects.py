@@ -94,3 +94,90 @@ def project_overview(sessions: sessionmaker[Session]) -> list[ProjectProgress]:
             )
         )
     return result
+
+
+def labels_in_use(db: Session, project_id: int) -> tuple[set[str], set[str]]:
+    """Entity labels and relation types that some set of the project uses."""
+    from app.db.models import Relation, Span
+
+    labels = set(
+        db.scalars(
+            select(Span.label)
+            .distinct()
+            .join(AnnotationSet, AnnotationSet.id == Span.annotation_set_id)
+            .join(Document, Document.id == AnnotationSet.document_id)
+            .where(Document.project_id == project_id)
+        )
+    )
+    relation_types = set(
+        db.scalars(
+            select(Relation.type)
+            .distinct()
+            .join(AnnotationSet, AnnotationSet.id == Relation.annotation_set_id)
+            .join(Document, Document.id == AnnotationSet.document_id)
+            .where(Document.project_id == project_id)
+        )
+    )
+    return labels, relation_types
+
+
+def update_project(
+    sessions: sessionmaker[Session],
+    project_id: int,
+    *,
+    name: str,
+    guidelines: str,
+    label_schema: Any,
+    study_settings: Any,
+    actor_id: int | None,
+) -> Project:
+    """Change a project's name, guidelines, schema and study; labels in use cannot disappear."""
+    from app.domain.label_schema import LabelSchemaError
+
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise ProjectError("name: 1-200 characters")
+    schema = parse_label_schema(label_schema)
+    study = parse_study_settings(study_settings)
+    with sessions.begin() as db:
+        project = db.get(Project, project_id, with_for_update=True)
+        if project is None:
+            raise ProjectError(f"project: no project {project_id}")
+        clash = db.scalar(select(Project.id).where(Project.name == name, Project.id != project_id))
+        if clash is not None:
+            raise ProjectError(f"name: a project called '{name}' exists")
+        labels, relation_types = labels_in_use(db, project_id)
+        problems = [
+            ("entity_types", f"'{label}' is used by annotations and cannot be removed")
+            for label in sorted(labels - {e.name for e in schema.entity_types})
+        ]
+        problems += [
+            ("relation_types", f"'{kind}' is used by annotations and cannot be removed")
+            for kind in sorted(relation_types - {r.name for r in schema.relation_types})
+        ]
+        if problems:
+            raise LabelSchemaError(problems)
+        before = {
+            "name": project.name,
+            "label_schema": project.label_schema,
+            "study_settings": project.study_settings,
+        }
+        project.name, project.guidelines = name, guidelines
+        project.label_schema = schema.model_dump(mode="json")
+        project.study_settings = study.model_dump(mode="json")
+        audit.record(
+            db,
+            "project.update",
+            user_id=actor_id,
+            object_type="project",
+            object_id=project_id,
+            details={
+                "before": before,
+                "after": {
+                    "name": name,
+                    "label_schema": project.label_schema,
+                    "study_settings": project.study_settings,
+                },
+            },
+        )
+    return project

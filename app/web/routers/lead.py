@@ -1,11 +1,16 @@
 """The project lead's pages: projects and their progress (dashboards come later)."""
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+import json
 
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.db.models import Project
+from app.domain.brat import label_schema_from_conf, parse_annotation_conf, write_annotation_conf
+from app.domain.label_schema import LabelSchemaError
 from app.domain.vocabulary import Role
-from app.services.projects import project_overview
-from app.web.deps import Sessions, require_role
+from app.services.projects import ProjectError, create_project, project_overview, update_project
+from app.web.deps import CurrentIdentity, Sessions, require_role
 from app.web.templating import render
 
 # Admins may look over a lead's shoulder; annotators may not.
@@ -15,3 +20,123 @@ router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_
 @router.get("")
 def projects(request: Request, sessions: Sessions) -> Response:
     return render(request, "lead/home.html", {"projects": project_overview(sessions)})
+
+
+# ---- the project editor: name, guidelines, label schema, study; annotation.conf in and out -------
+
+EMPTY_SCHEMA = {"entity_types": [{"name": "Entity", "color": "#1f77b4", "hotkey": "e"}]}
+
+
+def _editor(
+    request: Request, *, project=None, values=None, problems=None, status_code: int = 200
+) -> Response:
+    if values is None:
+        values = {
+            "name": project.name if project else "",
+            "guidelines": project.guidelines if project else "",
+            "label_schema": json.dumps(project.label_schema if project else EMPTY_SCHEMA, indent=2),
+            "study_settings": json.dumps(project.study_settings if project else {}, indent=2),
+        }
+    return render(
+        request,
+        "lead/project.html",
+        {"project": project, "values": values, "problems": problems or []},
+        status_code=status_code,
+    )
+
+
+@router.get("/projects/new")
+def new_project(request: Request) -> Response:
+    return _editor(request)
+
+
+@router.get("/projects/{project_id}")
+def edit_project(request: Request, project_id: int, sessions: Sessions) -> Response:
+    with sessions() as db:
+        project = db.get(Project, project_id)
+    if project is None:
+        raise HTTPException(status_code=404, detail="No such project.")
+    return _editor(request, project=project)
+
+
+@router.post("/projects")
+@router.post("/projects/{project_id}")
+async def save_project(
+    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: int | None = None
+) -> Response:
+    """Create or update a project; every problem names its field and nothing is stored."""
+    form = await request.form()
+    values = {
+        key: str(form.get(key) or "") for key in ("name", "guidelines", "label_schema", "study_settings")
+    }
+    conf_upload = form.get("annotation_conf")
+    problems: list[tuple[str, str]] = []
+    schema: object = None
+    if conf_upload is not None and hasattr(conf_upload, "read") and (conf_bytes := await conf_upload.read()):
+        try:
+            conf = parse_annotation_conf(conf_bytes.decode("utf-8"))
+            schema = label_schema_from_conf(conf, {})
+            values["label_schema"] = json.dumps(schema, indent=2)
+        except (UnicodeDecodeError, ValueError) as error:
+            problems.append(("annotation.conf", str(error)))
+    else:
+        try:
+            schema = json.loads(values["label_schema"] or "{}")
+        except json.JSONDecodeError as error:
+            problems.append(
+                ("label_schema", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
+            )
+    try:
+        study = json.loads(values["study_settings"] or "{}")
+    except json.JSONDecodeError as error:
+        problems.append(
+            ("study_settings", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
+        )
+        study = None
+    with sessions() as db:
+        project = db.get(Project, project_id) if project_id else None
+    if project_id and project is None:
+        raise HTTPException(status_code=404, detail="No such project.")
+    if not problems:
+        try:
+            if project is None:
+                project = create_project(
+                    sessions,
+                    values["name"],
+                    schema,
+                    guidelines=values["guidelines"],
+                    study_settings=study,
+                    actor_id=identity.user.id,
+                )
+            else:
+                update_project(
+                    sessions,
+                    project.id,
+                    name=values["name"],
+                    guidelines=values["guidelines"],
+                    label_schema=schema,
+                    study_settings=study,
+                    actor_id=identity.user.id,
+                )
+            return RedirectResponse(f"/lead/projects/{project.id}?saved=1", status_code=303)
+        except LabelSchemaError as error:
+            problems = [
+                (field if field.startswith("study.") else f"label_schema.{field}", message)
+                for field, message in error.problems
+            ]
+        except ProjectError as error:
+            problems = [tuple(str(error).split(": ", 1))]
+    return _editor(request, project=project, values=values, problems=problems, status_code=422)
+
+
+@router.get("/projects/{project_id}/annotation.conf")
+def download_conf(project_id: int, sessions: Sessions) -> Response:
+    with sessions() as db:
+        project = db.get(Project, project_id)
+    if project is None:
+        raise HTTPException(status_code=404, detail="No such project.")
+    return Response(
+        write_annotation_conf(project.label_schema),
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="annotation.conf"'},
+    )
