@@ -156,7 +156,7 @@ class Batch(Base):
     phi_override_reason: Mapped[str | None] = mapped_column(Text)
     # What a held batch would store, kept only until an admin decides; a rejection erases it.
     staged: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    layer: Mapped[str | None] = mapped_column(String(100))  # how its annotations import: pre:NAME, gold...
+    layer: Mapped[str | None] = mapped_column(Text)  # how its annotations import: pre:NAME, gold...
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -440,3 +440,28 @@ class AuditEvent(Base):
     object_id: Mapped[str | None] = mapped_column(String(64))
     client_address: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+
+
+class ExportFile(Base):
+    """An export made in the background: what was asked, how far it got, where the file is."""
+
+    __tablename__ = "export_files"
+    __table_args__ = (
+        one_of("status", RunStatus),
+        CheckConstraint("done >= 0 AND total >= 0", name="progress_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    format: Mapped[str] = mapped_column(String(32))
+    layer: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), server_default=RunStatus.queued.value)
+    done: Mapped[int] = mapped_column(Integer, server_default="0")
+    total: Mapped[int] = mapped_column(Integer, server_default="0")
+    file_name: Mapped[str | None] = mapped_column(String(300))
+    path: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = created_at()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -81,3 +81,12 @@ def verify_document_integrity(project_id: int) -> dict[str, Any]:
             db, "documents.integrity_check", object_type="project", object_id=project_id, details=result
         )
     return result
+
+
+@job("make_export", queue="export")
+def make_export(export_id: int) -> None:
+    """Make a large export in the background (the lead's page shows its progress)."""
+    from app.services.exports import make_export as make
+
+    current = runtime()
+    make(current.sessions, export_id, current.settings.data_dir / "exports")

@@ -83,7 +83,9 @@ def resolve_layer(db: Session, layer: str | None) -> Layer:
         return Layer(SetOrigin.gold, "gold")
     kind, _, name = layer.partition(":")
     if kind == "pre" and name.strip():
-        return Layer(SetOrigin.pre_annotation, name.strip()[:200])
+        if len(name.strip()) > 200:
+            raise BatchError("layer: a source name has at most 200 characters")
+        return Layer(SetOrigin.pre_annotation, name.strip())
     if kind == "annotator" and name.strip():
         user = db.scalar(select(User).where(User.username == name.strip().lower()))
         if user is None:

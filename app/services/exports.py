@@ -459,3 +459,84 @@ def export_project(
             details={"format": fmt, "layer": layer, "documents": count, "bytes": len(content)},
         )
     return ExportFile(name, media, content, count)
+
+
+# ---- exports in the background --------------------------------------------------------------------
+
+
+def request_export(
+    sessions: sessionmaker[Session], project_id: int, fmt: str, layer: str | None, *, actor_id: int | None
+) -> int:
+    """Record an export to make in the background and queue its job; return its id."""
+    from app.db.models import ExportFile as ExportRow
+    from app.jobs import defer
+
+    if fmt not in FORMATS:
+        raise ExportError(f"format: one of {', '.join(FORMATS)}")
+    if fmt == "conll" and not layer:
+        raise ExportError("layer: CoNLL holds one layer; name it (gold, annotator:LOGIN or pre:NAME)")
+    with sessions.begin() as db:
+        if db.get(Project, project_id) is None:
+            raise ExportError(f"project: no project {project_id}")
+        row = ExportRow(project_id=project_id, format=fmt, layer=layer or None, requested_by=actor_id)
+        db.add(row)
+        db.flush()
+        export_id = row.id
+    defer("make_export", export_id=export_id)
+    return export_id
+
+
+def make_export(sessions: sessionmaker[Session], export_id: int, folder) -> None:
+    """The job: make the file, reporting progress as it goes; a failure is recorded, not lost."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from sqlalchemy import update
+
+    from app.db.models import ExportFile as ExportRow
+
+    with sessions.begin() as db:
+        row = db.get(ExportRow, export_id)
+        if row is None or row.status != "queued":
+            return
+        row.status = "running"
+        project_id, fmt, layer, actor = row.project_id, row.format, row.layer, row.requested_by
+
+    def progress(done: int, total: int) -> None:
+        with sessions.begin() as db:
+            db.execute(update(ExportRow).where(ExportRow.id == export_id).values(done=done, total=total))
+
+    try:
+        result = export_project(sessions, project_id, fmt, layer, actor_id=actor, progress=progress)
+        target = Path(folder) / f"{export_id}-{result.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(result.content)
+        values = {
+            "status": "succeeded",
+            "file_name": result.name,
+            "path": str(target),
+            "size_bytes": len(result.content),
+        }
+    except Exception as error:  # recorded for the lead; the type only (messages may quote notes)
+        values = {
+            "status": "failed",
+            "error": type(error).__name__ if not isinstance(error, ExportError) else str(error),
+        }
+    with sessions.begin() as db:
+        db.execute(
+            update(ExportRow).where(ExportRow.id == export_id).values(**values, finished_at=datetime.now(UTC))
+        )
+
+
+def list_exports(sessions: sessionmaker[Session], project_id: int):
+    from app.db.models import ExportFile as ExportRow
+
+    with sessions() as db:
+        return list(
+            db.scalars(
+                select(ExportRow)
+                .where(ExportRow.project_id == project_id)
+                .order_by(ExportRow.id.desc())
+                .limit(20)
+            )
+        )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 08:11:15.580999
+Create Date: 2026-11-22 08:23:37.088250
 """
 
 from collections.abc import Sequence
@@ -129,7 +129,7 @@ def upgrade() -> None:
         sa.Column("phi_report", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column("phi_override_reason", sa.Text(), nullable=True),
         sa.Column("staged", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.Column("layer", sa.String(length=100), nullable=True),
+        sa.Column("layer", sa.Text(), nullable=True),
         sa.Column("decided_by", sa.Integer(), nullable=True),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('held', 'accepted', 'rejected')", name=op.f("ck_batches_status")),
@@ -146,6 +146,42 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_batches")),
     )
     op.create_index(op.f("ix_batches_project_id"), "batches", ["project_id"], unique=False)
+    op.create_table(
+        "export_files",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("format", sa.String(length=32), nullable=False),
+        sa.Column("layer", sa.String(length=200), nullable=True),
+        sa.Column("status", sa.String(length=16), server_default="queued", nullable=False),
+        sa.Column("done", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("total", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("file_name", sa.String(length=300), nullable=True),
+        sa.Column("path", sa.Text(), nullable=True),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("requested_by", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+            name=op.f("ck_export_files_status"),
+        ),
+        sa.CheckConstraint("done >= 0 AND total >= 0", name=op.f("ck_export_files_progress_non_negative")),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_export_files_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["requested_by"],
+            ["users.id"],
+            name=op.f("fk_export_files_requested_by_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_export_files")),
+    )
+    op.create_index(op.f("ix_export_files_project_id"), "export_files", ["project_id"], unique=False)
     op.create_table(
         "pre_annotation_runs",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -593,6 +629,8 @@ def downgrade() -> None:
     op.drop_table("project_members")
     op.drop_index(op.f("ix_pre_annotation_runs_project_id"), table_name="pre_annotation_runs")
     op.drop_table("pre_annotation_runs")
+    op.drop_index(op.f("ix_export_files_project_id"), table_name="export_files")
+    op.drop_table("export_files")
     op.drop_index(op.f("ix_batches_project_id"), table_name="batches")
     op.drop_table("batches")
     op.drop_table("projects")

@@ -1,8 +1,9 @@
 """The project lead's pages: projects and their progress (dashboards come later)."""
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.db.models import Project
@@ -37,10 +38,13 @@ def _editor(
             "label_schema": json.dumps(project.label_schema if project else EMPTY_SCHEMA, indent=2),
             "study_settings": json.dumps(project.study_settings if project else {}, indent=2),
         }
+    from app.services.exports import list_exports
+
+    exports = list_exports(request.app.state.runtime.sessions, project.id) if project else []
     return render(
         request,
         "lead/project.html",
-        {"project": project, "values": values, "problems": problems or []},
+        {"project": project, "values": values, "problems": problems or [], "exports": exports},
         status_code=status_code,
     )
 
@@ -140,3 +144,72 @@ def download_conf(project_id: int, sessions: Sessions) -> Response:
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="annotation.conf"'},
     )
+
+
+# ---- exports in the background ---------------------------------------------------------------------
+
+
+@router.post("/projects/{project_id}/exports")
+def start_export(
+    request: Request,
+    project_id: int,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    format: Annotated[str, Form()],
+    layer: Annotated[str, Form()] = "",
+) -> Response:
+    from app.services.exports import ExportError, request_export
+
+    try:
+        request_export(sessions, project_id, format, layer.strip() or None, actor_id=identity.user.id)
+    except ExportError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    if request.headers.get("HX-Request"):
+        return _exports_block(request, sessions, project_id)
+    return RedirectResponse(f"/lead/projects/{project_id}#exports", status_code=303)
+
+
+def _exports_block(request: Request, sessions, project_id: int) -> Response:
+    from app.services.exports import list_exports
+
+    with sessions() as db:
+        project = db.get(Project, project_id)
+    if project is None:
+        raise HTTPException(status_code=404, detail="No such project.")
+    return render(
+        request,
+        "lead/project.html",
+        {"project": project, "exports": list_exports(sessions, project_id)},
+        block_name="exports",
+    )
+
+
+@router.get("/projects/{project_id}/exports")
+def exports(request: Request, project_id: int, sessions: Sessions) -> Response:
+    return _exports_block(request, sessions, project_id)
+
+
+@router.get("/exports/{export_id}/download")
+def download_export(
+    request: Request, export_id: int, identity: CurrentIdentity, sessions: Sessions
+) -> Response:
+    from pathlib import Path
+
+    from fastapi.responses import FileResponse
+
+    from app.db.models import ExportFile
+    from app.services import audit
+
+    with sessions.begin() as db:
+        row = db.get(ExportFile, export_id)
+        if row is None or row.status != "succeeded" or not row.path or not Path(row.path).exists():
+            raise HTTPException(status_code=404, detail="No such export, or it is not ready.")
+        audit.record(
+            db,
+            "export.download",
+            user_id=identity.user.id,
+            object_type="export",
+            object_id=export_id,
+            client_address=request.client.host if request.client else None,
+        )
+    return FileResponse(row.path, filename=row.file_name)
