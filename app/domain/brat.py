@@ -50,7 +50,8 @@ class BratError(ValueError):
     """A line of an .ann or annotation.conf file that cannot be used, with its file and number.
 
     ``kind`` sorts problems for a report: "syntax", "reference" (an id no line defines), "offsets" (the
-    stated text is not the text at the offsets) or "stray-text" (lines after a T line that are not its text).
+    stated text is not the text at the offsets), "bounds" (past the end of the text) or "stray-text"
+    (lines after a T line that are not its text).
     """
 
     def __init__(self, source: str, line: int, message: str, kind: str = "syntax"):
@@ -398,7 +399,7 @@ def find_offset_problems(annotations: BratAnnotations, text: str, source: str = 
     for entity in sorted(annotations.entities.values(), key=lambda e: e.line):
         if any(f.end > len(text) for f in entity.fragments):
             message = f"{entity.id} ends past the text ({len(text)} characters)"
-            problems.append(BratError(source, entity.line, message, "offsets"))
+            problems.append(BratError(source, entity.line, message, "bounds"))
             continue
         found = covered_text(entity, text)
         if found == entity.text:

@@ -15,12 +15,14 @@ def read_brat_document(
     """The document, its problems (refuse) and its warnings (report, keep)."""
     annotations, errors = parse_ann_with_problems(ann, source)
     problems = [UploadProblem(source, e.message, e.line) for e in errors]
-    warnings = [
-        UploadProblem(
-            source, f"{e.message} (kept at its offsets)" if e.kind == "offsets" else e.message, e.line
-        )
-        for e in find_offset_problems(annotations, text, source)
-    ]
+    warnings = []
+    for e in find_offset_problems(annotations, text, source):
+        if e.kind == "bounds":  # a span outside the note cannot be stored at all
+            problems.append(UploadProblem(source, e.message, e.line))
+        elif e.kind == "offsets":
+            warnings.append(UploadProblem(source, f"{e.message} (kept at its offsets)", e.line))
+        else:
+            warnings.append(UploadProblem(source, e.message, e.line))
     return to_imported(external_id, text, annotations, source), problems, warnings
 
 

@@ -74,7 +74,7 @@ class JsonlRelation(_Strict):
 class JsonlDocument(_Strict):
     """One note and, optionally, its annotations."""
 
-    id: StrictStr = Field(min_length=1)
+    id: StrictStr = Field(min_length=1, max_length=200)  # documents.external_id
     text: StrictStr
     metadata: dict[StrictStr, Any] = Field(default_factory=dict)
     spans: list[JsonlSpan] = Field(default_factory=list)

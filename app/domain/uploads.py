@@ -11,11 +11,13 @@ import csv
 import io
 import posixpath
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.spans import Fragment
 
+MAX_ID_LENGTH = 200  # documents.external_id
 NOTE_SUFFIXES = (".txt", ".ann", ".jsonl", ".csv", ".zip")
 IGNORED = ("__MACOSX/", ".DS_Store", "Thumbs.db")
 
@@ -147,10 +149,12 @@ class _Reader:
         text = decode_text(name, raw, self.result.problems) if suffix.lower() != ".ann" or raw.strip() else ""
         if text is None:
             return
-        if suffix.lower() == ".txt":
-            self.texts[stem] = (name, text)
-        elif suffix.lower() == ".ann":
-            self.anns[stem] = (name, text)
+        if suffix.lower() in (".txt", ".ann"):
+            seen = self.texts if suffix.lower() == ".txt" else self.anns
+            if stem in seen:
+                self.problem(name, f"the same file also comes from {seen[stem][0]}")
+                return
+            seen[stem] = (name, text)
         elif suffix.lower() == ".jsonl":
             self.add_jsonl(name, text)
         else:
@@ -193,9 +197,15 @@ class _Reader:
         for member in members:
             if member.is_dir() or any(part in member.filename for part in IGNORED):
                 continue
-            with archive.open(member) as handle:
-                # read at most the declared size + 1: a lying header cannot inflate past the limit
-                data = handle.read(member.file_size + 1)
+            try:
+                with archive.open(member) as handle:
+                    # read at most the declared size + 1: a lying header cannot inflate past the limit
+                    data = handle.read(member.file_size + 1)
+            except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError):
+                self.problem(
+                    f"{name}:{member.filename}", "damaged or unreadable entry (encrypted, or a bad CRC)"
+                )
+                return
             if len(data) > member.file_size:
                 self.problem(f"{name}:{member.filename}", "entry larger than its header says")
                 return
@@ -211,7 +221,8 @@ class _Reader:
             self.problem(name, error.message, error.line)
 
     def add_csv(self, name: str, text: str) -> None:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        # Excel's "CSV UTF-8" starts with a byte-order mark that would rename the first column
+        reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
         columns = reader.fieldnames or []
         if "id" not in columns or "text" not in columns:
             self.problem(name, f"needs the columns id and text (found: {', '.join(columns) or 'none'})", 1)
@@ -265,6 +276,11 @@ class _Reader:
                 self.result.documents.append(ImportedDocument(external_id, text, txt_name))
         seen: dict[str, str] = {}
         for document in self.result.documents:
+            if len(document.external_id) > MAX_ID_LENGTH:
+                self.problem(
+                    document.source_file,
+                    f"note id is {len(document.external_id)} characters long; at most {MAX_ID_LENGTH}",
+                )
             if document.external_id in seen:
                 self.problem(
                     document.source_file,

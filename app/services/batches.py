@@ -273,6 +273,25 @@ def release_batch(
             raise BatchError(f"batch {batch_id} is not held for review")
         documents = [_document_from_json(d) for d in (batch.staged or {}).get("documents", [])]
         project = db.get(Project, batch.project_id)
+        # Notes stored since the upload may clash with the held ones: say which, store nothing.
+        ids = set(
+            db.scalars(
+                select(Document.external_id).where(
+                    Document.project_id == project.id,
+                    Document.external_id.in_([d.external_id for d in documents]),
+                )
+            )
+        )
+        hashes = set(
+            db.scalars(
+                select(Document.sha256).where(
+                    Document.project_id == project.id, Document.sha256.in_([_sha(d.text) for d in documents])
+                )
+            )
+        )
+        clashes = sorted({d.external_id for d in documents if d.external_id in ids or _sha(d.text) in hashes})
+        if clashes:
+            raise BatchError(f"notes stored since this upload clash with it: {', '.join(clashes[:20])}")
         layer = resolve_layer(db, batch.layer)
         _store(db, project, batch, documents, layer)
         batch.status, batch.staged = BatchStatus.accepted.value, None

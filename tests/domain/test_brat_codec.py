@@ -325,7 +325,7 @@ OFFSET_CASES = [
         "several lines, each reported",
         "aspirin 81 mg",
         "T1\tDrug 1 8\taspirin\nT2\tStrength 8 13\t81 mg\nT3\tDrug 0 99\tx\n",
-        [(1, "offsets", "T1 text does not match"), (3, "offsets", "T3 ends past the text (13 characters)")],
+        [(1, "offsets", "T1 text does not match"), (3, "bounds", "T3 ends past the text (13 characters)")],
     ),
     (
         "wrapped text: the line break stands where the text has a CR",

@@ -1,0 +1,559 @@
+"""Batches on a real PostgreSQL: stored all or nothing, PHI held for review, layers of imported annotations.
+
+Every test checks the outcome AND what the database holds: a refusal stores no document, batch,
+annotation set or span, and its audit event says where the problems are, never what the notes say.
+"""
+
+import hashlib
+import io
+import json
+import zipfile
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from app.db.models import (
+    AnnotationSet,
+    AuditEvent,
+    Batch,
+    Document,
+    PreAnnotationRun,
+    Relation,
+    Span,
+    SpanFragment,
+)
+from app.services.batches import BatchError, batch_detail, reject_batch, release_batch, upload_batch
+from app.services.projects import create_project
+from tests.conftest import log_in, page, session_csrf
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+REASON = "the hits are synthetic, made up for this test"
+
+SCHEMA = {
+    "entity_types": [
+        {"name": "Drug", "color": "#1f77b4"},
+        {"name": "Strength", "color": "#ff7f0e"},
+        {"name": "Reason", "color": "#2ca02c"},
+    ],
+    "relation_types": [{"name": "Strength-Drug", "head_types": ["Strength"], "tail_types": ["Drug"]}],
+    "span_attributes": [{"name": "certainty", "values": ["certain", "possible"], "applies_to": ["Reason"]}],
+}
+
+CLEAN = "Aspirin 81 mg daily for chest pain."
+PHI = "Patient: John Smith, MRN 12345678, seen 03/04/2019"
+ANN = (
+    "T1\tDrug 0 7\tAspirin\n"
+    "T2\tStrength 8 13\t81 mg\n"
+    "T3\tReason 24 29;30 34\tchest pain\n"
+    "R1\tStrength-Drug Arg1:T2 Arg2:T1\n"
+    "A1\tcertainty T3 possible\n"
+    "N1\tReference T1 RxNorm:1191\tAspirin\n"
+    "#1\tAnnotatorNotes T1\tconfidence=0.9\n"
+)
+
+
+def zip_of(entries: dict[str, str | bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def project(sessions):
+    return create_project(sessions, "medications", SCHEMA)
+
+
+def upload(sessions, runtime, project, files, layer=None, actor_id=None):
+    return upload_batch(sessions, runtime.settings, project.id, files, actor_id=actor_id, layer=layer)
+
+
+def counts(sessions) -> dict[str, int]:
+    with sessions() as db:
+        return {
+            model.__tablename__: db.scalar(select(func.count()).select_from(model))
+            for model in (Document, Batch, AnnotationSet, Span, Relation)
+        }
+
+
+NOTHING = {"documents": 0, "batches": 0, "annotation_sets": 0, "spans": 0, "relations": 0}
+
+
+def events(sessions, action: str) -> list[AuditEvent]:
+    with sessions() as db:
+        return list(db.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)))
+
+
+def the_batch(sessions, batch_id: int) -> Batch:
+    with sessions() as db:
+        return db.get(Batch, batch_id)
+
+
+def documents(sessions) -> dict[str, Document]:
+    with sessions() as db:
+        return {d.external_id: d for d in db.scalars(select(Document))}
+
+
+# ---- accepted ---------------------------------------------------------------------------------------
+
+
+def test_a_clean_note_is_stored_exactly_with_its_sha256(sessions, runtime, project):
+    text = "\ufeffAspirin 81 mg\r\ndaily for chest pain.\r\n"
+    outcome = upload(sessions, runtime, project, [("n1.txt", text.encode())])
+    assert (outcome.status, outcome.stored, outcome.problems, outcome.duplicates) == ("accepted", 1, [], [])
+    stored = documents(sessions)
+    assert list(stored) == ["n1"]
+    assert stored["n1"].text == text
+    assert stored["n1"].sha256 == hashlib.sha256(text.encode()).hexdigest()
+    assert stored["n1"].batch_id == outcome.batch_id and stored["n1"].project_id == project.id
+    batch = the_batch(sessions, outcome.batch_id)
+    assert (batch.status, batch.document_count, batch.staged, batch.file_names) == (
+        "accepted",
+        1,
+        None,
+        ["n1.txt"],
+    )
+    assert counts(sessions) == {**NOTHING, "documents": 1, "batches": 1}  # a bare note has no annotation set
+    [event] = events(sessions, "batch.upload")
+    assert event.details["status"] == "accepted" and text not in json.dumps(event.details)
+
+
+# ---- refused: all or nothing ------------------------------------------------------------------------
+
+REFUSALS = {
+    "one bad file among good ones": (
+        [
+            ("good1.txt", CLEAN.encode()),
+            ("bad.txt", b"Heparin\n5000 \xff units"),
+            ("good2.txt", b"Heparin 5000 units"),
+        ],
+        None,
+        [("bad.txt", 2, "invalid UTF-8")],
+    ),
+    "a malformed .ann line in a zip of pairs": (
+        [
+            (
+                "set.zip",
+                zip_of(
+                    {
+                        "set/a.txt": CLEAN,
+                        "set/a.ann": "T1\tDrug 0 7\tAspirin\nA1\tcertainty\n",
+                        "set/b.txt": "Heparin",
+                    }
+                ),
+            )
+        ],
+        "pre:ctakes",
+        [("set/a.ann", 2, "an attribute needs")],
+    ),
+    "a label not in the project's schema": (
+        [("a.txt", CLEAN.encode()), ("a.ann", b"T1\tMedication 0 7\tAspirin\n"), ("b.txt", b"Heparin")],
+        "pre:ctakes",
+        [("a.txt", None, "label 'Medication' is not in the project's schema")],
+    ),
+    "a relation type not in the project's schema": (
+        [
+            ("a.txt", CLEAN.encode()),
+            ("a.ann", b"T1\tDrug 0 7\tAspirin\nT2\tStrength 8 13\t81 mg\nR1\tDose-of Arg1:T2 Arg2:T1\n"),
+        ],
+        "gold",
+        [("a.txt", None, "relation type 'Dose-of' is not in the project's schema")],
+    ),
+    "an unknown annotator login": (
+        [("a.txt", CLEAN.encode()), ("a.ann", b"T1\tDrug 0 7\tAspirin\n")],
+        "annotator:dr.nobody",
+        [("(batch)", None, "layer: no user 'dr.nobody'")],
+    ),
+    "a layer that is none of pre:NAME, gold, annotator:LOGIN": (
+        [("a.txt", CLEAN.encode())],
+        "silver",
+        [("(batch)", None, "layer: pre:NAME, gold or annotator:LOGIN")],
+    ),
+}
+
+
+@pytest.mark.parametrize(("files", "layer", "expected"), REFUSALS.values(), ids=REFUSALS.keys())
+def test_a_refused_upload_stores_nothing_and_audits_only_where(
+    sessions, runtime, project, files, layer, expected
+):
+    outcome = upload(sessions, runtime, project, files, layer=layer)
+    assert outcome.status == "refused" and outcome.batch_id is None and outcome.stored == 0
+    found = [(p.file, p.line, p.message) for p in outcome.problems]
+    assert len(found) == len(expected), found
+    for (file, line, message), (want_file, want_line, part) in zip(found, expected, strict=True):
+        assert (file, line) == (want_file, want_line) and part in message, found
+    assert counts(sessions) == NOTHING
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(PreAnnotationRun)) == 0
+    [event] = events(sessions, "batch.refused")
+    assert event.object_type == "project" and event.object_id == str(project.id)
+    assert event.details == {
+        "files": [name for name, _ in files],
+        "problems": [f"{f}:{line}" if line else f for f, line, _ in expected],
+    }
+    logged = json.dumps(event.details, ensure_ascii=False)
+    for words in ("Aspirin", "Heparin", "chest pain"):
+        assert words not in logged
+    assert events(sessions, "batch.upload") == []
+
+
+def test_a_duplicate_of_a_stored_note_is_reported_not_stored_twice(sessions, runtime, project):
+    first = upload(sessions, runtime, project, [("n1.txt", CLEAN.encode())])
+    again = upload(
+        sessions,
+        runtime,
+        project,
+        [("n1.txt", CLEAN.encode()), ("copy.txt", CLEAN.encode()), ("n2.txt", b"Heparin 5000 units")],
+    )
+    assert first.status == "accepted"
+    assert (again.status, again.stored, sorted(again.duplicates)) == ("accepted", 1, ["copy", "n1"])
+    stored = documents(sessions)
+    assert sorted(stored) == ["n1", "n2"] and stored["n1"].batch_id == first.batch_id
+    assert the_batch(sessions, again.batch_id).document_count == 1
+    assert counts(sessions)["documents"] == 2
+
+
+def test_a_note_id_that_exists_with_another_text_is_refused(sessions, runtime, project):
+    upload(sessions, runtime, project, [("n1.txt", CLEAN.encode())])
+    outcome = upload(sessions, runtime, project, [("n1.txt", b"Heparin 5000 units"), ("n2.txt", b"Warfarin")])
+    assert outcome.status == "refused"
+    assert [(p.file, p.message) for p in outcome.problems] == [
+        ("n1.txt", "note id 'n1' exists in the project with another text")
+    ]
+    assert documents(sessions)["n1"].text == CLEAN
+    assert counts(sessions) == {**NOTHING, "documents": 1, "batches": 1}
+    [event] = events(sessions, "batch.refused")
+    assert event.details["problems"] == ["n1.txt"] and "Heparin" not in json.dumps(event.details)
+
+
+# ---- PHI: held, released with a reason, or rejected ---------------------------------------------------
+
+
+def hold(sessions, runtime, project, files=None, layer=None):
+    outcome = upload(
+        sessions, runtime, project, files or [("n1.txt", PHI.encode()), ("n2.txt", CLEAN.encode())], layer
+    )
+    assert outcome.status == "held", [str(p) for p in outcome.problems]
+    return outcome
+
+
+def test_a_note_with_phi_holds_the_batch_and_stores_nothing_yet(sessions, runtime, project):
+    outcome = hold(sessions, runtime, project)
+    assert outcome.stored == 0 and outcome.flagged_documents == 1
+    assert outcome.phi_counts == {"person_name": 1, "id_number": 1, "date": 1}
+    assert counts(sessions) == {**NOTHING, "batches": 1}
+    batch = the_batch(sessions, outcome.batch_id)
+    assert batch.status == "held" and batch.document_count == 2
+    assert {d["external_id"]: d["text"] for d in batch.staged["documents"]} == {"n1": PHI, "n2": CLEAN}
+    assert PHI not in json.dumps(batch.phi_report)  # the report holds kinds and offsets only
+    detail = batch_detail(sessions, outcome.batch_id)
+    [note] = detail.flagged
+    assert note.external_id == "n1" and note.counts == {"person_name": 1, "id_number": 1, "date": 1}
+    assert {(kind, hit) for kind, _, hit, _ in note.excerpts} == {
+        ("person_name", "John Smith"),
+        ("id_number", "12345678"),
+        ("date", "03/04/2019"),
+    }
+    assert note.excerpts[0] == ("person_name", "Patient: ", "John Smith", ", MRN 12345678, seen 03/04/201")
+    [event] = events(sessions, "batch.upload")
+    assert event.details["status"] == "held" and "John Smith" not in json.dumps(event.details)
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "ok fine", "  too short  "])
+def test_a_release_without_a_real_reason_keeps_the_batch_held(sessions, runtime, project, reason):
+    outcome = hold(sessions, runtime, project)
+    with pytest.raises(BatchError, match="reason"):
+        release_batch(sessions, outcome.batch_id, reason, actor_id=None, now=NOW)
+    batch = the_batch(sessions, outcome.batch_id)
+    assert batch.status == "held" and batch.staged is not None and batch.phi_override_reason is None
+    assert counts(sessions) == {**NOTHING, "batches": 1}
+    assert events(sessions, "batch.phi_override") == []
+
+
+def test_a_release_with_a_reason_stores_the_notes_and_audits_the_reason(sessions, runtime, project, accounts):
+    outcome = hold(sessions, runtime, project)
+    admin_id = accounts["admin"].id
+    assert release_batch(sessions, outcome.batch_id, f"  {REASON}  ", actor_id=admin_id, now=NOW) == 2
+    stored = documents(sessions)
+    assert {k: d.text for k, d in stored.items()} == {"n1": PHI, "n2": CLEAN}
+    assert stored["n1"].sha256 == hashlib.sha256(PHI.encode()).hexdigest()
+    batch = the_batch(sessions, outcome.batch_id)
+    assert (batch.status, batch.staged, batch.phi_override_reason) == ("accepted", None, REASON)
+    assert (batch.decided_by, batch.decided_at) == (admin_id, NOW)
+    [event] = events(sessions, "batch.phi_override")
+    assert (event.user_id, event.object_type, event.object_id) == (admin_id, "batch", str(outcome.batch_id))
+    assert event.details["reason"] == REASON and event.details["documents"] == 2
+    with pytest.raises(BatchError, match="not held"):
+        release_batch(sessions, outcome.batch_id, REASON, actor_id=admin_id, now=NOW)
+    assert counts(sessions)["documents"] == 2 and len(events(sessions, "batch.phi_override")) == 1
+
+
+def test_a_rejected_batch_erases_its_notes(sessions, runtime, project, accounts):
+    outcome = hold(sessions, runtime, project)
+    reject_batch(sessions, outcome.batch_id, actor_id=accounts["admin"].id, now=NOW)
+    batch = the_batch(sessions, outcome.batch_id)
+    assert (batch.status, batch.staged, batch.decided_at) == ("rejected", None, NOW)
+    assert counts(sessions) == {**NOTHING, "batches": 1}
+    [event] = events(sessions, "batch.reject")
+    assert event.object_id == str(outcome.batch_id) and "John" not in json.dumps(event.details)
+    assert batch_detail(sessions, outcome.batch_id).flagged[0].excerpts == []  # the text is gone
+    for decide in (
+        lambda: release_batch(sessions, outcome.batch_id, REASON, actor_id=None, now=NOW),
+        lambda: reject_batch(sessions, outcome.batch_id, actor_id=None, now=NOW),
+    ):
+        with pytest.raises(BatchError, match="not held"):
+            decide()
+    assert counts(sessions) == {**NOTHING, "batches": 1}
+
+
+def test_an_unknown_batch_cannot_be_released_or_rejected(sessions):
+    with pytest.raises(BatchError):
+        release_batch(sessions, 999, REASON, actor_id=None, now=NOW)
+    with pytest.raises(BatchError):
+        reject_batch(sessions, 999, actor_id=None, now=NOW)
+    assert batch_detail(sessions, 999) is None
+
+
+def test_releasing_a_batch_whose_note_id_was_stored_meanwhile_is_refused(sessions, runtime, project):
+    held = hold(sessions, runtime, project, [("n1.txt", PHI.encode())])
+    assert upload(sessions, runtime, project, [("n1.txt", CLEAN.encode())]).status == "accepted"
+    with pytest.raises(BatchError, match="n1"):
+        release_batch(sessions, held.batch_id, REASON, actor_id=None, now=NOW)
+    assert the_batch(sessions, held.batch_id).status == "held"
+    assert documents(sessions)["n1"].text == CLEAN
+
+
+def test_a_layer_name_too_long_to_store_is_refused_naming_the_layer(sessions, runtime, project):
+    files = [("a.txt", CLEAN.encode()), ("a.ann", b"T1\tDrug 0 7\tAspirin\n")]
+    outcome = upload(sessions, runtime, project, files, layer="pre:" + "x" * 250)
+    assert outcome.status == "refused"
+    assert [p.file for p in outcome.problems] == ["(batch)"] and outcome.problems[0].message.startswith(
+        "layer:"
+    )
+    assert counts(sessions) == NOTHING
+
+
+def test_a_note_id_too_long_to_store_is_refused_naming_file_and_line(sessions, runtime, project):
+    lines = json.dumps({"id": "n1", "text": "Heparin"}) + "\n" + json.dumps({"id": "n" * 250, "text": CLEAN})
+    outcome = upload(sessions, runtime, project, [("notes.jsonl", lines.encode())])
+    assert outcome.status == "refused"
+    assert [(p.file, p.line) for p in outcome.problems] == [("notes.jsonl", 2)]
+    assert counts(sessions) == NOTHING
+
+
+# ---- layers of imported annotations ------------------------------------------------------------------
+
+PAIRS = {"export/a.txt": CLEAN, "export/a.ann": ANN, "export/b.txt": "Heparin 5000 units", "export/b.ann": ""}
+
+
+def stored_layer(sessions):
+    """(set, [(span, fragments)], relations) of note a."""
+    with sessions() as db:
+        document = db.scalar(select(Document).where(Document.external_id == "a"))
+        sets = list(db.scalars(select(AnnotationSet).where(AnnotationSet.document_id == document.id)))
+        assert len(sets) == 1
+        spans = list(db.scalars(select(Span).where(Span.annotation_set_id == sets[0].id).order_by(Span.uid)))
+        fragments = {
+            s.id: [
+                (f.start, f.end)
+                for f in db.scalars(
+                    select(SpanFragment).where(SpanFragment.span_id == s.id).order_by(SpanFragment.ordinal)
+                )
+            ]
+            for s in spans
+        }
+        relations = list(db.scalars(select(Relation).where(Relation.annotation_set_id == sets[0].id)))
+        by_id = {s.id: s.uid for s in spans}
+        return (
+            sets[0],
+            spans,
+            fragments,
+            [(r.uid, r.type, by_id[r.head_span_id], by_id[r.tail_span_id]) for r in relations],
+        )
+
+
+def check_annotations(spans, fragments, relations, status):
+    by_uid = {s.uid: s for s in spans}
+    assert {uid: (s.label, fragments[s.id]) for uid, s in by_uid.items()} == {
+        "T1": ("Drug", [(0, 7)]),
+        "T2": ("Strength", [(8, 13)]),
+        "T3": ("Reason", [(24, 29), (30, 34)]),
+    }
+    assert {s.status for s in spans} == {status}
+    assert by_uid["T3"].attributes == {"certainty": "possible"}
+    t1 = by_uid["T1"]
+    assert (t1.concept_system, t1.concept_code, t1.concept_name) == ("RxNorm", "1191", "Aspirin")
+    assert t1.notes == ["confidence=0.9"] and t1.confidence == pytest.approx(0.9)
+    assert relations == [("R1", "Strength-Drug", "T2", "T1")]
+
+
+def test_pairs_imported_as_a_named_pre_annotation_run(sessions, runtime, project):
+    outcome = upload(sessions, runtime, project, [("export.zip", zip_of(PAIRS))], layer="pre:ctakes")
+    assert (outcome.status, outcome.stored) == ("accepted", 2), [str(p) for p in outcome.problems]
+    with sessions() as db:
+        [run] = db.scalars(select(PreAnnotationRun))
+        assert (run.name, run.method, run.project_id, run.status) == (
+            "ctakes",
+            "imported",
+            project.id,
+            "succeeded",
+        )
+    annotation_set, spans, fragments, relations = stored_layer(sessions)
+    assert (annotation_set.origin, annotation_set.pre_annotation_run_id, annotation_set.source_name) == (
+        "pre_annotation",
+        run.id,
+        "ctakes",
+    )
+    assert annotation_set.annotator_id is None
+    check_annotations(spans, fragments, relations, "pending")
+    assert counts(sessions) == {
+        "documents": 2,
+        "batches": 1,
+        "annotation_sets": 2,
+        "spans": 3,
+        "relations": 1,
+    }
+
+
+def test_a_second_upload_to_the_same_source_reuses_its_run(sessions, runtime, project):
+    upload(sessions, runtime, project, [("export.zip", zip_of(PAIRS))], layer="pre:ctakes")
+    more = {"c.txt": "Warfarin 5 mg", "c.ann": "T1\tDrug 0 8\tWarfarin\n"}
+    assert (
+        upload(sessions, runtime, project, [("more.zip", zip_of(more))], layer="pre:ctakes").status
+        == "accepted"
+    )
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(PreAnnotationRun)) == 1
+
+
+def test_pairs_imported_as_gold(sessions, runtime, project):
+    outcome = upload(sessions, runtime, project, [("export.zip", zip_of(PAIRS))], layer="gold")
+    assert outcome.status == "accepted"
+    annotation_set, spans, fragments, relations = stored_layer(sessions)
+    assert (annotation_set.origin, annotation_set.pre_annotation_run_id, annotation_set.annotator_id) == (
+        "gold",
+        None,
+        None,
+    )
+    check_annotations(spans, fragments, relations, "confirmed")
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(PreAnnotationRun)) == 0
+
+
+def test_pairs_imported_as_an_annotators_set(sessions, runtime, project, accounts):
+    outcome = upload(sessions, runtime, project, [("export.zip", zip_of(PAIRS))], layer="annotator:Annotator")
+    assert outcome.status == "accepted"
+    annotation_set, spans, fragments, relations = stored_layer(sessions)
+    assert (annotation_set.origin, annotation_set.annotator_id, annotation_set.source_name) == (
+        "annotator",
+        accounts["annotator"].id,
+        "annotator:annotator",
+    )
+    check_annotations(spans, fragments, relations, "confirmed")
+
+
+def test_held_pairs_keep_their_annotations_until_released(sessions, runtime, project):
+    pairs = {**PAIRS, "export/b.txt": PHI}
+    outcome = hold(sessions, runtime, project, [("export.zip", zip_of(pairs))], layer="pre:ctakes")
+    assert counts(sessions) == {**NOTHING, "batches": 1}
+    release_batch(sessions, outcome.batch_id, REASON, actor_id=None, now=NOW)
+    _, spans, fragments, relations = stored_layer(sessions)
+    check_annotations(spans, fragments, relations, "pending")
+    assert counts(sessions) == {
+        "documents": 2,
+        "batches": 1,
+        "annotation_sets": 2,
+        "spans": 3,
+        "relations": 1,
+    }
+
+
+# ---- the admin's pages -------------------------------------------------------------------------------
+
+
+def post_upload(web, project, files, layer="pre:x"):
+    token = session_csrf(web)
+    return web.post(
+        "/admin/batches",
+        files=[("files", (name, data, "text/plain")) for name, data in files],
+        data={"project_id": str(project.id), "layer": layer, "csrf_token": token},
+    )
+
+
+def test_admin_uploads_a_held_batch_reviews_and_releases_it(web, accounts, sessions, project):
+    log_in(web, "admin")
+    response = post_upload(web, project, [("n1.txt", PHI.encode()), ("n2.txt", CLEAN.encode())])
+    assert response.status_code == 303
+    [batch_id] = [b for b in the_batches(sessions)]
+    assert response.headers["location"] == f"/admin/batches/{batch_id}"
+    report = web.get(f"/admin/batches/{batch_id}")
+    assert report.status_code == 200
+    html = page(report)
+    assert html.select_one("[data-testid=batch-status]")["data-status"] == "held"
+    assert sorted(mark.text for mark in html.select("[data-testid=phi-hit]")) == [
+        "03/04/2019",
+        "12345678",
+        "John Smith",
+    ]
+    assert counts(sessions)["documents"] == 0
+    token = html.select_one("[data-testid=release-form] input[name=csrf_token]")["value"]
+    short = web.post(f"/admin/batches/{batch_id}/release", data={"reason": "fine", "csrf_token": token})
+    assert short.status_code == 422 and page(short).select_one("[data-testid=release-error]").text.startswith(
+        "reason"
+    )
+    assert the_batch(sessions, batch_id).status == "held"
+    released = web.post(f"/admin/batches/{batch_id}/release", data={"reason": REASON, "csrf_token": token})
+    assert released.status_code == 303 and released.headers["location"] == f"/admin/batches/{batch_id}"
+    assert (
+        page(web.get(f"/admin/batches/{batch_id}")).select_one("[data-testid=batch-status]")["data-status"]
+        == "accepted"
+    )
+    batch = the_batch(sessions, batch_id)
+    assert (batch.status, batch.phi_override_reason, batch.decided_by) == (
+        "accepted",
+        REASON,
+        accounts["admin"].id,
+    )
+    assert sorted(documents(sessions)) == ["n1", "n2"]
+    [event] = events(sessions, "batch.phi_override")
+    assert event.user_id == accounts["admin"].id
+
+
+def the_batches(sessions) -> list[int]:
+    with sessions() as db:
+        return list(db.scalars(select(Batch.id)))
+
+
+def test_a_refused_upload_shows_its_problems(web, accounts, sessions, project):
+    log_in(web, "admin")
+    response = post_upload(web, project, [("good.txt", CLEAN.encode()), ("bad.txt", b"ok\n\xff")])
+    assert response.status_code == 422
+    html = page(response)
+    assert html.select_one("[data-testid=upload-outcome]")["data-status"] == "refused"
+    assert [li.text for li in html.select("[data-testid=upload-problems] li")] == [
+        "bad.txt, line 2: invalid UTF-8 at byte 3"
+    ]
+    assert counts(sessions) == NOTHING
+
+
+def test_a_clean_upload_shows_what_was_stored(web, accounts, sessions, project):
+    log_in(web, "admin")
+    response = post_upload(web, project, [("n1.txt", CLEAN.encode())])
+    assert response.status_code == 200
+    assert page(response).select_one("[data-testid=upload-outcome]")["data-status"] == "accepted"
+    assert sorted(documents(sessions)) == ["n1"]
+
+
+def test_an_annotator_may_not_upload(web, accounts, sessions, project):
+    log_in(web, "annotator")
+    assert web.get("/admin/batches").status_code == 403
+    token = session_csrf(web)
+    response = web.post(
+        "/admin/batches",
+        files=[("files", ("n1.txt", CLEAN.encode(), "text/plain"))],
+        data={"project_id": str(project.id), "layer": "pre:x", "csrf_token": token},
+    )
+    assert response.status_code == 403
+    assert counts(sessions) == NOTHING
