@@ -127,3 +127,47 @@ def test_labels_in_use_cannot_be_removed(web, accounts, sessions, password_hashe
 def test_annotators_cannot_edit_projects(web, accounts, sessions):
     log_in(web, "annotator")
     assert web.get("/lead/projects/new").status_code == 403
+
+
+def test_the_schema_form_builds_the_schema_from_its_rows(web, accounts, sessions):
+    log_in(web, "lead")
+    form = page(web.get("/lead/projects/new"))
+    assert len(form.select("[data-testid=entity-row]")) == 3  # the starting type and blank rows
+    data = {
+        "name": "By form",
+        "guidelines": "",
+        "study_settings": "{}",
+        "schema_source": "form",
+        "entity_name": ["Drug", "Dose", ""],
+        "entity_color": ["#1f77b4", "#ff7f0e", "#000000"],
+        "entity_hotkey": ["d", "o", ""],
+        "entity_description": ["", "amount", ""],
+        "relation_name": ["Dose-Drug", ""],
+        "relation_heads": ["Dose", ""],
+        "relation_tails": ["Drug", ""],
+        "attribute_name": ["Negated", ""],
+        "attribute_values": ["yes, no", ""],
+        "attribute_default": ["no", ""],
+        "attribute_applies_to": ["Drug", ""],
+        "question_key": ["confidence", ""],
+        "question_prompt": ["How sure?", ""],
+        "question_kind": ["scale", "text"],
+        "question_choices": ["", ""],
+        "csrf_token": session_csrf(web, "/lead/projects/new"),
+    }
+    assert web.post("/lead/projects", data=data).status_code == 303
+    with sessions() as db:
+        schema = db.scalar(select(Project)).label_schema
+    assert [(e["name"], e["hotkey"]) for e in schema["entity_types"]] == [("Drug", "d"), ("Dose", "o")]
+    assert schema["relation_types"][0]["head_types"] == ["Dose"]
+    assert schema["span_attributes"][0]["values"] == ["yes", "no"]
+    assert schema["document_questions"][0]["kind"] == "scale"
+    data.update(name="Bad", entity_name=["Drug", "Drug", ""])
+    bad = web.post("/lead/projects", data=data)
+    assert bad.status_code == 422
+    problems = [li.text for li in page(bad).select("[data-testid=project-problems] li")]
+    assert "label_schema.entity_types[1].name: 'Drug' is defined twice" in problems
+    assert [i["value"] for i in page(bad).select("input[name=entity_name]")][:2] == [
+        "Drug",
+        "Drug",
+    ]  # input kept

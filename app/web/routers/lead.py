@@ -26,6 +26,77 @@ def projects(request: Request, sessions: Sessions) -> Response:
 # ---- the project editor: name, guidelines, label schema, study; annotation.conf in and out -------
 
 EMPTY_SCHEMA = {"entity_types": [{"name": "Entity", "color": "#1f77b4", "hotkey": "e"}]}
+BLANK_ROWS = 2  # empty rows under each table of the schema form, for adding types
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.replace("|", ",").split(",") if part.strip()]
+
+
+def schema_from_rows(form) -> dict:
+    """The label schema from the form's rows (one row per type; rows without a name are unused)."""
+
+    def rows(*fields: str):
+        columns = [form.getlist(f) for f in fields]
+        return [dict(zip(fields, values, strict=False)) for values in zip(*columns, strict=False)]
+
+    entity_types = [
+        {
+            "name": r["entity_name"].strip(),
+            "color": r["entity_color"],
+            "hotkey": r["entity_hotkey"].strip() or None,
+            "description": r["entity_description"].strip(),
+        }
+        for r in rows("entity_name", "entity_color", "entity_hotkey", "entity_description")
+        if r["entity_name"].strip()
+    ]
+    relation_types = [
+        {
+            "name": r["relation_name"].strip(),
+            "head_types": _split(r["relation_heads"]),
+            "tail_types": _split(r["relation_tails"]),
+        }
+        for r in rows("relation_name", "relation_heads", "relation_tails")
+        if r["relation_name"].strip()
+    ]
+    span_attributes = [
+        {
+            "name": r["attribute_name"].strip(),
+            "values": _split(r["attribute_values"]),
+            "default": r["attribute_default"].strip() or None,
+            "applies_to": _split(r["attribute_applies_to"]),
+        }
+        for r in rows("attribute_name", "attribute_values", "attribute_default", "attribute_applies_to")
+        if r["attribute_name"].strip()
+    ]
+    document_questions = []
+    for r in rows("question_key", "question_prompt", "question_kind", "question_choices"):
+        if r["question_key"].strip():
+            question = {
+                "key": r["question_key"].strip(),
+                "prompt": r["question_prompt"].strip(),
+                "kind": r["question_kind"],
+            }
+            if _split(r["question_choices"]):
+                question["choices"] = _split(r["question_choices"])
+            document_questions.append(question)
+    return {
+        "entity_types": entity_types,
+        "relation_types": relation_types,
+        "span_attributes": span_attributes,
+        "document_questions": document_questions,
+    }
+
+
+def schema_rows(schema: dict) -> dict:
+    """The schema as rows for the form, with blank rows to add to."""
+    blank = [{}] * BLANK_ROWS
+    return {
+        "entities": list(schema.get("entity_types") or []) + blank,
+        "relations": list(schema.get("relation_types") or []) + blank,
+        "attributes": list(schema.get("span_attributes") or []) + blank,
+        "questions": list(schema.get("document_questions") or []) + blank,
+    }
 
 
 def _editor(
@@ -41,6 +112,11 @@ def _editor(
     from app.services.exports import list_exports
 
     exports = list_exports(request.app.state.runtime.sessions, project.id) if project else []
+    try:
+        shown = json.loads(values["label_schema"])
+    except (json.JSONDecodeError, TypeError):
+        shown = {}
+    values = {**values, "rows": schema_rows(shown if isinstance(shown, dict) else {})}
     return render(
         request,
         "lead/project.html",
@@ -83,6 +159,9 @@ async def save_project(
             values["label_schema"] = json.dumps(schema, indent=2)
         except (UnicodeDecodeError, ValueError) as error:
             problems.append(("annotation.conf", str(error)))
+    elif "json" not in form.getlist("schema_source") and "entity_name" in form:
+        schema = schema_from_rows(form)
+        values["label_schema"] = json.dumps(schema, indent=2)
     else:
         try:
             schema = json.loads(values["label_schema"] or "{}")
