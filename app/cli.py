@@ -120,10 +120,10 @@ def _wait_for_schema(url: str, timeout: float) -> bool:
 
 
 async def _run_worker(runtime, concurrency: int) -> None:
-    from app.jobs import QUEUES
+    from app.jobs import run_worker
 
     async with runtime.job_queue.open_async():
-        await runtime.job_queue.run_worker_async(queues=QUEUES, concurrency=concurrency)
+        await run_worker(runtime, concurrency=concurrency)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

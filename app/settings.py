@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `clinann serve` listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `clinann serve` listens on.")
     worker_concurrency: int = Field(default=2, ge=1, description="Jobs one worker runs at the same time.")
+    worker_heartbeat_seconds: float = Field(
+        default=10, gt=0, description="How often a worker tells the queue it is alive."
+    )
+    stalled_worker_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="A worker silent this long is taken for dead and its jobs are queued again.",
+    )
     db_pool_size: int = Field(default=10, ge=1, description="Database connections kept per process.")
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -184,7 +185,15 @@ class PreAnnotationRun(Base):
     """A pre-annotation run (LLM, lexicon, imported model output) over a set of documents."""
 
     __tablename__ = "pre_annotation_runs"
-    __table_args__ = (one_of("status", RunStatus),)
+    __table_args__ = (
+        one_of("status", RunStatus),
+        Index(
+            "uq_pre_annotation_runs_one_study_base",
+            "project_id",
+            unique=True,
+            postgresql_where=text("is_study_base"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
@@ -194,6 +203,8 @@ class PreAnnotationRun(Base):
     # Model, endpoint name, prompt schema and text, chunk size, parameters: all of it, for the paper.
     configuration: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     status: Mapped[str] = mapped_column(String(16))
+    # The run whose sets become the base of the study's refine_llm assignments (one per project).
+    is_study_base: Mapped[bool] = mapped_column(Boolean, server_default="false")
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = created_at()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -391,7 +402,27 @@ class PreAnnotationResult(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[float | None] = mapped_column(Double)
     error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")  # jobs that took this note up
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LlmResponse(Base):
+    """A model's answer to one prompt, kept so that a rerun of the same prompt makes no call.
+
+    Keyed by the fingerprint of model, messages and response format; unparseable answers are not
+    kept, so that a retry asks again.
+    """
+
+    __tablename__ = "llm_responses"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    response_text: Mapped[str] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Double)
+    created_at: Mapped[datetime] = created_at()
 
 
 class EditEvent(Base):

@@ -40,14 +40,85 @@ def make_job_queue(conninfo: str) -> procrastinate.App:
     return app
 
 
-def job(name: str, queue: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def job(name: str, queue: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a job function; its procrastinate name is ``clinann.<name>``."""
 
     def declare(function: Callable[..., Any]) -> Callable[..., Any]:
-        _JOBS.append((function, {"name": f"clinann.{name}", "queue": queue}))
+        _JOBS.append((function, {"name": f"clinann.{name}", "queue": queue, **options}))
         return function
 
     return declare
+
+
+def defer_many(
+    task_name: str,
+    arguments: list[dict[str, Any]],
+    *,
+    queueing_lock: Callable[[dict[str, Any]], str] | None = None,
+    conninfo: str | None = None,
+) -> int:
+    """Queue many jobs of one task over one connection; a job whose queueing lock is taken (the same
+    work already waiting) is not queued twice. Returns how many were queued."""
+    queue = make_job_queue(conninfo or runtime().database.libpq_url)
+    queued = 0
+    with queue.open():
+        for each in arguments:
+            lock = queueing_lock(each) if queueing_lock else None
+            task = queue.configure_task(f"clinann.{task_name}", allow_unknown=False, queueing_lock=lock)
+            try:
+                task.defer(**each)
+            except procrastinate.exceptions.AlreadyEnqueued:
+                continue
+            queued += 1
+    return queued
+
+
+async def requeue_stalled_jobs(queue: procrastinate.App, stalled_seconds: float) -> int:
+    """Put back in the queue the jobs of workers that stopped beating (killed, lost their machine).
+
+    Safe because every job is idempotent: a pre-annotation note already written is skipped.
+    """
+    stalled = await queue.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_seconds)
+    for stalled_job in stalled:
+        await queue.job_manager.retry_job(stalled_job)
+    return len(stalled)
+
+
+async def run_worker(
+    current: "Runtime", *, concurrency: int | None = None, install_signal_handlers: bool = True
+) -> None:
+    """A worker on every queue, with a sweeper that requeues the jobs of dead workers."""
+    import asyncio
+    import contextlib
+    import logging
+
+    settings = current.settings
+    log = logging.getLogger("clinann.jobs")
+
+    async def sweep() -> None:
+        while True:
+            try:
+                count = await requeue_stalled_jobs(current.job_queue, settings.stalled_worker_seconds)
+                if count:
+                    log.warning("requeued %d job(s) of a worker that stopped", count)
+            except Exception:  # the sweeper must outlive a database hiccup
+                log.exception("could not look for stalled jobs")
+            await asyncio.sleep(max(1.0, settings.stalled_worker_seconds / 3))
+
+    sweeper = asyncio.create_task(sweep(), name="clinann-stalled-job-sweeper")
+    try:
+        await current.job_queue.run_worker_async(
+            queues=QUEUES,
+            concurrency=concurrency or settings.worker_concurrency,
+            install_signal_handlers=install_signal_handlers,
+            update_heartbeat_interval=settings.worker_heartbeat_seconds,
+            stalled_worker_timeout=settings.stalled_worker_seconds,
+            wait=True,
+        )
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
 
 
 def defer(task_name: str, conninfo: str | None = None, **arguments: Any) -> int:
@@ -90,3 +161,16 @@ def make_export(export_id: int) -> None:
 
     current = runtime()
     make(current.sessions, export_id, current.settings.data_dir / "exports")
+
+
+@job(
+    "pre_annotate_note",
+    queue="pre_annotation",
+    # A crash outside the LLM calls (those retry on their own) gets a few more tries.
+    retry=procrastinate.RetryStrategy(max_attempts=3, exponential_wait=2),
+)
+async def pre_annotate_note(run_id: int, document_id: int) -> str:
+    """Pre-annotate one note of a run (idempotent: a note already written is skipped)."""
+    from app.services.pre_annotation import pre_annotate_note as pre_annotate
+
+    return await pre_annotate(runtime().sessions, run_id, document_id)

@@ -19,7 +19,7 @@ from app import __version__
 from app.runtime import Runtime
 from app.settings import PROJECT_ROOT
 from app.web.deps import NotLoggedIn, verify_csrf
-from app.web.routers import account, admin, annotate, api, auth, lead
+from app.web.routers import account, admin, annotate, api, auth, lead, lead_runs
 from app.web.templating import render
 
 log = logging.getLogger("clinann.web")
@@ -81,14 +81,9 @@ def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 async def _worker(runtime: Runtime) -> None:
-    from app.jobs import QUEUES
+    from app.jobs import run_worker
 
-    await runtime.job_queue.run_worker_async(
-        queues=QUEUES,
-        concurrency=runtime.settings.worker_concurrency,
-        install_signal_handlers=False,
-        wait=True,
-    )
+    await run_worker(runtime, install_signal_handlers=False)
 
 
 def create_app(
@@ -124,7 +119,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.clock = clock
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
-    for module in (auth, annotate, lead, admin, account, api):
+    for module in (auth, annotate, lead, lead_runs, admin, account, api):
         app.include_router(module.router)
 
     @app.middleware("http")

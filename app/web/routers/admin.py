@@ -154,3 +154,90 @@ def reject(
     except BatchError as error:
         raise HTTPException(status_code=409, detail=str(error)) from None
     return RedirectResponse(f"/admin/batches/{batch_id}", status_code=303)
+
+
+# ---- LLM endpoints: OpenAI-compatible servers, keys only as environment variable names ----------
+
+
+def _endpoint_form(form):
+    from app.services.llm_endpoints import EndpointError, EndpointForm
+
+    def number(field: str, kind, default):
+        raw = str(form.get(field) or "").strip()
+        try:
+            return kind(raw) if raw else default
+        except ValueError:
+            raise EndpointError(field, "must be a number") from None
+
+    return EndpointForm(
+        name=str(form.get("name") or ""),
+        base_url=str(form.get("base_url") or ""),
+        model=str(form.get("model") or ""),
+        api_key_env=str(form.get("api_key_env") or "") or None,
+        max_concurrency=number("max_concurrency", int, 4),
+        timeout_seconds=number("timeout_seconds", float, 60.0),
+        structured_output=form.get("structured_output") is not None,
+        azure_api_version=str(form.get("azure_api_version") or "") or None,
+        is_active=form.get("is_active") is not None,
+    )
+
+
+def _endpoints_page(request: Request, sessions, *, editing=None, values=None, error=None, status_code=200):
+    from app.services.llm_endpoints import list_endpoints
+
+    return render(
+        request,
+        "admin/endpoints.html",
+        {"endpoints": list_endpoints(sessions), "editing": editing, "values": values or {}, "error": error},
+        status_code=status_code,
+    )
+
+
+@router.get("/endpoints")
+def endpoints(request: Request, sessions: Sessions, edit: int | None = None) -> Response:
+    from app.services.llm_endpoints import get_endpoint
+
+    editing = get_endpoint(sessions, edit) if edit else None
+    if edit and editing is None:
+        raise HTTPException(404)
+    return _endpoints_page(request, sessions, editing=editing)
+
+
+@router.post("/endpoints")
+async def save_endpoint(
+    request: Request, identity: CurrentIdentity, sessions: Sessions, endpoint_id: int | None = None
+) -> Response:
+    from app.services.llm_endpoints import EndpointError, get_endpoint
+    from app.services.llm_endpoints import save_endpoint as save
+
+    form = await request.form()
+    try:
+        save(
+            sessions,
+            _endpoint_form(form),
+            user_id=identity.user.id,
+            endpoint_id=endpoint_id,
+            client_address=client_address(request),
+        )
+    except EndpointError as error:
+        editing = get_endpoint(sessions, endpoint_id) if endpoint_id else None
+        return _endpoints_page(
+            request, sessions, editing=editing, values=dict(form), error=error, status_code=422
+        )
+    return RedirectResponse("/admin/endpoints", status_code=303)
+
+
+@router.post("/endpoints/{endpoint_id}/test")
+async def test_endpoint(request: Request, sessions: Sessions, endpoint_id: int) -> Response:
+    from app.services.llm_endpoints import get_endpoint, test_connection
+
+    endpoint = get_endpoint(sessions, endpoint_id)
+    if endpoint is None:
+        raise HTTPException(404)
+    worked, message = await test_connection(endpoint)
+    return render(
+        request,
+        "admin/endpoints.html",
+        {"endpoint": endpoint, "worked": worked, "message": message},
+        block_name="connection_result",
+    )

@@ -266,6 +266,90 @@ def export_api(
     )
 
 
+# ---- pre-annotation runs -------------------------------------------------------------------
+
+
+class NewRun(BaseModel):
+    """A pre-annotation run: ``llm`` (an endpoint and a prompt schema) or ``lexicon`` (a CSV of terms)."""
+
+    name: str
+    method: str = "llm"
+    prompt_schema: str = "ensemble"
+    endpoint_id: int | None = None
+    chunk_size: int | None = None
+    few_shot: int = 3
+    fuzzy_threshold: float = 85
+    document_ids: list[int] | None = None
+    batch_id: int | None = None
+    lexicon_csv: str | None = None
+    whole_word: bool = True
+    case_sensitive: bool = False
+
+
+class RunStatusOut(BaseModel):
+    id: int
+    name: str
+    method: str
+    status: str
+    is_study_base: bool
+    total: int
+    finished: int
+    counts: dict[str, int]
+    error: str | None
+
+
+def _run_out(summary) -> RunStatusOut:
+    return RunStatusOut(
+        id=summary.id,
+        name=summary.name,
+        method=summary.method,
+        status=summary.status,
+        is_study_base=summary.is_study_base,
+        total=summary.progress.total,
+        finished=summary.progress.finished,
+        counts=summary.progress.counts,
+        error=summary.error,
+    )
+
+
+@lead.post("/projects/{project_id}/runs", status_code=201, response_model=RunStatusOut)
+def start_run_api(
+    project_id: int, body: NewRun, identity: CurrentIdentity, sessions: Sessions
+) -> RunStatusOut:
+    """Start a pre-annotation run; its notes are queued as background jobs."""
+    from app.services import pre_annotation, run_reports
+
+    try:
+        run_id = pre_annotation.start_run(
+            sessions,
+            project_id,
+            pre_annotation.RunRequest(**body.model_dump()),
+            user_id=identity.user.id,
+        )
+    except pre_annotation.RunError as error:
+        raise HTTPException(
+            status_code=422, detail=[{"loc": ["body", error.field], "msg": error.message}]
+        ) from None
+    return _run_out(run_reports.run_summary(sessions, run_id)[0])
+
+
+@lead.get("/projects/{project_id}/runs", response_model=list[RunStatusOut])
+def list_runs_api(project_id: int, sessions: Sessions) -> list[RunStatusOut]:
+    from app.services import run_reports
+
+    return [_run_out(r) for r in run_reports.list_runs(sessions, project_id)]
+
+
+@lead.get("/runs/{run_id}", response_model=RunStatusOut)
+def run_api(run_id: int, sessions: Sessions) -> RunStatusOut:
+    from app.services import run_reports
+
+    found = run_reports.run_summary(sessions, run_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail="No such run.")
+    return _run_out(found[0])
+
+
 # Included last: FastAPI copies a sub-router's routes at include time.
 router.include_router(annotate)
 router.include_router(lead)

@@ -1,0 +1,771 @@
+"""Pre-annotation runs: an LLM or a lexicon labels the notes first, physicians refine.
+
+The published method (shared/design/llm-preannotation.md) made durable: a run is queued as one
+job per note on procrastinate. A note is *claimed* in one transaction and its result *written* in
+another, guarded so that however often a job is retried (a killed worker, a stalled job put back
+in the queue) a note gets exactly one pre-annotation set. Model answers are cached by model and
+prompt before they are used, so a retried note asks the model only what it had not answered yet.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import (
+    AnnotationSet,
+    Document,
+    LlmEndpoint,
+    LlmResponse,
+    PreAnnotationResult,
+    PreAnnotationRun,
+    Project,
+    Relation,
+    Span,
+    SpanFragment,
+)
+from app.domain.chunking import DEFAULT_CHUNK_SIZE, chunk_note
+from app.domain.label_schema import LabelSchema, parse_label_schema
+from app.domain.lexicon import Lexicon, LexiconError, parse_lexicon_csv
+from app.domain.prompts import (
+    FewShotExample,
+    build_messages,
+    examples_from_note,
+    prompt_fingerprint,
+    response_format,
+    select_examples,
+)
+from app.domain.resolver import (
+    FUZZY_THRESHOLD,
+    ResolvedChunk,
+    ResolvedRelation,
+    UnparseableOutput,
+    ensemble,
+    resolve_direct_chunk,
+    resolve_iob_token,
+)
+from app.domain.vocabulary import RunStatus, SetOrigin, SetStatus, SpanStatus
+from app.services import audit
+
+log = logging.getLogger("clinann.pre_annotation")
+
+METHODS = ("llm", "lexicon")
+PROMPT_SCHEMAS = ("iob_token", "direct_chunk", "ensemble")
+FINISHED = (RunStatus.succeeded.value, RunStatus.failed.value, RunStatus.cancelled.value)
+# Garbage answers are asked again this many times (bypassing the cache) before the note fails.
+UNPARSEABLE_ATTEMPTS = 3
+MAX_FEW_SHOT_POOL = 400  # candidate example chunks taken from the project's gold notes
+
+
+class RunError(ValueError):
+    """A run that cannot be started or changed; ``field`` names what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a lead asks for when starting a run."""
+
+    name: str
+    method: str = "llm"
+    prompt_schema: str = "ensemble"
+    endpoint_id: int | None = None
+    chunk_size: int | None = None  # None: the published size of the prompt schema
+    few_shot: int = 3
+    fuzzy_threshold: float = FUZZY_THRESHOLD
+    document_ids: Sequence[int] | None = None  # None: every note of the project
+    batch_id: int | None = None
+    lexicon_csv: str | None = None
+    lexicon_source: str = "lexicon.csv"
+    whole_word: bool = True
+    case_sensitive: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# starting, cancelling, re-running
+
+
+def _documents_of(db: Session, project_id: int, request: RunRequest) -> list[int]:
+    query = select(Document.id).where(Document.project_id == project_id).order_by(Document.id)
+    if request.batch_id is not None:
+        query = query.where(Document.batch_id == request.batch_id)
+    ids = list(db.scalars(query))
+    if request.document_ids is not None:
+        wanted = set(request.document_ids)
+        unknown = wanted - set(ids)
+        if unknown:
+            raise RunError("document_ids", f"not notes of this project: {sorted(unknown)[:10]}")
+        ids = [i for i in ids if i in wanted]
+    if not ids:
+        raise RunError("documents", "the run would cover no note")
+    return ids
+
+
+def _configuration(db: Session, project: Project, request: RunRequest) -> dict[str, Any]:
+    name = request.name.strip()
+    if not name or len(name) > 200:
+        raise RunError("name", "give the run a name of 1 to 200 characters")
+    if request.method not in METHODS:
+        raise RunError("method", f"must be one of {', '.join(METHODS)}")
+    if not 0 <= request.fuzzy_threshold <= 100:
+        raise RunError("fuzzy_threshold", "must be between 0 and 100")
+    schema = parse_label_schema(project.label_schema)
+    if request.method == "lexicon":
+        if not request.lexicon_csv:
+            raise RunError("lexicon", "upload a CSV of terms with the columns label,term")
+        try:
+            terms = parse_lexicon_csv(
+                request.lexicon_csv, request.lexicon_source, [e.name for e in schema.entity_types]
+            )
+        except LexiconError as error:
+            raise RunError("lexicon", str(error)) from error
+        return {
+            "method": "lexicon",
+            "terms": [[t.label, t.term] for t in terms],
+            "whole_word": request.whole_word,
+            "case_sensitive": request.case_sensitive,
+            "source": request.lexicon_source,
+        }
+    if request.prompt_schema not in PROMPT_SCHEMAS:
+        raise RunError("prompt_schema", f"must be one of {', '.join(PROMPT_SCHEMAS)}")
+    if request.endpoint_id is None:
+        raise RunError("endpoint", "choose the LLM endpoint")
+    endpoint = db.get(LlmEndpoint, request.endpoint_id)
+    if endpoint is None or not endpoint.is_active:
+        raise RunError("endpoint", "no such active endpoint")
+    schemas = (
+        ["iob_token", "direct_chunk"] if request.prompt_schema == "ensemble" else [request.prompt_schema]
+    )
+    if request.chunk_size is not None and not 40 <= request.chunk_size <= 20_000:
+        raise RunError("chunk_size", "must be between 40 and 20000 characters")
+    if not 0 <= request.few_shot <= 20:
+        raise RunError("few_shot", "must be between 0 and 20")
+    return {
+        "method": "llm",
+        "prompt_schema": request.prompt_schema,
+        "schemas": schemas,
+        "chunk_sizes": {s: request.chunk_size or DEFAULT_CHUNK_SIZE[s] for s in schemas},
+        "few_shot": request.few_shot,
+        "fuzzy_threshold": request.fuzzy_threshold,
+        "temperature": 0.0,
+        # The endpoint as it was when the run started: the paper needs what was used, not what is now.
+        "endpoint": {
+            "id": endpoint.id,
+            "name": endpoint.name,
+            "base_url": endpoint.base_url,
+            "model": endpoint.model,
+            "parameters": endpoint.parameters,
+        },
+        "guidelines": project.guidelines,
+        "label_schema": project.label_schema,
+    }
+
+
+def start_run(
+    sessions: sessionmaker[Session],
+    project_id: int,
+    request: RunRequest,
+    *,
+    user_id: int | None,
+    defer: Callable[..., Any] | None = None,
+    client_address: str | None = None,
+) -> int:
+    """Store a run with a queued result per note (one transaction), then queue a job per note."""
+    with sessions.begin() as db:
+        project = db.get(Project, project_id)
+        if project is None:
+            raise RunError("project", f"no project {project_id}")
+        configuration = _configuration(db, project, request)
+        document_ids = _documents_of(db, project_id, request)
+        run = PreAnnotationRun(
+            project_id=project_id,
+            name=request.name.strip(),
+            method=configuration["method"],
+            llm_endpoint_id=request.endpoint_id if configuration["method"] == "llm" else None,
+            configuration=configuration,
+            status=RunStatus.queued.value,
+            created_by=user_id,
+        )
+        db.add(run)
+        db.flush()
+        db.execute(
+            insert(PreAnnotationResult),
+            [{"run_id": run.id, "document_id": d, "status": RunStatus.queued.value} for d in document_ids],
+        )
+        audit.record(
+            db,
+            "pre_annotation_run.started",
+            user_id=user_id,
+            object_type="pre_annotation_run",
+            object_id=run.id,
+            client_address=client_address,
+            details={"project_id": project_id, "method": run.method, "documents": len(document_ids)},
+        )
+        run_id = run.id
+    queue_documents(run_id, document_ids, defer=defer)
+    return run_id
+
+
+def queue_documents(
+    run_id: int, document_ids: Sequence[int], *, defer: Callable[..., Any] | None = None
+) -> None:
+    """One job per note; a note already queued for this run is not queued twice (procrastinate lock)."""
+    if defer is None:
+        from app.jobs import defer_many
+
+        defer_many(
+            "pre_annotate_note",
+            [{"run_id": run_id, "document_id": d} for d in document_ids],
+            queueing_lock=lambda arguments: f"pre-annotate-{arguments['run_id']}-{arguments['document_id']}",
+        )
+        return
+    for document_id in document_ids:
+        defer("pre_annotate_note", run_id=run_id, document_id=document_id)
+
+
+def cancel_run(sessions: sessionmaker[Session], run_id: int, *, user_id: int | None) -> None:
+    """Stop a run: notes not yet done are marked cancelled; a job finding them so does nothing."""
+    with sessions.begin() as db:
+        run = db.get(PreAnnotationRun, run_id, with_for_update=True)
+        if run is None:
+            raise RunError("run", f"no run {run_id}")
+        if run.status in FINISHED:
+            raise RunError("run", f"the run has already {run.status}")
+        db.execute(
+            update(PreAnnotationResult)
+            .where(
+                PreAnnotationResult.run_id == run_id,
+                PreAnnotationResult.status.in_([RunStatus.queued.value, RunStatus.running.value]),
+            )
+            .values(status=RunStatus.cancelled.value, finished_at=func.now())
+        )
+        run.status = RunStatus.cancelled.value
+        run.finished_at = datetime.now(UTC)
+        audit.record(db, "pre_annotation_run.cancelled", user_id=user_id, object_type="pre_annotation_run",
+                     object_id=run_id)  # fmt: skip
+
+
+def rerun_failed(
+    sessions: sessionmaker[Session],
+    run_id: int,
+    *,
+    user_id: int | None,
+    defer: Callable[..., Any] | None = None,
+) -> int:
+    """Queue the run's failed (and cancelled) notes again; returns how many."""
+    with sessions.begin() as db:
+        run = db.get(PreAnnotationRun, run_id, with_for_update=True)
+        if run is None:
+            raise RunError("run", f"no run {run_id}")
+        if run.method == "imported":
+            raise RunError("run", "an imported layer cannot be re-run")
+        ids = list(
+            db.scalars(
+                update(PreAnnotationResult)
+                .where(
+                    PreAnnotationResult.run_id == run_id,
+                    PreAnnotationResult.status.in_([RunStatus.failed.value, RunStatus.cancelled.value]),
+                )
+                .values(status=RunStatus.queued.value, error=None, finished_at=None)
+                .returning(PreAnnotationResult.document_id)
+            )
+        )
+        if not ids:
+            raise RunError("run", "no failed or cancelled note to re-run")
+        run.status = RunStatus.running.value if run.started_at else RunStatus.queued.value
+        run.finished_at = None
+        run.error = None
+        audit.record(db, "pre_annotation_run.rerun", user_id=user_id, object_type="pre_annotation_run",
+                     object_id=run_id, details={"documents": len(ids)})  # fmt: skip
+    queue_documents(run_id, ids, defer=defer)
+    return len(ids)
+
+
+def mark_study_base(sessions: sessionmaker[Session], run_id: int, *, user_id: int | None) -> None:
+    """Make this run's sets the base of the study's refine_llm assignments (one run per project)."""
+    with sessions.begin() as db:
+        run = db.get(PreAnnotationRun, run_id, with_for_update=True)
+        if run is None:
+            raise RunError("run", f"no run {run_id}")
+        if run.status != RunStatus.succeeded.value:
+            raise RunError("run", "only a run that succeeded on every note can be the study's base")
+        db.execute(
+            update(PreAnnotationRun)
+            .where(PreAnnotationRun.project_id == run.project_id, PreAnnotationRun.is_study_base)
+            .values(is_study_base=False)
+        )
+        db.flush()
+        run.is_study_base = True
+        audit.record(db, "pre_annotation_run.study_base", user_id=user_id, object_type="pre_annotation_run",
+                     object_id=run_id, details={"project_id": run.project_id})  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# the work on one note
+
+
+@dataclass
+class NoteWork:
+    """What a job needs to pre-annotate one note, read in the claiming transaction."""
+
+    run_id: int
+    document_id: int
+    text: str
+    label_schema: LabelSchema
+    configuration: dict[str, Any]
+    examples: list[FewShotExample] = field(default_factory=list)
+
+
+def claim_note(sessions: sessionmaker[Session], run_id: int, document_id: int) -> NoteWork | None:
+    """Take a note up for work; None when it is done, cancelled or not part of the run."""
+    with sessions.begin() as db:
+        result = db.scalar(
+            select(PreAnnotationResult)
+            .where(PreAnnotationResult.run_id == run_id, PreAnnotationResult.document_id == document_id)
+            .with_for_update()
+        )
+        run = db.get(PreAnnotationRun, run_id)
+        if result is None or run is None or run.status == RunStatus.cancelled.value:
+            return None
+        if result.status in (RunStatus.succeeded.value, RunStatus.cancelled.value):
+            return None
+        result.status = RunStatus.running.value
+        result.attempts += 1
+        result.started_at = datetime.now(UTC)
+        if run.status == RunStatus.queued.value:
+            run.status = RunStatus.running.value
+            run.started_at = datetime.now(UTC)
+        document = db.get(Document, document_id)
+        configuration = dict(run.configuration)
+        work = NoteWork(
+            run_id=run_id,
+            document_id=document_id,
+            text=document.text,
+            label_schema=parse_label_schema(
+                configuration.get("label_schema") or db.get(Project, run.project_id).label_schema
+            ),
+            configuration=configuration,
+        )
+        if configuration["method"] == "llm" and configuration.get("few_shot"):
+            work.examples = _example_pool(db, run.project_id, document_id, configuration)
+        return work
+
+
+def _example_pool(
+    db: Session, project_id: int, document_id: int, configuration: dict
+) -> list[FewShotExample]:
+    """Chunks of the project's adjudicated (gold) notes, the candidates for few-shot examples."""
+    size = min(configuration["chunk_sizes"].values())
+    sets = db.execute(
+        select(AnnotationSet.id, Document.text)
+        .join(Document, Document.id == AnnotationSet.document_id)
+        .where(
+            Document.project_id == project_id,
+            AnnotationSet.origin == SetOrigin.gold.value,
+            AnnotationSet.document_id != document_id,  # never the note's own gold
+        )
+        .order_by(AnnotationSet.id)
+    ).all()
+    pool: list[FewShotExample] = []
+    for set_id, text in sets:
+        spans, relations = _set_contents(db, set_id)
+        pool.extend(examples_from_note(text, spans, relations, size))
+        if len(pool) >= MAX_FEW_SHOT_POOL:
+            break
+    return [example for example in pool[:MAX_FEW_SHOT_POOL] if example.spans]
+
+
+def _set_contents(db: Session, set_id: int) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+    """Contiguous spans of a set as (label, start, end) and relations as (type, head index, tail index)."""
+    rows = db.execute(
+        select(Span.id, Span.label, func.min(SpanFragment.start), func.max(SpanFragment.end), func.count())
+        .join(SpanFragment, SpanFragment.span_id == Span.id)
+        .where(Span.annotation_set_id == set_id)
+        .group_by(Span.id)
+        .order_by(func.min(SpanFragment.start), Span.id)
+    ).all()
+    index = {}
+    spans = []
+    for span_id, label, start, end, fragments in rows:
+        if fragments == 1:  # a prompt shows mentions as strings: discontinuous ones cannot be shown
+            index[span_id] = len(spans)
+            spans.append((label, start, end))
+    relations = [
+        (type_, index[head], index[tail])
+        for type_, head, tail in db.execute(
+            select(Relation.type, Relation.head_span_id, Relation.tail_span_id).where(
+                Relation.annotation_set_id == set_id
+            )
+        )
+        if head in index and tail in index
+    ]
+    return spans, relations
+
+
+@dataclass
+class NoteOutcome:
+    spans: list[tuple[str, int, int, float]]  # label, start, end (note offsets), confidence
+    relations: list[tuple[str, int, int]]  # type, head index, tail index into spans
+    chunk_records: list[dict[str, Any]]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+
+
+def lexicon_outcome(work: NoteWork) -> NoteOutcome:
+    """The lexicon method: every term match, confidence as the contract gives it."""
+    from app.domain.lexicon import LexiconTerm
+
+    configuration = work.configuration
+    lexicon = Lexicon(
+        [LexiconTerm(label, term) for label, term in configuration["terms"]],
+        whole_word=configuration["whole_word"],
+        case_sensitive=configuration["case_sensitive"],
+    )
+    matches = lexicon.annotate(work.text)
+    return NoteOutcome(
+        spans=[(label, start, end, 0.7) for label, start, end in matches],
+        relations=[],
+        chunk_records=[{"method": "lexicon", "matches": len(matches)}],
+    )
+
+
+class ResponseCache:
+    """Model answers by fingerprint, in the database: a rerun of the same prompt makes no call."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def get(self, fingerprint: str) -> LlmResponse | None:
+        with self.sessions() as db:
+            row = db.get(LlmResponse, fingerprint)
+            if row is not None:
+                db.expunge(row)
+            return row
+
+    def put(self, fingerprint: str, model: str, completion) -> None:
+        with self.sessions.begin() as db:
+            db.execute(
+                pg_insert(LlmResponse)
+                .values(
+                    fingerprint=fingerprint,
+                    model=model,
+                    response_text=completion.text,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    latency_ms=completion.latency_ms,
+                )
+                .on_conflict_do_nothing(index_elements=["fingerprint"])
+            )
+
+    def forget(self, fingerprint: str) -> None:
+        with self.sessions.begin() as db:
+            row = db.get(LlmResponse, fingerprint)
+            if row is not None:
+                db.delete(row)
+
+
+_RESOLVERS = {"iob_token": resolve_iob_token, "direct_chunk": resolve_direct_chunk}
+
+
+async def _ask(client, cache: ResponseCache, model: str, messages, fmt, prompt_schema, chunk_text, work):
+    """One chunk in one prompt schema: the cached or fresh answer, resolved; retried while garbage."""
+    fingerprint = prompt_fingerprint(model, messages, fmt)
+    record: dict[str, Any] = {
+        "prompt_schema": prompt_schema,
+        "fingerprint": fingerprint,
+        "messages": messages,
+    }
+    threshold = work.configuration.get("fuzzy_threshold", FUZZY_THRESHOLD)
+    last_error: Exception | None = None
+    for attempt in range(UNPARSEABLE_ATTEMPTS):
+        cached = cache.get(fingerprint) if attempt == 0 else None
+        if cached is not None:
+            text, prompt_tokens, completion_tokens, latency = (
+                cached.response_text, cached.prompt_tokens, cached.completion_tokens, 0.0,
+            )  # fmt: skip
+            record["cached"] = True
+        else:
+            completion = await client.complete(messages, response_format=fmt, temperature=0.0)
+            text = completion.text
+            prompt_tokens, completion_tokens, latency = (
+                completion.prompt_tokens, completion.completion_tokens, completion.latency_ms,
+            )  # fmt: skip
+            record["cached"] = False
+            record["attempts"] = completion.attempts
+        try:
+            resolved = _RESOLVERS[prompt_schema](
+                text, chunk_text, work.label_schema, fuzzy_threshold=threshold
+            )
+        except UnparseableOutput as error:
+            last_error = error
+            record.setdefault("unparseable", []).append(text[:2000])
+            if cached is not None:
+                cache.forget(fingerprint)
+            continue
+        if cached is None:
+            cache.put(fingerprint, model, completion)
+        record.update(
+            output=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency,
+            dropped=[[d.reason, d.raw] for d in resolved.dropped],
+            fuzzy=[list(f) for f in resolved.fuzzy],
+        )
+        return resolved, record
+    from app.llm.client import LlmError
+
+    raise LlmError(f"{prompt_schema}: no parseable answer after {UNPARSEABLE_ATTEMPTS} tries ({last_error})")
+
+
+async def llm_outcome(work: NoteWork, client, cache: ResponseCache) -> NoteOutcome:
+    """Chunk the note, ask the model per chunk and prompt schema (concurrently), resolve and merge."""
+    configuration = work.configuration
+    model = configuration["endpoint"]["model"]
+    structured = bool(getattr(client, "structured_supported", True)) and bool(
+        (configuration["endpoint"].get("parameters") or {}).get("structured_output", True)
+    )
+    per_schema: dict[str, list[tuple[int, ResolvedChunk, dict]]] = {}
+    jobs = []
+    for prompt_schema in configuration["schemas"]:
+        fmt = response_format(prompt_schema, work.label_schema) if structured else None
+        for chunk in chunk_note(work.text, configuration["chunk_sizes"][prompt_schema]):
+            examples = select_examples(chunk.text, work.examples, configuration.get("few_shot", 0))
+            messages = build_messages(
+                work.label_schema, configuration.get("guidelines", ""), prompt_schema, chunk.text, examples,
+                structured=structured,
+            )  # fmt: skip
+            jobs.append((prompt_schema, chunk, messages, fmt))
+
+    async def one(prompt_schema, chunk, messages, fmt):
+        resolved, record = await _ask(client, cache, model, messages, fmt, prompt_schema, chunk.text, work)
+        record["chunk"] = [chunk.start, chunk.end]
+        return prompt_schema, chunk, resolved, record
+
+    answers = await asyncio.gather(*(one(*j) for j in jobs))
+    records = []
+    for prompt_schema, chunk, resolved, record in answers:
+        per_schema.setdefault(prompt_schema, []).append((chunk.start, resolved, record))
+        records.append(record)
+    outcome = NoteOutcome(spans=[], relations=[], chunk_records=records)
+    for record in records:
+        outcome.prompt_tokens += record.get("prompt_tokens") or 0
+        outcome.completion_tokens += record.get("completion_tokens") or 0
+        outcome.latency_ms += record.get("latency_ms") or 0.0
+    if len(configuration["schemas"]) == 2:
+        # The ensemble merges per chunk, so both schemas must be cut the same way: pair by overlap.
+        merged = _ensemble_by_chunk(per_schema["iob_token"], per_schema["direct_chunk"], work)
+    else:
+        merged = [(start, resolved) for start, resolved, _ in per_schema[configuration["schemas"][0]]]
+    for start, resolved in merged:
+        base = len(outcome.spans)
+        for span in resolved.spans:
+            outcome.spans.append((span.label, start + span.start, start + span.end, span.confidence))
+        for relation in resolved.relations:
+            outcome.relations.append((relation.type, base + relation.head, base + relation.tail))
+    return outcome
+
+
+def _ensemble_by_chunk(iob, direct, work: NoteWork) -> list[tuple[int, ResolvedChunk]]:
+    """The ensemble, region by region: overlapping chunks of the two schemas are merged together.
+
+    The schemas use different chunk sizes (250 and 180 as published), so their chunks do not line
+    up: every answer is moved into note offsets, and each connected run of overlapping chunks of
+    either schema is one region whose two answers are merged. Returns (0, merged) per region.
+    """
+    chunks = [("iob", record["chunk"][0], record["chunk"][1], r) for _, r, record in iob]
+    chunks += [("direct", record["chunk"][0], record["chunk"][1], r) for _, r, record in direct]
+    chunks.sort(key=lambda c: (c[1], c[2]))
+    regions: list[list] = []
+    end = -1
+    for chunk in chunks:
+        if regions and chunk[1] < end:
+            regions[-1].append(chunk)
+            end = max(end, chunk[2])
+        else:
+            regions.append([chunk])
+            end = chunk[2]
+    merged = []
+    for region in regions:
+        parts: dict[str, list[ResolvedChunk]] = {"iob": [], "direct": []}
+        for schema, start, _, resolved in region:
+            parts[schema].append(_rebased(resolved, start))
+        merged.append((0, ensemble(_joined(parts["iob"]), _joined(parts["direct"]), work.label_schema)))
+    return merged
+
+
+def _rebased(resolved: ResolvedChunk, shift: int) -> ResolvedChunk:
+    return replace(
+        resolved, spans=tuple(replace(s, start=s.start + shift, end=s.end + shift) for s in resolved.spans)
+    )
+
+
+def _joined(parts: list[ResolvedChunk]) -> ResolvedChunk:
+    """Several resolved chunks (in note offsets) as one, relation indices shifted."""
+    spans, relations, dropped, fuzzy = [], [], [], []
+    for part in parts:
+        base = len(spans)
+        spans.extend(part.spans)
+        relations.extend(ResolvedRelation(r.type, base + r.head, base + r.tail) for r in part.relations)
+        dropped.extend(part.dropped)
+        fuzzy.extend(part.fuzzy)
+    return ResolvedChunk(tuple(spans), tuple(relations), tuple(dropped), tuple(fuzzy), True)
+
+
+def finish_note(
+    sessions: sessionmaker[Session], work: NoteWork, outcome: NoteOutcome | None, error: str | None = None
+) -> bool:
+    """Write the note's pre-annotation set and result in one transaction; False if it was done already."""
+    with sessions.begin() as db:
+        result = db.scalar(
+            select(PreAnnotationResult)
+            .where(
+                PreAnnotationResult.run_id == work.run_id, PreAnnotationResult.document_id == work.document_id
+            )
+            .with_for_update()
+        )
+        run = db.get(PreAnnotationRun, work.run_id, with_for_update=True)
+        if result is None or result.status in (RunStatus.succeeded.value, RunStatus.cancelled.value):
+            return False  # another job finished it, or the lead cancelled: write nothing
+        if run.status == RunStatus.cancelled.value:
+            result.status = RunStatus.cancelled.value
+            return False
+        result.finished_at = datetime.now(UTC)
+        if outcome is None:
+            result.status = RunStatus.failed.value
+            result.error = error
+        else:
+            result.annotation_set_id = _store_set(db, work, outcome)
+            result.status = RunStatus.succeeded.value
+            result.error = None
+            result.raw_outputs = outcome.chunk_records
+            result.prompt_tokens = outcome.prompt_tokens
+            result.completion_tokens = outcome.completion_tokens
+            result.latency_ms = outcome.latency_ms
+        db.flush()
+        _close_run_if_done(db, run)
+        return True
+
+
+def _store_set(db: Session, work: NoteWork, outcome: NoteOutcome) -> int:
+    set_id = db.scalar(
+        insert(AnnotationSet)
+        .values(
+            document_id=work.document_id,
+            origin=SetOrigin.pre_annotation.value,
+            pre_annotation_run_id=work.run_id,
+            status=SetStatus.submitted.value,
+        )
+        .returning(AnnotationSet.id)
+    )
+    unique: dict[tuple[str, int, int], int] = {}
+    kept: list[tuple[str, int, int, float]] = []
+    index_of: list[int] = []
+    for label, start, end, confidence in outcome.spans:
+        key = (label, start, end)
+        if key not in unique:
+            unique[key] = len(kept)
+            kept.append((label, start, end, confidence))
+        index_of.append(unique[key])
+    if not kept:
+        return set_id
+    span_ids = db.scalars(
+        insert(Span).returning(Span.id, sort_by_parameter_order=True),
+        [
+            {
+                "annotation_set_id": set_id,
+                "uid": f"p{position}",
+                "label": label,
+                "status": SpanStatus.pending.value,
+                "confidence": confidence,
+            }
+            for position, (label, _, _, confidence) in enumerate(kept)
+        ],
+    ).all()
+    db.execute(
+        insert(SpanFragment),
+        [
+            {"span_id": span_id, "ordinal": 0, "start": start, "end": end}
+            for span_id, (_, start, end, _) in zip(span_ids, kept, strict=True)
+        ],
+    )
+    relations = {(t, index_of[h], index_of[k]) for t, h, k in outcome.relations if index_of[h] != index_of[k]}
+    if relations:
+        db.execute(
+            insert(Relation),
+            [
+                {
+                    "annotation_set_id": set_id,
+                    "uid": f"r{position}",
+                    "type": type_,
+                    "head_span_id": span_ids[head],
+                    "tail_span_id": span_ids[tail],
+                }
+                for position, (type_, head, tail) in enumerate(sorted(relations))
+            ],
+        )
+    return set_id
+
+
+def _close_run_if_done(db: Session, run: PreAnnotationRun) -> None:
+    counts = dict(
+        db.execute(
+            select(PreAnnotationResult.status, func.count())
+            .where(PreAnnotationResult.run_id == run.id)
+            .group_by(PreAnnotationResult.status)
+        ).all()
+    )
+    if counts.get(RunStatus.queued.value) or counts.get(RunStatus.running.value):
+        return
+    failed = counts.get(RunStatus.failed.value, 0)
+    run.status = RunStatus.failed.value if failed else RunStatus.succeeded.value
+    run.error = f"{failed} note(s) failed; re-run them from the run's page" if failed else None
+    run.finished_at = datetime.now(UTC)
+
+
+async def pre_annotate_note(
+    sessions: sessionmaker[Session], run_id: int, document_id: int, *, make_client=None
+) -> str:
+    """The job: claim the note, label it, write its set; returns what happened (for the job log)."""
+    work = claim_note(sessions, run_id, document_id)
+    if work is None:
+        return "skipped"
+    started = time.monotonic()
+    if work.configuration["method"] == "lexicon":
+        outcome = lexicon_outcome(work)
+        finish_note(sessions, work, outcome)
+        return "done"
+    from app.llm.client import ChatClient, EndpointConfig, LlmError
+    from app.services.llm_endpoints import client_config
+
+    with sessions() as db:
+        endpoint = db.get(LlmEndpoint, work.configuration["endpoint"]["id"])
+        config: EndpointConfig = client_config(endpoint) if endpoint else None
+    if config is None:
+        finish_note(sessions, work, None, "the run's endpoint no longer exists")
+        return "failed"
+    client = make_client(config) if make_client else ChatClient(config)
+    try:
+        outcome = await llm_outcome(work, client, ResponseCache(sessions))
+    except LlmError as error:
+        finish_note(sessions, work, None, str(error)[:1000])
+        log.warning("run %s note %s failed: %s", run_id, document_id, type(error).__name__)
+        return "failed"
+    finally:
+        await client.aclose()
+    finish_note(sessions, work, outcome)
+    log.info("run %s note %s: %d pre-labels in %.1f s", run_id, document_id, len(outcome.spans),
+             time.monotonic() - started)  # fmt: skip
+    return "done"

@@ -1,0 +1,293 @@
+"""What a lead reads about pre-annotation runs: progress, per-note results, prompts, evaluation.
+
+A run is evidence: its configuration, every prompt, every raw answer, what the resolver dropped or
+fuzzy-matched, and how its pre-labels compare with gold (strict, lenient and token level).
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.models import (
+    AnnotationSet,
+    Document,
+    PreAnnotationResult,
+    PreAnnotationRun,
+    Project,
+    Span,
+    SpanFragment,
+)
+from app.domain.evaluation import Evaluation, evaluate_all
+from app.domain.label_schema import parse_label_schema
+from app.domain.spans import Fragment, SpanData
+from app.domain.vocabulary import RunStatus, SetOrigin
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    counts: dict[str, int]
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.get(s, 0) for s in ("succeeded", "failed", "cancelled"))
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.finished / self.total) if self.total else 100
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: int
+    name: str
+    method: str
+    status: str
+    is_study_base: bool
+    created_at: Any
+    finished_at: Any
+    error: str | None
+    progress: Progress
+    configuration: dict[str, Any]
+
+    @property
+    def prompt_schema(self) -> str:
+        return self.configuration.get("prompt_schema", self.method)
+
+    @property
+    def active(self) -> bool:
+        return self.status in (RunStatus.queued.value, RunStatus.running.value)
+
+
+@dataclass(frozen=True)
+class NoteResult:
+    document_id: int
+    external_id: str
+    status: str
+    attempts: int
+    pre_labels: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: float | None
+    chunks: int
+    dropped: int
+    fuzzy: int
+    error: str | None
+
+
+def _progress(db: Session, run_ids: list[int]) -> dict[int, Progress]:
+    rows = db.execute(
+        select(PreAnnotationResult.run_id, PreAnnotationResult.status, func.count())
+        .where(PreAnnotationResult.run_id.in_(run_ids))
+        .group_by(PreAnnotationResult.run_id, PreAnnotationResult.status)
+    ).all()
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for run_id, status, count in rows:
+        counts[run_id][status] = count
+    return {r: Progress(sum(counts[r].values()), dict(counts[r])) for r in run_ids}
+
+
+def _summary(run: PreAnnotationRun, progress: Progress) -> RunSummary:
+    return RunSummary(
+        run.id, run.name, run.method, run.status, run.is_study_base, run.created_at, run.finished_at,
+        run.error, progress, run.configuration or {},
+    )  # fmt: skip
+
+
+def list_runs(sessions: sessionmaker[Session], project_id: int) -> list[RunSummary]:
+    """The project's runs, newest first, with their progress."""
+    with sessions() as db:
+        runs = list(
+            db.scalars(
+                select(PreAnnotationRun)
+                .where(PreAnnotationRun.project_id == project_id)
+                .order_by(PreAnnotationRun.id.desc())
+            )
+        )
+        progress = _progress(db, [r.id for r in runs])
+        return [_summary(r, progress[r.id]) for r in runs]
+
+
+def run_summary(sessions: sessionmaker[Session], run_id: int) -> tuple[RunSummary, int] | None:
+    """One run and its project id."""
+    with sessions() as db:
+        run = db.get(PreAnnotationRun, run_id)
+        if run is None:
+            return None
+        return _summary(run, _progress(db, [run_id])[run_id]), run.project_id
+
+
+def note_results(sessions: sessionmaker[Session], run_id: int) -> list[NoteResult]:
+    """Per note: status, pre-labels, tokens, latency and what the resolver dropped or fuzzy-matched."""
+    with sessions() as db:
+        span_counts = dict(
+            db.execute(
+                select(AnnotationSet.id, func.count(Span.id))
+                .join(Span, Span.annotation_set_id == AnnotationSet.id)
+                .where(AnnotationSet.pre_annotation_run_id == run_id)
+                .group_by(AnnotationSet.id)
+            ).all()
+        )
+        rows = db.execute(
+            select(PreAnnotationResult, Document.external_id)
+            .join(Document, Document.id == PreAnnotationResult.document_id)
+            .where(PreAnnotationResult.run_id == run_id)
+            .order_by(Document.external_id)
+        ).all()
+        results = []
+        for result, external_id in rows:
+            chunks = [c for c in (result.raw_outputs or []) if isinstance(c, dict)]
+            results.append(
+                NoteResult(
+                    document_id=result.document_id,
+                    external_id=external_id,
+                    status=result.status,
+                    attempts=result.attempts,
+                    pre_labels=span_counts.get(result.annotation_set_id, 0),
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    latency_ms=result.latency_ms,
+                    chunks=sum(1 for c in chunks if "messages" in c),
+                    dropped=sum(len(c.get("dropped") or []) for c in chunks),
+                    fuzzy=sum(len(c.get("fuzzy") or []) for c in chunks),
+                    error=result.error,
+                )
+            )
+        return results
+
+
+def chunk_records(sessions: sessionmaker[Session], run_id: int, document_id: int) -> list[dict[str, Any]]:
+    """The exact prompts, raw answers, dropped and fuzzy outputs of one note of a run, chunk by chunk."""
+    with sessions() as db:
+        raw = db.scalar(
+            select(PreAnnotationResult.raw_outputs).where(
+                PreAnnotationResult.run_id == run_id, PreAnnotationResult.document_id == document_id
+            )
+        )
+        return [c for c in (raw or []) if isinstance(c, dict)]
+
+
+def dropped_and_fuzzy(sessions: sessionmaker[Session], run_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Every output the resolver dropped or fuzzy-matched in the run, with its note and chunk."""
+    listing: dict[str, list[dict[str, Any]]] = {"dropped": [], "fuzzy": []}
+    with sessions() as db:
+        rows = db.execute(
+            select(Document.external_id, PreAnnotationResult.raw_outputs)
+            .join(Document, Document.id == PreAnnotationResult.document_id)
+            .where(PreAnnotationResult.run_id == run_id)
+            .order_by(Document.external_id)
+        ).all()
+    for external_id, raw in rows:
+        for chunk in raw or []:
+            if not isinstance(chunk, dict):
+                continue
+            for reason, text in chunk.get("dropped") or []:
+                listing["dropped"].append(
+                    {
+                        "note": external_id,
+                        "schema": chunk.get("prompt_schema"),
+                        "reason": reason,
+                        "output": text,
+                    }
+                )
+            for entry in chunk.get("fuzzy") or []:
+                model_text, matched, score = (list(entry) + [None, None, None])[:3]
+                listing["fuzzy"].append(
+                    {"note": external_id, "schema": chunk.get("prompt_schema"), "output": model_text,
+                     "matched": matched, "score": score}
+                )  # fmt: skip
+    return listing
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation against gold
+
+
+@dataclass
+class RunEvaluation:
+    run_id: int
+    run_name: str
+    documents: int
+    modes: dict[str, Evaluation] = field(default_factory=dict)
+
+
+def _spans_by_document(db: Session, set_filter, document_ids: set[int] | None) -> dict[int, list[SpanData]]:
+    query = (
+        select(AnnotationSet.document_id, Span.id, Span.label, SpanFragment.start, SpanFragment.end)
+        .join(Span, Span.annotation_set_id == AnnotationSet.id)
+        .join(SpanFragment, SpanFragment.span_id == Span.id)
+        .where(set_filter)
+        .order_by(Span.id, SpanFragment.ordinal)
+    )
+    fragments: dict[tuple[int, int], tuple[str, list[Fragment]]] = {}
+    for document_id, span_id, label, start, end in db.execute(query):
+        if document_ids is not None and document_id not in document_ids:
+            continue
+        fragments.setdefault((document_id, span_id), (label, []))[1].append(Fragment(start, end))
+    by_document: dict[int, list[SpanData]] = defaultdict(list)
+    for (document_id, _), (label, parts) in fragments.items():
+        by_document[document_id].append(SpanData(label, tuple(sorted(parts))))
+    return by_document
+
+
+def gold_documents(sessions: sessionmaker[Session], project_id: int) -> list[tuple[int, str]]:
+    """Notes of the project that have a gold set, (id, external id)."""
+    with sessions() as db:
+        return list(
+            db.execute(
+                select(Document.id, Document.external_id)
+                .join(AnnotationSet, AnnotationSet.document_id == Document.id)
+                .where(Document.project_id == project_id, AnnotationSet.origin == SetOrigin.gold.value)
+                .distinct()
+                .order_by(Document.external_id)
+            ).all()
+        )
+
+
+def evaluate_runs(
+    sessions: sessionmaker[Session],
+    project_id: int,
+    run_ids: list[int],
+    document_ids: list[int] | None = None,
+) -> list[RunEvaluation]:
+    """Each run against gold on the same notes: those with gold that every run covered (or those chosen)."""
+    with sessions() as db:
+        project = db.get(Project, project_id)
+        labels = [e.name for e in parse_label_schema(project.label_schema).entity_types]
+        gold_sets = (
+            select(AnnotationSet.id)
+            .join(Document)
+            .where(Document.project_id == project_id, AnnotationSet.origin == SetOrigin.gold.value)
+        )
+        gold_ids = set(db.scalars(select(AnnotationSet.document_id).where(AnnotationSet.id.in_(gold_sets))))
+        runs = {r.id: r for r in db.scalars(select(PreAnnotationRun).where(PreAnnotationRun.id.in_(run_ids)))}
+        covered = gold_ids
+        for run_id in run_ids:
+            covered = covered & set(
+                db.scalars(
+                    select(AnnotationSet.document_id).where(AnnotationSet.pre_annotation_run_id == run_id)
+                )
+            )
+        if document_ids is not None:
+            covered = covered & set(document_ids)
+        texts = {
+            str(i): t
+            for i, t in db.execute(select(Document.id, Document.text).where(Document.id.in_(covered)))
+        }
+        gold = _spans_by_document(db, AnnotationSet.id.in_(gold_sets), covered)
+        reference = {str(d): gold.get(d, []) for d in covered}
+        evaluations = []
+        for run_id in run_ids:
+            run = runs.get(run_id)
+            if run is None or run.project_id != project_id:
+                continue
+            response_spans = _spans_by_document(db, AnnotationSet.pre_annotation_run_id == run_id, covered)
+            response = {str(d): response_spans.get(d, []) for d in covered}
+            evaluation = RunEvaluation(run_id, run.name, len(covered))
+            if covered:
+                evaluation.modes = evaluate_all(reference, response, texts, labels=labels)
+            evaluations.append(evaluation)
+        return evaluations

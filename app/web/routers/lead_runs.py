@@ -1,0 +1,194 @@
+"""The lead's pre-annotation runs: start (LLM or lexicon), watch, cancel, re-run, read, evaluate, choose."""
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.db.models import Project
+from app.domain.vocabulary import Role
+from app.services import pre_annotation, run_reports
+from app.services.llm_endpoints import list_endpoints
+from app.web.deps import CurrentIdentity, Sessions, client_address, require_role
+from app.web.templating import render
+
+router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
+
+
+def _project(sessions, project_id: int) -> Project:
+    with sessions() as db:
+        project = db.get(Project, project_id)
+    if project is None:
+        raise HTTPException(status_code=404, detail="No such project.")
+    return project
+
+
+def _run(sessions, run_id: int) -> tuple[run_reports.RunSummary, int]:
+    found = run_reports.run_summary(sessions, run_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail="No such run.")
+    return found
+
+
+def _runs_page(request: Request, sessions, project: Project, *, values=None, error=None, status_code=200):
+    from app.services.batches import batch_overview
+
+    batches = [b for b, _ in batch_overview(sessions)["batches"] if b.project_id == project.id]
+    return render(
+        request,
+        "lead/runs.html",
+        {
+            "project": project,
+            "runs": run_reports.list_runs(sessions, project.id),
+            "endpoints": list_endpoints(sessions, active_only=True),
+            "batches": batches,
+            "gold_documents": run_reports.gold_documents(sessions, project.id),
+            "values": values or {},
+            "error": error,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/projects/{project_id}/runs")
+def runs(request: Request, sessions: Sessions, project_id: int) -> Response:
+    project = _project(sessions, project_id)
+    if request.headers.get("HX-Request"):
+        return render(
+            request,
+            "lead/runs.html",
+            {"project": project, "runs": run_reports.list_runs(sessions, project_id)},
+            block_name="run_list",
+        )
+    return _runs_page(request, sessions, project)
+
+
+def _number(form, field: str, kind, default):
+    raw = str(form.get(field) or "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise pre_annotation.RunError(field, "must be a number") from None
+
+
+@router.post("/projects/{project_id}/runs")
+async def start_run(
+    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: int
+) -> Response:
+    project = _project(sessions, project_id)
+    form = await request.form()
+    lexicon_file = form.get("lexicon")
+    lexicon_csv, lexicon_source = None, "lexicon.csv"
+    if hasattr(lexicon_file, "read"):
+        content = await lexicon_file.read()
+        lexicon_source = lexicon_file.filename or lexicon_source
+        try:
+            lexicon_csv = content.decode("utf-8") if content else None
+        except UnicodeDecodeError:
+            return _runs_page(
+                request, sessions, project, values=dict(form), status_code=422,
+                error=pre_annotation.RunError("lexicon", f"{lexicon_source} is not UTF-8 text"),
+            )  # fmt: skip
+    try:
+        batch = _number(form, "batch_id", int, None)
+        request_ = pre_annotation.RunRequest(
+            name=str(form.get("name") or ""),
+            method=str(form.get("method") or "llm"),
+            prompt_schema=str(form.get("prompt_schema") or "ensemble"),
+            endpoint_id=_number(form, "endpoint_id", int, None),
+            chunk_size=_number(form, "chunk_size", int, None),
+            few_shot=_number(form, "few_shot", int, 3),
+            fuzzy_threshold=_number(form, "fuzzy_threshold", float, pre_annotation.FUZZY_THRESHOLD),
+            batch_id=batch,
+            lexicon_csv=lexicon_csv,
+            lexicon_source=lexicon_source,
+            whole_word=form.get("whole_word") is not None,
+            case_sensitive=form.get("case_sensitive") is not None,
+        )
+        run_id = await run_in_threadpool(
+            pre_annotation.start_run, sessions, project_id, request_, user_id=identity.user.id,
+            client_address=client_address(request),
+        )  # fmt: skip
+    except pre_annotation.RunError as error:
+        return _runs_page(request, sessions, project, values=dict(form), error=error, status_code=422)
+    return RedirectResponse(f"/lead/runs/{run_id}", status_code=303)
+
+
+@router.get("/projects/{project_id}/runs/compare")
+def compare(request: Request, sessions: Sessions, project_id: int) -> Response:
+    project = _project(sessions, project_id)
+    try:
+        run_ids = [int(r) for r in request.query_params.getlist("run")]
+    except ValueError:
+        raise HTTPException(status_code=422, detail="run: must be run ids") from None
+    evaluations = run_reports.evaluate_runs(sessions, project_id, run_ids)
+    return render(request, "lead/run_compare.html", {"project": project, "evaluations": evaluations})
+
+
+@router.get("/runs/{run_id}")
+def run_page(request: Request, sessions: Sessions, run_id: int) -> Response:
+    run, project_id = _run(sessions, run_id)
+    context = {"run": run, "project_id": project_id}
+    if request.headers.get("HX-Request"):
+        return render(request, "lead/run.html", context, block_name="progress")
+    project = _project(sessions, project_id)
+    evaluations = (
+        run_reports.evaluate_runs(sessions, project_id, [run_id])
+        if run.progress.counts.get("succeeded")
+        else []
+    )
+    return render(
+        request,
+        "lead/run.html",
+        {
+            **context,
+            "project": project,
+            "results": run_reports.note_results(sessions, run_id),
+            "listing": run_reports.dropped_and_fuzzy(sessions, run_id),
+            "evaluation": evaluations[0] if evaluations else None,
+        },
+    )
+
+
+@router.get("/runs/{run_id}/notes/{document_id}")
+def note_prompts(request: Request, sessions: Sessions, run_id: int, document_id: int) -> Response:
+    run, project_id = _run(sessions, run_id)
+    records = run_reports.chunk_records(sessions, run_id, document_id)
+    return render(
+        request,
+        "lead/run_note.html",
+        {"run": run, "project_id": project_id, "document_id": document_id, "records": records},
+    )
+
+
+def _act(sessions, run_id: int, action) -> Response:
+    try:
+        action()
+    except pre_annotation.RunError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    return RedirectResponse(f"/lead/runs/{run_id}", status_code=303)
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Response:
+    _run(sessions, run_id)
+    return _act(
+        sessions, run_id, lambda: pre_annotation.cancel_run(sessions, run_id, user_id=identity.user.id)
+    )
+
+
+@router.post("/runs/{run_id}/rerun")
+def rerun(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Response:
+    _run(sessions, run_id)
+    return _act(
+        sessions, run_id, lambda: pre_annotation.rerun_failed(sessions, run_id, user_id=identity.user.id)
+    )
+
+
+@router.post("/runs/{run_id}/study-base")
+def study_base(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Response:
+    _run(sessions, run_id)
+    return _act(
+        sessions, run_id, lambda: pre_annotation.mark_study_base(sessions, run_id, user_id=identity.user.id)
+    )
