@@ -133,6 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging(settings)
     runtime = open_runtime(settings)
+    fake_llm = None
     try:
         summary = seed_demo(runtime.sessions)
         url = f"http://{settings.host}:{settings.port}/"
@@ -144,13 +145,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"  {role:<10} {username:<12} password: {password}"
                 for role, username, password in DEMO_LOGINS
             ),
-            "Press Ctrl+C to stop.",
-            "",
         ]
+        if not args.no_fake_llm:
+            from app.demo.seed import start_simulated_llm
+
+            fake_llm, endpoint_name = start_simulated_llm(runtime.sessions)
+            lines += [
+                f"LLM endpoint '{endpoint_name}' at {fake_llm.base_url} is SIMULATED: a fake server",
+                "that answers from the demo's gold labels with noise. No model runs: its pre-labels are",
+                "simulated, and so are the demo's stored pre-labels.",
+            ]
+        lines += ["Press Ctrl+C to stop.", ""]
         _serve(settings, runtime, run_worker=not args.no_worker, banner="\n".join(lines))
     finally:
+        if fake_llm is not None:
+            fake_llm.stop()
         runtime.close()
     return 0
+
+
+def cmd_fake_llm(args: argparse.Namespace) -> int:  # reached only through `main`, which passes it all
+    from app.llm.fake_server import main
+
+    return main(args.fake_llm_args)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -463,7 +480,22 @@ def build_parser() -> argparse.ArgumentParser:
         "conditions), print the URL and logins, and serve.",
     )
     listen(demo)
+    demo.add_argument(
+        "--no-fake-llm",
+        action="store_true",
+        help="do not start the simulated LLM endpoint (a fake server answering from the demo's gold)",
+    )
     demo.set_defaults(func=cmd_demo)
+    fake_llm = commands.add_parser(
+        "fake-llm",
+        help="serve a fake OpenAI-compatible LLM that answers from gold (tests, benchmarks, demos)",
+        description="A real chat-completions server on loopback that answers from brat gold "
+        "(.txt/.ann pairs) with configurable noise, latency, faults and output quirks. "
+        "Arguments after fake-llm go to it; see `clinann fake-llm --help`.",
+        add_help=False,
+    )
+    fake_llm.add_argument("fake_llm_args", nargs=argparse.REMAINDER)
+    fake_llm.set_defaults(func=cmd_fake_llm)
 
     db = commands.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"
@@ -549,7 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["fake-llm"]:  # its own parser takes every argument after the command
+        from app.llm.fake_server import main as fake_llm
+
+        return fake_llm(arguments[1:])
+    args = build_parser().parse_args(arguments)
     return args.func(args)
 
 

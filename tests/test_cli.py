@@ -14,8 +14,12 @@ from app.db.models import AuditEvent, User
 def test_every_command_has_help():
     result = subprocess.run([sys.executable, "-m", "app.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("serve", "worker", "demo", "db", "user"):
+    for command in ("serve", "worker", "demo", "db", "user", "import", "export", "fake-llm"):
         assert command in result.stdout
+    fake_llm = subprocess.run(
+        [sys.executable, "-m", "app.cli", "fake-llm", "--help"], capture_output=True, text=True
+    )
+    assert fake_llm.returncode == 0 and "--missed" in fake_llm.stdout and "--gold" in fake_llm.stdout
     for argv in (["serve"], ["demo"], ["worker"], ["db", "upgrade"], ["user", "add"]):
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args([*argv, "--help"])

@@ -297,3 +297,49 @@ def seed_demo(sessions: sessionmaker[Session]) -> str:
             details={"documents": len(notes)},
         )
         return f"demo project loaded ({len(notes)} notes)"
+
+
+SIMULATED_ENDPOINT = "Simulated LLM (demo)"
+# Noise of the simulated model: it misses some labels, adds a few, gets some boundaries and labels
+# wrong, like a recall-first LLM would; the demo says plainly that these pre-labels are simulated.
+SIMULATED_NOISE = {"missed": 0.15, "spurious": 0.02, "jitter": 0.1, "wrong_label": 0.05, "seed": 2018}
+
+
+def start_simulated_llm(sessions: sessionmaker[Session]):
+    """Start the fake OpenAI-compatible server over the demo's gold and point the demo endpoint at it.
+
+    Returns the running server (the caller stops it) and the endpoint's name. The port is new on every
+    start, so the endpoint is updated in place: running the demo twice leaves one endpoint.
+    """
+    from app.db.models import LlmEndpoint
+    from app.llm.fake_server import FakeBehaviour, FakeLlmServer, GoldNote
+
+    notes = []
+    for _, text, gold_ann, _ in _demo_notes():
+        spans, relations = _spans(gold_ann, text, "gold")
+        contiguous = {key: span for key, span in spans.items() if len(span.fragments) == 1}
+        index = {key: i for i, key in enumerate(contiguous)}
+        notes.append(
+            GoldNote(
+                text,
+                [(s.label, s.fragments[0].start, s.fragments[0].end) for s in contiguous.values()],
+                [
+                    (r.type, index[r.arg1], index[r.arg2])
+                    for r in relations
+                    if r.arg1 in index and r.arg2 in index
+                ],
+            )
+        )
+    server = FakeLlmServer(notes, parse_label_schema(MEDICATION_SCHEMA), FakeBehaviour(**SIMULATED_NOISE))
+    base_url = server.start()
+    with sessions.begin() as db:
+        endpoint = db.scalar(select(LlmEndpoint).where(LlmEndpoint.name == SIMULATED_ENDPOINT))
+        if endpoint is None:
+            endpoint = LlmEndpoint(name=SIMULATED_ENDPOINT, model=server.model)
+            db.add(endpoint)
+        endpoint.base_url = base_url
+        endpoint.model = server.model
+        endpoint.parameters = {"max_concurrency": 8, "timeout_seconds": 30, "structured_output": True,
+                               "max_attempts": 3, "backoff_seconds": 0.5, "simulated": True}  # fmt: skip
+        endpoint.is_active = True
+    return server, SIMULATED_ENDPOINT

@@ -290,6 +290,12 @@ class FakeLlmServer:
             return self._request_count
 
     @property
+    def prompt_counts(self) -> dict[str, int]:
+        """How often each distinct prompt (sha256 of its messages) was asked."""
+        with self._lock:
+            return dict(self._prompt_counts)
+
+    @property
     def max_in_flight(self) -> int:
         """The most chat-completion requests being worked on at the same time."""
         with self._lock:

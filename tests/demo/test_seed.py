@@ -93,3 +93,32 @@ def test_loading_twice_changes_nothing(sessions):
     before = _row_counts(sessions)
     assert "already loaded" in seed_demo(sessions)
     assert _row_counts(sessions) == before
+
+
+def test_the_simulated_llm_answers_from_gold_and_running_it_twice_keeps_one_endpoint(sessions):
+    import httpx
+
+    from app.db.models import LlmEndpoint
+    from app.demo.seed import SIMULATED_ENDPOINT, start_simulated_llm
+
+    seed_demo(sessions)
+    first, name = start_simulated_llm(sessions)
+    first.stop()
+    second, _ = start_simulated_llm(sessions)
+    try:
+        with sessions() as db:
+            endpoints = db.scalars(select(LlmEndpoint).where(LlmEndpoint.name == SIMULATED_ENDPOINT)).all()
+        assert name == SIMULATED_ENDPOINT and len(endpoints) == 1
+        assert endpoints[0].base_url == second.base_url and endpoints[0].parameters["simulated"] is True
+        note = second.notes[0]
+        _, start, end = note.spans[0]
+        chunk = note.text[max(0, start - 30) : end + 30]
+        messages = [
+            {"role": "system", "content": "Find the medications; list the entities."},
+            {"role": "user", "content": f"Text:\n<<<\n{chunk}\n>>>"},
+        ]
+        answer = httpx.post(f"{second.base_url}/chat/completions", json={"model": "m", "messages": messages})
+        assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+        assert second.served[0].gold_spans_in_chunk  # the chunk holds a gold label
+    finally:
+        second.stop()
