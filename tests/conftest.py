@@ -172,3 +172,10 @@ def session_csrf(client: TestClient, path: str = "/account/tokens") -> str:
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the main thread
+    for the rest of the session, where tests of async code (asyncio.run) could no longer run."""
+    e2e = Path(__file__).parent / "e2e"
+    items.sort(key=lambda item: e2e in item.path.parents)

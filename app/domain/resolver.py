@@ -20,7 +20,18 @@ Decisions the contract leaves open, taken here:
   drugs), so it becomes one span in several groups.
 - Exact and case/white-space-insensitive matches prefer occurrences that do not cut a word; a match
   inside a word ("mg" in "81mg") is used only when there is no other.
+- A fuzzy-matched listing counts as a listing of the text it matched: it prefers an occurrence that no
+  listing of that text (exact or misspelled) took, so "by muoth" and "by motuh" are the chunk's first
+  and second "by mouth", not both the first; when every one is taken, any this string did not take.
+  Listed again, a fuzzy string takes another occurrence only one at least as close as its first (else
+  it is the entity listed before); of equally close windows, the one the model's capitals match.
 - score is 100 for exact and normalised matches (equal once normalised), the rapidfuzz ratio otherwise.
+- A typo is tolerated word by word (see ``typo_tolerated``): a word of 4+ letters may be one edit away
+  (an insertion, a deletion, a substitution or two adjacent letters swapped: "muoth" for "mouth"), one
+  of 8+ letters two, whatever the ratio says (a swap in a 5-letter word has ratio 80, under 85). Such a
+  match is fuzzy and listed in ``fuzzy`` with its ratio as the score; an exact or case-insensitive match
+  within reach always wins over it, and a ratio match over it. Shorter words ("mg"/"mcg", "bid"/"ibd")
+  and words with a digit ("1000"/"1500" is another dose) must match exactly or by the ratio rule.
 - Edge stripping (see ``strip_edges``): white space and , ; : ! ? ' " always; a leading "."; a trailing
   "." unless the span ends in a dotted abbreviation ("q.d.", "p.o."); a bracket that is unmatched
   inside the span, or a pair wrapping the whole span ("(PO)" -> "PO"). Inner punctuation stays.
@@ -38,6 +49,7 @@ from typing import Any
 
 import yaml
 from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA
 
 from app.domain.label_schema import LabelSchema
 from app.domain.tokens import tokenize
@@ -46,6 +58,9 @@ FUZZY_THRESHOLD = 85.0
 # How many chunk tokens ahead of the cursor an iob_token answer token may be aligned: enough to skip
 # the few tokens a model leaves out, small enough that a common token ("mg", ".") is not pulled far.
 LOOK_AHEAD = 10
+# Word lengths (the shorter of the two words) from which one, and two, typo edits are tolerated.
+TYPO_MIN_LENGTH = 4
+TWO_TYPOS_MIN_LENGTH = 8
 
 EXACT, NORMALISED, FUZZY = "exact", "normalised", "fuzzy"
 IOB_TOKEN, DIRECT_CHUNK, BOTH = "iob_token", "direct_chunk", "both"
@@ -189,6 +204,29 @@ def _normalise(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def _typo_budget(answer: str, text: str) -> int:
+    shorter = min(len(answer), len(text))
+    # A changed digit is another strength or dose, never a typo to forgive.
+    if shorter < TYPO_MIN_LENGTH or any(char.isdigit() for char in answer + text):
+        return 0
+    return 2 if shorter >= TWO_TYPOS_MIN_LENGTH else 1
+
+
+def typo_tolerated(answer: str, text: str) -> bool:
+    """Whether the model's word may be the chunk's word: equal case aside, or within its typo budget."""
+    answer, text = answer.casefold(), text.casefold()
+    if answer == text:
+        return True
+    budget = _typo_budget(answer, text)
+    # OSA counts a swap of two adjacent letters as one edit, as Damerau-Levenshtein does.
+    return budget > 0 and OSA.distance(answer, text, score_cutoff=budget) <= budget
+
+
+def _same_words(answer: Sequence[str], chunk: Sequence[str]) -> bool:
+    """Token by token: the same count, each equal case-insensitively or within its typo budget."""
+    return len(answer) == len(chunk) and all(typo_tolerated(a, c) for a, c in zip(answer, chunk, strict=True))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Mapping strings back to offsets
 
@@ -209,9 +247,12 @@ class _Finder:
     threshold: float
     taken: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     last: dict[str, _Found] = field(default_factory=dict)
+    # Occurrences taken by fuzzy matches, by the (normalised) chunk text they matched.
+    fuzzy_taken: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tokens = tokenize(self.chunk)
+        self.texts = [self.chunk[t.start : t.end] for t in self.tokens]
 
     def _cuts_no_word(self, start: int, end: int) -> bool:
         def word(i: int) -> bool:
@@ -222,6 +263,13 @@ class _Finder:
     def _free(self, key: str, start: int, end: int) -> bool:
         return all(end <= s or e <= start for s, e in self.taken.get(key, ()))
 
+    def _free_for_text(self, start: int, end: int) -> bool:
+        """Not taken by a listing of this very text, nor by another misspelling of it."""
+        text = _normalise(self.chunk[start:end])
+        return self._free(text, start, end) and all(
+            end <= s or e <= start for s, e in self.fuzzy_taken.get(text, ())
+        )
+
     def _first_free(self, key: str, pattern: re.Pattern[str]) -> tuple[int, int] | None:
         occurrences = [(m.start(), m.end()) for m in pattern.finditer(self.chunk) if m.end() > m.start()]
         whole_words = [o for o in occurrences if self._cuts_no_word(*o)]
@@ -230,20 +278,37 @@ class _Finder:
                 return start, end
         return None
 
-    def _fuzzy(self, key: str, needle: str) -> _Found | None:
-        width = max(1, len(tokenize(needle)))
-        candidates: list[tuple[float, int, int, int]] = []
+    def _fuzzy(self, key: str, bare: str, at_least: float = 0.0) -> _Found | None:
+        needle = _normalise(bare)
+        spaced = " ".join(bare.split())
+        words = [needle[t.start : t.end] for t in tokenize(needle)]
+        width = max(1, len(words))
+        candidates: list[tuple[float, float, int, int, int]] = []
         for i in range(len(self.tokens)):
             for size in range(max(1, width - 1), width + 2):
                 if i + size > len(self.tokens):
                     break
                 start, end = self.tokens[i].start, self.tokens[i + size - 1].end
-                score = fuzz.ratio(needle, _normalise(self.chunk[start:end]), score_cutoff=self.threshold)
-                if score:
-                    candidates.append((-score, start, abs(size - width), end))
-        for negative_score, start, _, end in sorted(candidates):
-            if self._free(key, start, end):
-                return _Found(start, end, FUZZY, -negative_score)
+                score = fuzz.ratio(needle, _normalise(self.chunk[start:end]))
+                # Under the ratio threshold a window still matches when word for word it is the
+                # string with a typo or two; its ratio ranks it below every ratio match.
+                if score < at_least or (
+                    score < self.threshold
+                    and not (size == width and _same_words(words, self.texts[i : i + size]))
+                ):
+                    continue
+                # Of equally close windows, the one the model's capitals match ("Ltihium": "Lithium").
+                cased = fuzz.ratio(spaced, " ".join(self.chunk[start:end].split()))
+                candidates.append((-score, -cased, start, abs(size - width), end))
+        # A misspelling counts as a listing of the text it stands for: "by muoth" then "by motuh" are the
+        # two "by mouth" of the chunk, not both the first. Else any occurrence this string did not take.
+        ranked = sorted(candidates)
+        for for_text in (True, False):
+            for negative_score, _, start, _, end in ranked:
+                if self._free(key, start, end) and (not for_text or self._free_for_text(start, end)):
+                    text = _normalise(self.chunk[start:end])
+                    self.fuzzy_taken.setdefault(text, []).append((start, end))
+                    return _Found(start, end, FUZZY, -negative_score)
         return None
 
     def find(self, raw: str) -> _Found | None:
@@ -264,11 +329,12 @@ class _Finder:
             found = _Found(*hit, NORMALISED, 100.0) if hit else None
         previous = self.last.get(key)
         # A string listed again with no occurrence left is the entity listed before (a shared Reason),
-        # unless it was fuzzy: then another fuzzy occurrence is the likelier reading.
+        # unless it was fuzzy: then another fuzzy occurrence at least as close is the likelier reading
+        # (a less close one, "nuetropenia" for "neutropenic" after "neutropenia", is another word).
         if found is None and previous is not None and previous.match != FUZZY:
             return previous
         if found is None:
-            found = self._fuzzy(key, _normalise(bare))
+            found = self._fuzzy(key, bare, previous.score if previous is not None else 0.0)
         if found is None:
             return previous
         self.taken.setdefault(key, []).append((found.start, found.end))
@@ -619,7 +685,7 @@ def _align(
     pieces: list[str], joined: str, texts: list[str], cursor: int, threshold: float
 ) -> tuple[int, int, str, float] | None:
     """Chunk tokens [first, last) an answer token stands for: the nearest exact/case-insensitive run
-    within the look-ahead, else the best fuzzy window there."""
+    within the look-ahead, else the best fuzzy window there (by ratio, else word by word a typo away)."""
     size = len(pieces)
     horizon = min(cursor + LOOK_AHEAD, len(texts))
     folded = [p.casefold() for p in pieces]
@@ -635,8 +701,12 @@ def _align(
         for width in range(max(1, size - 1), size + 2):
             if j + width > len(texts):
                 break
-            score = fuzz.ratio(needle, "".join(texts[j : j + width]).casefold(), score_cutoff=threshold)
-            if score and (best is None or (-score, j, abs(width - size)) < (-best[0], best[1], best[3])):
+            window = texts[j : j + width]
+            score = fuzz.ratio(needle, "".join(window).casefold())
+            # A typo-only window has a ratio under the threshold, so any ratio match outranks it.
+            if score < threshold and not (width == size and _same_words(pieces, window)):
+                continue
+            if best is None or (-score, j, abs(width - size)) < (-best[0], best[1], best[3]):
                 best = (score, j, j + width, abs(width - size))
     if best is None:
         return None

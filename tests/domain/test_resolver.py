@@ -8,6 +8,7 @@ import re
 
 import pytest
 from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA
 
 from app.demo.seed import MEDICATION_SCHEMA
 from app.domain.label_schema import parse_label_schema
@@ -24,6 +25,7 @@ from app.domain.resolver import (
     resolve_direct_chunk,
     resolve_iob_token,
     strip_edges,
+    typo_tolerated,
 )
 
 SCHEMA = parse_label_schema(MEDICATION_SCHEMA)
@@ -65,6 +67,8 @@ ASPIRIN_SPANS: list[Span] = [
 ]
 ASPIRIN_GROUP = [("Drug", "Aspirin"), ("Strength", "81 mg"), ("Route", "PO"), ("Frequency", "daily")]
 ASPIRIN_JSON = direct_json(ASPIRIN_GROUP)
+PO_DAILY = "Take 1 tablet by mouth daily."
+PO_ROUTE: Span = ("Route", "by mouth", 14, 22)
 
 # (id, output, chunk, expected spans, dropped, fuzzy)
 DIRECT_CASES: list[tuple[str, str, str, list[Span], int, int]] = [
@@ -222,6 +226,107 @@ DIRECT_CASES: list[tuple[str, str, str, list[Span], int, int]] = [
         0,
     ),
     ("no entities at all", "```yaml\ngroups: []\n```", ASPIRIN, [], 0, 0),
+    # A single typo in a word of 4+ letters is tolerated (ratio aside), listed as fuzzy.
+    (
+        "typo: muoth for mouth (ratio 80, under the threshold)",
+        direct_yaml([("Route", "muoth")]),
+        PO_DAILY,
+        [("Route", "mouth", 17, 22)],
+        0,
+        1,
+    ),
+    ("typo inside a span: by muoth", direct_yaml([("Route", "by muoth")]), PO_DAILY, [PO_ROUTE], 0, 1),
+    (
+        "typo: meotprolol for metoprolol",
+        direct_yaml([("Drug", "meotprolol")]),
+        "metoprolol 25 mg bid",
+        [("Drug", "metoprolol", 0, 10)],
+        0,
+        1,
+    ),
+    (
+        "typo word by word: Lisniopril 10 mg",
+        direct_yaml([("Drug", "Lisniopril"), ("Strength", "Lisniopril 10 mg")]),
+        "Continue lisinopril 10 mg daily.",
+        [("Drug", "lisinopril", 9, 19), ("Strength", "lisinopril 10 mg", 9, 25)],
+        0,
+        2,
+    ),
+    (
+        "two typos in a word of 8+ letters: metprolool",
+        direct_yaml([("Drug", "metprolool")]),
+        "metoprolol 25 mg bid",
+        [("Drug", "metoprolol", 0, 10)],
+        0,
+        1,
+    ),
+    (
+        "typo in a 3-letter word is not tolerated: ibd, mcg",
+        direct_yaml([("Frequency", "ibd"), ("Strength", "mcg")]),
+        "metoprolol 25 mg bid",
+        [],
+        2,
+        0,
+    ),
+    (
+        "a changed digit is not a typo: 1500 for 1000",
+        direct_yaml([("Strength", "1500")]),
+        "metformin 1000 mg bid",
+        [],
+        1,
+        0,
+    ),
+    (
+        "the exact word is preferred to a typo match: dose, not does",
+        direct_yaml([("Dosage", "dose")]),
+        "She does not know the dose.",
+        [("Dosage", "dose", 22, 26)],
+        0,
+        0,
+    ),
+    (
+        "no exact word: does for dose is a typo",
+        direct_yaml([("Dosage", "does")]),
+        "the dose was doubled",
+        [("Dosage", "dose", 4, 8)],
+        0,
+        1,
+    ),
+    (
+        "two misspellings of a repeated string take successive occurrences",
+        direct_yaml([("Route", "by muoth")], [("Route", "by motuh")]),
+        "1 tablet by mouth daily; 2 tablets by mouth at night",
+        [("Route", "by mouth", 9, 17), ("Route", "by mouth", 35, 43)],
+        0,
+        2,
+    ),
+    (
+        "an exact then a misspelt listing take successive occurrences",
+        direct_yaml([("Frequency", "daily")], [("Frequency", "dialy")]),
+        "aspirin daily; plavix daily",
+        [("Frequency", "daily", 8, 13), ("Frequency", "daily", 22, 27)],
+        0,
+        1,
+    ),
+    (
+        "a misspelt string listed again is the entity before, not a less close word (neutropenic)",
+        direct_yaml(
+            [("Drug", "docteaxel"), ("ADE", "nuetropenia")],
+            [("Drug", "cyclopohsphamide"), ("ADE", "nuetropenia")],
+        ),
+        "neutropenic fever. The neutropenia was attributed to docetaxel and cyclophosphamide.",
+        [("ADE", "neutropenia", 23, 34), ("Drug", "docetaxel", 53, 62), ("Drug", "cyclophosphamide", 67, 83)],
+        0,
+        4,
+    ),
+    (
+        "capitals break a tie between equally close words: Ltihium",
+        direct_yaml([("Drug", "lihtium carbonate")], [("Drug", "Ltihium")]),
+        "Home: lithium carbonate 600 mg. Course: Lithium was held.",
+        [("Drug", "lithium carbonate", 6, 23), ("Drug", "Lithium", 40, 47)],
+        0,
+        2,
+    ),
 ]
 
 
@@ -383,6 +488,62 @@ IOB_CASES: list[tuple[str, str, str, list[Span], int, int]] = [
         0,
     ),
     ("all O", "aspirin\tO\n81\tO", AMD, [], 0, 0),
+    (
+        "typo: muoth for mouth continues the Route",
+        "Take\tO\n1\tB-Dosage\t1\ntablet\tB-Form\t1\nby\tB-Route\t1\nmuoth\tI-Route\t1\ndaily\tB-Frequency\t1",
+        PO_DAILY,
+        [("Dosage", "1", 5, 6), ("Form", "tablet", 7, 13), PO_ROUTE, ("Frequency", "daily", 23, 28)],
+        0,
+        1,
+    ),
+    (
+        "typo: meotprolol for metoprolol",
+        "meotprolol\tB-Drug\t1\n25\tB-Strength\t1\nmg\tI-Strength\t1",
+        "metoprolol 25 mg bid",
+        [("Drug", "metoprolol", 0, 10), ("Strength", "25 mg", 11, 16)],
+        0,
+        1,
+    ),
+    (
+        "typo in every token: tiwce dialy",
+        "aspirin\tB-Drug\t1\ntiwce\tB-Frequency\t1\ndialy\tI-Frequency\t1",
+        "aspirin twice daily",
+        [("Drug", "aspirin", 0, 7), ("Frequency", "twice daily", 8, 19)],
+        0,
+        2,
+    ),
+    (
+        "typo in a 3-letter word is not tolerated: mcg, ibd",
+        "25\tB-Strength\t1\nmcg\tI-Strength\t1\nibd\tB-Frequency\t1",
+        "metoprolol 25 mg bid",
+        [("Strength", "25", 11, 13)],
+        2,
+        0,
+    ),
+    (
+        "a changed digit is not a typo: 1500 for 1000",
+        "metformin\tB-Drug\t1\n1500\tB-Strength\t1\nmg\tI-Strength\t1",
+        "metformin 1000 mg bid",
+        [("Drug", "metformin", 0, 9), ("Strength", "mg", 15, 17)],
+        1,
+        0,
+    ),
+    (
+        "the exact word ahead is preferred to the typo match nearer: dose, not does",
+        "dose\tB-Dosage\t1",
+        "She does not know the dose.",
+        [("Dosage", "dose", 22, 26)],
+        0,
+        0,
+    ),
+    (
+        "no exact word ahead: does for dose is a typo",
+        "the\tO\ndoes\tB-Dosage\t1",
+        "the dose was doubled",
+        [("Dosage", "dose", 4, 8)],
+        0,
+        1,
+    ),
 ]
 
 
@@ -418,9 +579,25 @@ def returned_strings(output: str, prompt_schema: str) -> list[str]:
     return _TAGGED_JSON.findall(output) + [t for t in _TAGGED_LINE.findall(output) if not t.startswith('"')]
 
 
+def words_with_typos(a: str, b: str) -> bool:
+    """The words of a are a run of b's words, each 4+ letters long with at most one edit (8+: two)."""
+    short, long = a.split(), b.split()
+
+    def close(x: str, y: str) -> bool:
+        n = min(len(x), len(y))
+        budget = 0 if n < 4 or any(c.isdigit() for c in x + y) else 1 if n < 8 else 2
+        return OSA.distance(x, y) <= budget
+
+    return any(
+        all(close(x, y) for x, y in zip(short, long[i : i + len(short)], strict=True))
+        for i in range(len(long) - len(short) + 1)
+    )
+
+
 def similar(a: str, b: str) -> bool:
     """The same mention as far as a reader can tell: one inside the other, or a near-equal spelling."""
-    return max(fuzz.ratio(a, b), fuzz.partial_ratio(a, b)) >= FUZZY_THRESHOLD
+    ratio = max(fuzz.ratio(a, b), fuzz.partial_ratio(a, b)) >= FUZZY_THRESHOLD
+    return ratio or words_with_typos(a, b) or words_with_typos(b, a)
 
 
 def accounted(string: str, resolved: ResolvedChunk, chunk: str) -> bool:
@@ -474,11 +651,45 @@ def test_fuzzy_lists_model_string_text_and_score():
 
 
 def test_fuzzy_threshold_is_a_parameter():
-    output = direct_yaml([("Drug", "asprin")])
-    assert resolve_direct_chunk(output, "aspirin", SCHEMA, fuzzy_threshold=95).dropped_count == 1
-    assert resolve_direct_chunk(output, "aspirin", SCHEMA, fuzzy_threshold=90).fuzzy_count == 1
-    iob = "asprin\tB-Drug\t1"
-    assert resolve_iob_token(iob, "aspirin", SCHEMA, fuzzy_threshold=95).dropped_count == 1
+    # "asprn" is two edits from "aspirin", more than a 5-letter word's one typo: only its ratio (83) counts.
+    output = direct_yaml([("Drug", "asprn")])
+    assert resolve_direct_chunk(output, "aspirin", SCHEMA).dropped_count == 1
+    assert resolve_direct_chunk(output, "aspirin", SCHEMA, fuzzy_threshold=80).fuzzy_count == 1
+    iob = "asprn\tB-Drug\t1"
+    assert resolve_iob_token(iob, "aspirin", SCHEMA).dropped_count == 1
+    assert resolve_iob_token(iob, "aspirin", SCHEMA, fuzzy_threshold=80).fuzzy_count == 1
+
+
+@pytest.mark.parametrize("resolve", [resolve_direct_chunk, resolve_iob_token])
+def test_a_typo_is_tolerated_whatever_the_threshold_and_scored_by_its_ratio(resolve):
+    output = direct_yaml([("Route", "muoth")]) if resolve is resolve_direct_chunk else "muoth\tB-Route\t1"
+    resolved = resolve(output, "by mouth", SCHEMA, fuzzy_threshold=99)
+    assert resolved.fuzzy == (("muoth", "mouth", 80.0),)
+    ((start, end, match, score),) = [(s.start, s.end, s.match, s.score) for s in resolved.spans]
+    assert (start, end, match, score) == (3, 8, "fuzzy", 80.0)
+    assert resolved.spans[0].confidence == 0.4
+
+
+# (model's word, chunk's word, tolerated)
+TYPO_CASES = [
+    ("muoth", "mouth", True),  # two adjacent letters swapped: one edit
+    ("Mouth", "mouth", True),  # case aside
+    ("dose", "does", True),  # 4 letters: one edit
+    ("daly", "daily", True),  # a letter left out
+    ("meotprolol", "metoprolol", True),
+    ("metprolool", "metoprolol", True),  # 8+ letters: two edits
+    ("mataprolal", "metoprolol", False),  # three edits
+    ("asprn", "aspirin", False),  # 5 letters: only one edit
+    ("mcg", "mg", False),  # under 4 letters: exact only
+    ("ibd", "bid", False),
+    ("1500", "1000", False),  # a digit: another dose
+    ("q12h", "q24h", False),
+]
+
+
+@pytest.mark.parametrize(("answer", "text", "tolerated"), TYPO_CASES)
+def test_typo_tolerated(answer, text, tolerated):
+    assert typo_tolerated(answer, text) is tolerated
 
 
 @pytest.mark.parametrize(
@@ -535,6 +746,20 @@ def test_a_reason_shared_by_two_groups_gives_two_relations_direct():
     cad = [s for s in resolved.spans if s.label == "Reason"]
     assert [(s.start, s.end, s.groups) for s in cad] == [(23, 26, frozenset({1, 2}))]
     assert relations_as_text(resolved, SHARED) == SHARED_RELATIONS
+
+
+def test_a_misspelt_ade_shared_by_two_drugs_is_one_span_in_both_groups():
+    chunk = "neutropenic fever. The neutropenia was attributed to docetaxel and cyclophosphamide."
+    output = direct_yaml(
+        [("Drug", "docteaxel"), ("ADE", "nuetropenia")],
+        [("Drug", "cyclopohsphamide"), ("ADE", "nuetropenia")],
+    )
+    resolved = resolve_direct_chunk(output, chunk, SCHEMA)
+    assert [s.groups for s in resolved.spans if s.label == "ADE"] == [frozenset({1, 2})]
+    assert relations_as_text(resolved, chunk) == {
+        ("ADE-Drug", "neutropenia", "docetaxel"),
+        ("ADE-Drug", "neutropenia", "cyclophosphamide"),
+    }
 
 
 def test_a_reason_shared_by_two_groups_gives_two_relations_iob():
