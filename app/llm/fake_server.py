@@ -68,6 +68,7 @@ class FakeBehaviour:
     timeout_rate: float = 0  # chance per request of hanging for hang_seconds before answering
     hang_seconds: float = 5.0
     garbage_rate: float = 0  # chance per chunk of answering prose with no entities
+    garbage_first: int = 0  # the first N requests of each distinct prompt get prose with no entities
     malformed_rate: float = 0  # chance per request of a 200 whose body is not a chat completion
     quirks: list[str] = field(default_factory=list)  # any of QUIRKS
     fail_first: int = 0  # the first N requests of each distinct prompt get fail_first_status
@@ -462,7 +463,7 @@ class FakeLlmServer:
         returned: list[tuple[str, int, int]] = []
         if chunk is None or schema is None:
             content = "OK"  # a connection probe, or a prompt that asks for neither schema
-        elif _unit("garbage", b.seed, chunk) < b.garbage_rate:
+        elif seen_before < b.garbage_first or _unit("garbage", b.seed, chunk) < b.garbage_rate:
             content = GARBAGE_ANSWER
         else:
             content, returned = self.render(chunk, schema, structured)

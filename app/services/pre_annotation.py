@@ -488,7 +488,6 @@ async def _ask(client, cache: ResponseCache, model: str, messages, fmt, prompt_s
         "messages": messages,
     }
     threshold = work.configuration.get("fuzzy_threshold", FUZZY_THRESHOLD)
-    last_error: Exception | None = None
     for attempt in range(UNPARSEABLE_ATTEMPTS):
         cached = cache.get(fingerprint) if attempt == 0 else None
         if cached is not None:
@@ -508,8 +507,7 @@ async def _ask(client, cache: ResponseCache, model: str, messages, fmt, prompt_s
             resolved = _RESOLVERS[prompt_schema](
                 text, chunk_text, work.label_schema, fuzzy_threshold=threshold
             )
-        except UnparseableOutput as error:
-            last_error = error
+        except UnparseableOutput:
             record.setdefault("unparseable", []).append(text[:2000])
             if cached is not None:
                 cache.forget(fingerprint)
@@ -527,7 +525,8 @@ async def _ask(client, cache: ResponseCache, model: str, messages, fmt, prompt_s
         return resolved, record
     from app.llm.client import LlmError
 
-    raise LlmError(f"{prompt_schema}: no parseable answer after {UNPARSEABLE_ATTEMPTS} tries ({last_error})")
+    # Not the parser's message: it quotes the answer, which may quote the note.
+    raise LlmError(f"{prompt_schema}: no parseable answer after {UNPARSEABLE_ATTEMPTS} tries")
 
 
 async def llm_outcome(work: NoteWork, client, cache: ResponseCache) -> NoteOutcome:

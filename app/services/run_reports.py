@@ -247,6 +247,14 @@ def gold_documents(sessions: sessionmaker[Session], project_id: int) -> list[tup
         )
 
 
+def batch_documents(sessions: sessionmaker[Session], project_id: int, batch_id: int) -> list[int]:
+    """The notes of one batch of the project (a development set to evaluate runs on)."""
+    with sessions() as db:
+        return list(
+            db.scalars(select(Document.id).where(Document.project_id == project_id, Document.batch_id == batch_id))
+        )
+
+
 def evaluate_runs(
     sessions: sessionmaker[Session],
     project_id: int,

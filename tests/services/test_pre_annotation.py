@@ -257,7 +257,7 @@ def test_faults_are_retried_and_failures_reported_then_rerun(runtime, sessions, 
             assert all("500" in (r.error or "") for r in results)
             assert stored_pre_labels(sessions, broken) == {}
 
-            # Garbage answers are asked again, not cached, then the endpoint heals: re-run the failed.
+            # The endpoint heals: re-run the failed notes.
             fake.behaviour = FakeBehaviour()
             assert pre_annotation.rerun_failed(sessions, broken, user_id=None) == 2
             assert wait_for_run(sessions, broken) == "succeeded"
@@ -413,3 +413,35 @@ def test_only_active_results_are_claimed_and_a_note_is_written_once(sessions, de
             )
         )
     assert sets == 1 and attempts == 2
+
+
+def test_garbage_answers_are_asked_again_and_never_cached(runtime, sessions, clock, demo):
+    notes, _, _ = gold_notes(sessions, demo)
+    with sessions() as db:
+        ids = list(db.scalars(select(Document.id).where(Document.project_id == demo).order_by(Document.id)))[
+            :4
+        ]
+    with FakeLlmServer(notes, demo_schema(sessions, demo), FakeBehaviour(garbage_first=1)) as fake:
+        endpoint_id = endpoint(sessions, fake.base_url)
+        with TestClient(create_app(runtime, run_worker=True, clock=clock)):
+            healed = start(
+                sessions, demo, endpoint_id, prompt_schema="iob_token", document_ids=ids[:2], few_shot=0
+            )
+            assert wait_for_run(sessions, healed) == "succeeded"
+            # A model that only ever answers prose: the notes fail, saying why; nothing is cached.
+            fake.behaviour = FakeBehaviour(garbage_rate=1.0)
+            hopeless = start(
+                sessions, demo, endpoint_id, prompt_schema="iob_token", document_ids=ids[2:], few_shot=0
+            )
+            assert wait_for_run(sessions, hopeless) == "failed"
+    with sessions() as db:
+        records = [c for r in db.scalars(select(PreAnnotationResult.raw_outputs).where(
+            PreAnnotationResult.run_id == healed)) for c in r]  # fmt: skip
+        cached = set(db.scalars(select(LlmResponse.response_text)))
+    assert records and all(len(c["unparseable"]) == 1 and c["output"] for c in records)
+    assert not any("cannot help" in text for text in cached)
+    assert stored_pre_labels(sessions, healed)
+    failed = run_reports.note_results(sessions, hopeless)
+    assert {r.status for r in failed} == {"failed"}
+    assert all("no parseable answer" in r.error for r in failed)
+    assert stored_pre_labels(sessions, hopeless) == {}

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from app.db.models import AuditEvent, Document, LlmEndpoint, PreAnnotationRun, Project
 from app.demo.seed import DEMO_PROJECT, seed_demo
 from app.llm.fake_server import FakeBehaviour, FakeLlmServer
-from app.services import pre_annotation
+from app.services import pre_annotation, run_reports
 from tests.conftest import log_in, page, session_csrf
 from tests.services.test_pre_annotation import demo_schema, endpoint, gold_notes, stored_pre_labels
 
@@ -160,6 +160,18 @@ def test_the_lead_starts_a_run_and_the_evaluation_page_agrees_with_nervaluate(
     assert prompts.select("[data-testid=raw-output]")
     compare = page(web.get(f"/lead/projects/{demo}/runs/compare?run={run_id}"))
     assert compare.select_one(f"[data-testid=comparison-row][data-run-id='{run_id}']") is not None
+    # On a development set: only the notes of the chosen batch count.
+    with sessions() as db:
+        batch_id = db.scalar(select(Document.batch_id).where(Document.project_id == demo))
+    batch_compare = web.get(f"/lead/projects/{demo}/runs/compare?run={run_id}&batch_id={batch_id}")
+    assert f"of batch {batch_id}" in page(batch_compare).select_one("p.muted").get_text()
+    subset = sorted(gold)[:3]
+    assert run_reports.evaluate_runs(sessions, demo, [run_id], subset)[0].documents == 3
+    assert web.get(f"/lead/projects/{demo}/runs/compare?run={run_id}&batch_id=x").status_code == 422
+    # The progress bar polls one fragment of the page, not the page.
+    fragment = web.get(f"/lead/runs/{run_id}", headers={"HX-Request": "true"})
+    assert fragment.text.lstrip().startswith("<section") and "run-progress" in fragment.text
+    assert "note-results" not in fragment.text
 
     csrf = session_csrf(web, f"/lead/runs/{run_id}")
     assert web.post(f"/lead/runs/{run_id}/study-base", data={"csrf_token": csrf}).status_code == 303

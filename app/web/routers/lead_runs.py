@@ -122,8 +122,17 @@ def compare(request: Request, sessions: Sessions, project_id: int) -> Response:
         run_ids = [int(r) for r in request.query_params.getlist("run")]
     except ValueError:
         raise HTTPException(status_code=422, detail="run: must be run ids") from None
-    evaluations = run_reports.evaluate_runs(sessions, project_id, run_ids)
-    return render(request, "lead/run_compare.html", {"project": project, "evaluations": evaluations})
+    batch = request.query_params.get("batch_id") or None
+    document_ids = None
+    if batch is not None:  # a development set: the notes of one batch
+        try:
+            document_ids = run_reports.batch_documents(sessions, project_id, int(batch))
+        except ValueError:
+            raise HTTPException(status_code=422, detail="batch_id: must be a batch id") from None
+    evaluations = run_reports.evaluate_runs(sessions, project_id, run_ids, document_ids)
+    return render(
+        request, "lead/run_compare.html", {"project": project, "evaluations": evaluations, "batch_id": batch}
+    )
 
 
 @router.get("/runs/{run_id}")
