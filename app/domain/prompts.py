@@ -10,7 +10,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -415,18 +415,67 @@ def _tf_idf(documents: list[list[str]]) -> list[dict[str, float]]:
     return vectors
 
 
+class ExampleIndex:
+    """Few-shot candidates prepared once, so that choosing examples for each chunk is cheap.
+
+    Scores are the TF-IDF cosine of ``_tf_idf`` over the candidates plus the chunk (smoothed idf):
+    the candidates' term counts, document frequencies and norms are computed once, and per chunk
+    only the terms the chunk shares with a candidate are adjusted (a chunk raises the document
+    frequency of its own words by one). A candidate whose text is the chunk's is never chosen; it
+    still counts as a document, so the figures differ from ``_tf_idf`` only in that case.
+    """
+
+    def __init__(self, candidates: Sequence[FewShotExample]) -> None:
+        self.candidates = list(candidates)
+        self._counts = [Counter(_WORD.findall(c.text.lower())) for c in self.candidates]
+        self._documents = len(self.candidates) + 1  # the chunk is a document too
+        self._frequency = Counter(word for counts in self._counts for word in counts)
+        self._postings: dict[str, list[tuple[int, int]]] = {}
+        self._norms_squared = []
+        for index, counts in enumerate(self._counts):
+            total = 0.0
+            for word, count in counts.items():
+                self._postings.setdefault(word, []).append((index, count))
+                total += (count * self._idf(word, in_chunk=False)) ** 2
+            self._norms_squared.append(total)
+
+    def _idf(self, word: str, *, in_chunk: bool) -> float:
+        frequency = self._frequency.get(word, 0) + (1 if in_chunk else 0)
+        return math.log((1 + self._documents) / (1 + frequency)) + 1
+
+    def select(self, chunk_text: str, k: int, exclude: Collection[int] = ()) -> list[FewShotExample]:
+        """The k candidates most like the chunk, ties by order, never the chunk itself nor ``exclude``."""
+        if k <= 0 or not self.candidates:
+            return []
+        query = {
+            w: c * self._idf(w, in_chunk=True) for w, c in Counter(_WORD.findall(chunk_text.lower())).items()
+        }
+        query_norm = math.sqrt(sum(weight * weight for weight in query.values())) or 1.0
+        dots: dict[int, float] = {}
+        corrections: dict[int, float] = {}
+        for word, weight in query.items():
+            shared_idf, base_idf = self._idf(word, in_chunk=True), self._idf(word, in_chunk=False)
+            for index, count in self._postings.get(word, ()):
+                dots[index] = dots.get(index, 0.0) + count * shared_idf * weight / query_norm
+                corrections[index] = corrections.get(index, 0.0) + count * count * (
+                    shared_idf * shared_idf - base_idf * base_idf
+                )
+        scores = [0.0] * len(self.candidates)
+        for index, dot in dots.items():
+            norm = math.sqrt(self._norms_squared[index] + corrections[index]) or 1.0
+            scores[index] = dot / norm
+        ranked = sorted(
+            (i for i, c in enumerate(self.candidates) if c.text != chunk_text and i not in exclude),
+            key=lambda i: (-scores[i], i),
+        )
+        return [self.candidates[i] for i in ranked[:k]]
+
+
 def select_examples(chunk_text: str, candidates: Sequence[FewShotExample], k: int) -> list[FewShotExample]:
     """The k candidates most like the chunk (TF-IDF cosine over words), ties by order, never the chunk."""
-    if k <= 0:
-        return []
     # A token-set ratio would score any short candidate whose words all occur in the chunk as a perfect
     # match; TF-IDF weighs rare words (the drug names) and length, which is what similar means here.
-    pool = [candidate for candidate in candidates if candidate.text != chunk_text]
-    documents = [_WORD.findall(chunk_text.lower())] + [_WORD.findall(c.text.lower()) for c in pool]
-    query, *vectors = _tf_idf(documents)
-    scores = [sum(weight * query.get(word, 0.0) for word, weight in vector.items()) for vector in vectors]
-    ranked = sorted(range(len(pool)), key=lambda i: (-scores[i], i))
-    return [pool[i] for i in ranked[:k]]
+    return ExampleIndex(candidates).select(chunk_text, k)
 
 
 def prompt_fingerprint(

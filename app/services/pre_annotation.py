@@ -9,9 +9,10 @@ prompt before they are used, so a retried note asks the model only what it had n
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,12 +36,12 @@ from app.domain.chunking import DEFAULT_CHUNK_SIZE, chunk_note
 from app.domain.label_schema import LabelSchema, parse_label_schema
 from app.domain.lexicon import Lexicon, LexiconError, parse_lexicon_csv
 from app.domain.prompts import (
+    ExampleIndex,
     FewShotExample,
     build_messages,
     examples_from_note,
     prompt_fingerprint,
     response_format,
-    select_examples,
 )
 from app.domain.resolver import (
     FUZZY_THRESHOLD,
@@ -169,6 +170,18 @@ def _configuration(db: Session, project: Project, request: RunRequest) -> dict[s
         },
         "guidelines": project.guidelines,
         "label_schema": project.label_schema,
+        # The adjudicated sets few-shot examples may come from, fixed now so every worker (and a
+        # rerun) offers the model the same examples however the gold grows meanwhile.
+        "few_shot_sets": list(
+            db.scalars(
+                select(AnnotationSet.id)
+                .join(Document, Document.id == AnnotationSet.document_id)
+                .where(Document.project_id == project.id, AnnotationSet.origin == SetOrigin.gold.value)
+                .order_by(AnnotationSet.id)
+            )
+        )
+        if request.few_shot
+        else [],
     }
 
 
@@ -324,7 +337,8 @@ class NoteWork:
     text: str
     label_schema: LabelSchema
     configuration: dict[str, Any]
-    examples: list[FewShotExample] = field(default_factory=list)
+    examples: ExampleIndex | None = None  # few-shot candidates of the run, prepared once per worker
+    own_examples: frozenset[int] = frozenset()  # candidates cut from this very note: never shown
 
 
 def claim_note(sessions: sessionmaker[Session], run_id: int, document_id: int) -> NoteWork | None:
@@ -358,32 +372,95 @@ def claim_note(sessions: sessionmaker[Session], run_id: int, document_id: int) -
             configuration=configuration,
         )
         if configuration["method"] == "llm" and configuration.get("few_shot"):
-            work.examples = _example_pool(db, run.project_id, document_id, configuration)
+            index, sources = _example_pool(db, run_id, configuration)
+            work.examples = index
+            work.own_examples = frozenset(i for i, source in enumerate(sources) if source == document_id)
         return work
 
 
-def _example_pool(
-    db: Session, project_id: int, document_id: int, configuration: dict
-) -> list[FewShotExample]:
-    """Chunks of the project's adjudicated (gold) notes, the candidates for few-shot examples."""
+_POOLS: dict[int, tuple[ExampleIndex, list[int]]] = {}  # run id -> index, note of each candidate
+_POOLS_LOCK = threading.Lock()
+_POOLS_KEPT = 8
+
+
+def _example_pool(db: Session, run_id: int, configuration: dict) -> tuple[ExampleIndex, list[int]]:
+    """The run's few-shot candidates: chunks of the gold sets fixed when the run started.
+
+    Built once per run in each worker process (notes of one run share it), so a note costs no
+    queries for its examples; the gold sets are those recorded in the run's configuration, so every
+    worker offers the model the same examples.
+    """
+    with _POOLS_LOCK:
+        if run_id in _POOLS:
+            return _POOLS[run_id]
     size = min(configuration["chunk_sizes"].values())
-    sets = db.execute(
-        select(AnnotationSet.id, Document.text)
-        .join(Document, Document.id == AnnotationSet.document_id)
-        .where(
-            Document.project_id == project_id,
-            AnnotationSet.origin == SetOrigin.gold.value,
-            AnnotationSet.document_id != document_id,  # never the note's own gold
-        )
-        .order_by(AnnotationSet.id)
-    ).all()
-    pool: list[FewShotExample] = []
-    for set_id, text in sets:
-        spans, relations = _set_contents(db, set_id)
-        pool.extend(examples_from_note(text, spans, relations, size))
-        if len(pool) >= MAX_FEW_SHOT_POOL:
+    set_ids = configuration.get("few_shot_sets") or []
+    texts = dict(
+        db.execute(
+            select(AnnotationSet.id, Document.text)
+            .join(Document, Document.id == AnnotationSet.document_id)
+            .where(AnnotationSet.id.in_(set_ids))
+        ).all()
+    )
+    owners = dict(
+        db.execute(
+            select(AnnotationSet.id, AnnotationSet.document_id).where(AnnotationSet.id.in_(set_ids))
+        ).all()
+    )
+    contents = _sets_contents(db, list(texts))
+    candidates: list[FewShotExample] = []
+    sources: list[int] = []
+    for set_id in set_ids:
+        if set_id not in texts:
+            continue  # a gold set removed since the run started
+        spans, relations = contents.get(set_id, ([], []))
+        for example in examples_from_note(texts[set_id], spans, relations, size):
+            if example.spans:
+                candidates.append(example)
+                sources.append(owners[set_id])
+        if len(candidates) >= MAX_FEW_SHOT_POOL:
             break
-    return [example for example in pool[:MAX_FEW_SHOT_POOL] if example.spans]
+    pool = (ExampleIndex(candidates[:MAX_FEW_SHOT_POOL]), sources[:MAX_FEW_SHOT_POOL])
+    with _POOLS_LOCK:
+        while len(_POOLS) >= _POOLS_KEPT:
+            _POOLS.pop(next(iter(_POOLS)))
+        _POOLS[run_id] = pool
+    return pool
+
+
+def _sets_contents(db: Session, set_ids: list[int]) -> dict[int, tuple[list, list]]:
+    """``_set_contents`` of many sets in two queries."""
+    if not set_ids:
+        return {}
+    rows = db.execute(
+        select(
+            Span.annotation_set_id,
+            Span.id,
+            Span.label,
+            func.min(SpanFragment.start),
+            func.max(SpanFragment.end),
+            func.count(),
+        )  # fmt: skip
+        .join(SpanFragment, SpanFragment.span_id == Span.id)
+        .where(Span.annotation_set_id.in_(set_ids))
+        .group_by(Span.annotation_set_id, Span.id)
+        .order_by(Span.annotation_set_id, func.min(SpanFragment.start), Span.id)
+    ).all()
+    contents: dict[int, tuple[list, list]] = {}
+    index: dict[int, int] = {}
+    for set_id, span_id, label, start, end, fragments in rows:
+        spans, _ = contents.setdefault(set_id, ([], []))
+        if fragments == 1:  # a prompt shows mentions as strings: discontinuous ones cannot be shown
+            index[span_id] = len(spans)
+            spans.append((label, start, end))
+    for set_id, type_, head, tail in db.execute(
+        select(Relation.annotation_set_id, Relation.type, Relation.head_span_id, Relation.tail_span_id).where(
+            Relation.annotation_set_id.in_(set_ids)
+        )
+    ):
+        if head in index and tail in index:
+            contents.setdefault(set_id, ([], []))[1].append((type_, index[head], index[tail]))
+    return contents
 
 
 def _set_contents(db: Session, set_id: int) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
@@ -448,11 +525,16 @@ class ResponseCache:
         self.sessions = sessions
 
     def get(self, fingerprint: str) -> LlmResponse | None:
+        return self.get_many([fingerprint]).get(fingerprint)
+
+    def get_many(self, fingerprints: Sequence[str]) -> dict[str, LlmResponse]:
+        """The cached answers among these prompts, in one query (a note asks for all its chunks at once)."""
         with self.sessions() as db:
-            row = db.get(LlmResponse, fingerprint)
-            if row is not None:
-                db.expunge(row)
-            return row
+            rows = list(
+                db.scalars(select(LlmResponse).where(LlmResponse.fingerprint.in_(list(fingerprints))))
+            )
+            db.expunge_all()
+        return {row.fingerprint: row for row in rows}
 
     def put(self, fingerprint: str, model: str, completion) -> None:
         with self.sessions.begin() as db:
@@ -479,9 +561,11 @@ class ResponseCache:
 _RESOLVERS = {"iob_token": resolve_iob_token, "direct_chunk": resolve_direct_chunk}
 
 
-async def _ask(client, cache: ResponseCache, model: str, messages, fmt, prompt_schema, chunk_text, work):
+async def _ask(
+    client, cache: ResponseCache, cached, fingerprint, messages, fmt, prompt_schema, chunk_text, work
+):
     """One chunk in one prompt schema: the cached or fresh answer, resolved; retried while garbage."""
-    fingerprint = prompt_fingerprint(model, messages, fmt)
+    model = work.configuration["endpoint"]["model"]
     record: dict[str, Any] = {
         "prompt_schema": prompt_schema,
         "fingerprint": fingerprint,
@@ -489,7 +573,8 @@ async def _ask(client, cache: ResponseCache, model: str, messages, fmt, prompt_s
     }
     threshold = work.configuration.get("fuzzy_threshold", FUZZY_THRESHOLD)
     for attempt in range(UNPARSEABLE_ATTEMPTS):
-        cached = cache.get(fingerprint) if attempt == 0 else None
+        if attempt > 0:
+            cached = None  # a garbage answer is never taken from the cache again
         if cached is not None:
             text, prompt_tokens, completion_tokens, latency = (
                 cached.response_text, cached.prompt_tokens, cached.completion_tokens, 0.0,
@@ -510,10 +595,10 @@ async def _ask(client, cache: ResponseCache, model: str, messages, fmt, prompt_s
         except UnparseableOutput:
             record.setdefault("unparseable", []).append(text[:2000])
             if cached is not None:
-                cache.forget(fingerprint)
+                await asyncio.to_thread(cache.forget, fingerprint)
             continue
         if cached is None:
-            cache.put(fingerprint, model, completion)
+            await asyncio.to_thread(cache.put, fingerprint, model, completion)
         record.update(
             output=text,
             prompt_tokens=prompt_tokens,
@@ -537,23 +622,40 @@ async def llm_outcome(work: NoteWork, client, cache: ResponseCache) -> NoteOutco
         (configuration["endpoint"].get("parameters") or {}).get("structured_output", True)
     )
     per_schema: dict[str, list[tuple[int, ResolvedChunk, dict]]] = {}
+    few_shot = configuration.get("few_shot", 0) if work.examples is not None else 0
     jobs = []
     for prompt_schema in configuration["schemas"]:
         fmt = response_format(prompt_schema, work.label_schema) if structured else None
         for chunk in chunk_note(work.text, configuration["chunk_sizes"][prompt_schema]):
-            examples = select_examples(chunk.text, work.examples, configuration.get("few_shot", 0))
-            messages = build_messages(
-                work.label_schema, configuration.get("guidelines", ""), prompt_schema, chunk.text, examples,
-                structured=structured,
-            )  # fmt: skip
-            jobs.append((prompt_schema, chunk, messages, fmt))
+            jobs.append((prompt_schema, chunk, fmt))
 
-    async def one(prompt_schema, chunk, messages, fmt):
-        resolved, record = await _ask(client, cache, model, messages, fmt, prompt_schema, chunk.text, work)
+    prompts = []
+    for prompt_schema, chunk, fmt in jobs:
+        examples = work.examples.select(chunk.text, few_shot, work.own_examples) if few_shot else []
+        messages = build_messages(
+            work.label_schema, configuration.get("guidelines", ""), prompt_schema, chunk.text, examples,
+            structured=structured,
+        )  # fmt: skip
+        prompts.append((prompt_schema, chunk, fmt, messages, prompt_fingerprint(model, messages, fmt)))
+    # One look into the cache for the whole note, off the event loop.
+    cached = await asyncio.to_thread(cache.get_many, [p[-1] for p in prompts])
+
+    async def one(prompt_schema, chunk, fmt, messages, fingerprint):
+        resolved, record = await _ask(
+            client,
+            cache,
+            cached.get(fingerprint),
+            fingerprint,
+            messages,
+            fmt,
+            prompt_schema,
+            chunk.text,
+            work,
+        )
         record["chunk"] = [chunk.start, chunk.end]
         return prompt_schema, chunk, resolved, record
 
-    answers = await asyncio.gather(*(one(*j) for j in jobs))
+    answers = await asyncio.gather(*(one(*p) for p in prompts))
     records = []
     for prompt_schema, chunk, resolved, record in answers:
         per_schema.setdefault(prompt_schema, []).append((chunk.start, resolved, record))
@@ -734,37 +836,60 @@ def _close_run_if_done(db: Session, run: PreAnnotationRun) -> None:
     run.finished_at = datetime.now(UTC)
 
 
+_CLIENTS: dict[tuple[int, Any], Any] = {}  # (event loop, endpoint configuration) -> ChatClient
+
+
+def _client_for(config):
+    """One HTTP client per endpoint and event loop: its connections are reused from note to note."""
+    from app.llm.client import ChatClient
+
+    loop = asyncio.get_running_loop()
+    for key in [k for k, c in _CLIENTS.items() if c[1].is_closed()]:
+        _CLIENTS.pop(key)  # clients of loops that ended (tests run several)
+    key = (id(loop), config)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = (ChatClient(config), loop)
+    return _CLIENTS[key][0]
+
+
 async def pre_annotate_note(
     sessions: sessionmaker[Session], run_id: int, document_id: int, *, make_client=None
 ) -> str:
-    """The job: claim the note, label it, write its set; returns what happened (for the job log)."""
-    work = claim_note(sessions, run_id, document_id)
+    """The job: claim the note, label it, write its set; returns what happened (for the job log).
+
+    Database work runs in threads so that the event loop, shared by every chunk request in flight,
+    is never held up by it.
+    """
+    work = await asyncio.to_thread(claim_note, sessions, run_id, document_id)
     if work is None:
         return "skipped"
     started = time.monotonic()
     if work.configuration["method"] == "lexicon":
-        outcome = lexicon_outcome(work)
-        finish_note(sessions, work, outcome)
+        await asyncio.to_thread(finish_note, sessions, work, lexicon_outcome(work))
         return "done"
-    from app.llm.client import ChatClient, EndpointConfig, LlmError
+    from app.llm.client import EndpointConfig, LlmError
     from app.services.llm_endpoints import client_config
 
-    with sessions() as db:
-        endpoint = db.get(LlmEndpoint, work.configuration["endpoint"]["id"])
-        config: EndpointConfig = client_config(endpoint) if endpoint else None
+    def endpoint_config() -> EndpointConfig | None:
+        with sessions() as db:
+            endpoint = db.get(LlmEndpoint, work.configuration["endpoint"]["id"])
+            return client_config(endpoint) if endpoint else None
+
+    config = await asyncio.to_thread(endpoint_config)
     if config is None:
-        finish_note(sessions, work, None, "the run's endpoint no longer exists")
+        await asyncio.to_thread(finish_note, sessions, work, None, "the run's endpoint no longer exists")
         return "failed"
-    client = make_client(config) if make_client else ChatClient(config)
+    client = make_client(config) if make_client else _client_for(config)
     try:
         outcome = await llm_outcome(work, client, ResponseCache(sessions))
     except LlmError as error:
-        finish_note(sessions, work, None, str(error)[:1000])
+        await asyncio.to_thread(finish_note, sessions, work, None, str(error)[:1000])
         log.warning("run %s note %s failed: %s", run_id, document_id, type(error).__name__)
         return "failed"
     finally:
-        await client.aclose()
-    finish_note(sessions, work, outcome)
+        if make_client:
+            await client.aclose()
+    await asyncio.to_thread(finish_note, sessions, work, outcome)
     log.info("run %s note %s: %d pre-labels in %.1f s", run_id, document_id, len(outcome.spans),
              time.monotonic() - started)  # fmt: skip
     return "done"

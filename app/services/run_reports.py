@@ -251,7 +251,9 @@ def batch_documents(sessions: sessionmaker[Session], project_id: int, batch_id: 
     """The notes of one batch of the project (a development set to evaluate runs on)."""
     with sessions() as db:
         return list(
-            db.scalars(select(Document.id).where(Document.project_id == project_id, Document.batch_id == batch_id))
+            db.scalars(
+                select(Document.id).where(Document.project_id == project_id, Document.batch_id == batch_id)
+            )
         )
 
 

@@ -501,3 +501,36 @@ def test_prompt_fingerprint():
     assert prompt_fingerprint("llama-3-70b", messages, form) != key
     assert prompt_fingerprint("llama-3-8b", messages, None) != key
     assert prompt_fingerprint("llama-3-8b", messages[:-1], form) != key
+
+
+def test_the_prepared_index_ranks_exactly_as_tf_idf_over_candidates_and_chunk():
+    import random
+
+    from app.domain.prompts import _WORD, ExampleIndex, _tf_idf
+
+    vocabulary = [
+        "aspirin",
+        "81",
+        "mg",
+        "daily",
+        "metoprolol",
+        "po",
+        "bid",
+        "for",
+        "pain",
+        "lasix",
+        "iv",
+        "x",
+    ]
+    generator = random.Random(5)
+    for _ in range(200):
+        texts = [" ".join(generator.choices(vocabulary, k=generator.randint(1, 8))) for _ in range(12)]
+        chunk = " ".join(generator.choices(vocabulary, k=generator.randint(1, 8)))
+        candidates = [FewShotExample(text, (), ()) for text in texts if text != chunk]
+        documents = [_WORD.findall(chunk.lower())] + [_WORD.findall(c.text.lower()) for c in candidates]
+        query, *vectors = _tf_idf(documents)
+        scores = [sum(w * query.get(word, 0.0) for word, w in vector.items()) for vector in vectors]
+        expected = sorted(range(len(candidates)), key=lambda i: (-round(scores[i], 9), i))
+        chosen = ExampleIndex(candidates).select(chunk, len(candidates))
+        got = [candidates.index(c) for c in chosen]
+        assert [round(scores[i], 9) for i in got] == [round(scores[i], 9) for i in expected]
