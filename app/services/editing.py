@@ -6,11 +6,14 @@ the change to the spans and its edit event together, and only then answers. A re
 """
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, func, literal, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import AnnotationSet, Assignment, Document, EditEvent, Project, Span, SpanFragment
@@ -95,20 +98,30 @@ def _check_ids(client_id: str, page_session: str) -> None:
 
 
 def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False) -> EditorContext:
-    """The set with its note and project, if it is assigned to this physician; else NotYourNote."""
-    query = select(AnnotationSet).where(AnnotationSet.id == set_id)
+    """The set with its note and project, if it is assigned to this physician; else NotYourNote.
+
+    One query (every edit starts here): the set, locked when asked, its note, its project, and
+    whether an assignment holds it.
+    """
+    assigned = select(Assignment.id).where(Assignment.annotation_set_id == AnnotationSet.id).exists()
+    query = (
+        select(AnnotationSet, Document, Project, assigned)
+        .join(Document, Document.id == AnnotationSet.document_id)
+        .join(Project, Project.id == Document.project_id)
+        .where(AnnotationSet.id == set_id)
+    )
     if lock:
-        query = query.with_for_update()
-    annotation_set = db.scalar(query)
+        query = query.with_for_update(of=AnnotationSet)
+    row = db.execute(query).first()
+    if row is None:
+        raise NotYourNote(set_id)
+    annotation_set, document, project, is_assigned = row
     if (
-        annotation_set is None
-        or annotation_set.origin != SetOrigin.annotator.value
+        annotation_set.origin != SetOrigin.annotator.value
         or annotation_set.annotator_id != user_id
-        or db.scalar(select(Assignment.id).where(Assignment.annotation_set_id == set_id)) is None
+        or not is_assigned
     ):
         raise NotYourNote(set_id)
-    document = db.get(Document, annotation_set.document_id)
-    project = db.get(Project, document.project_id)
     return EditorContext(
         annotation_set=annotation_set,
         document=document,
@@ -119,30 +132,42 @@ def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False
 
 
 def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
-    """Spans of a set by uid, read with two plain queries (no ORM objects: long notes stay fast)."""
+    """Spans of a set by uid, read with one plain query (no ORM objects: long notes stay fast).
+
+    Every edit reads the whole set, so this is the hot path of the editor: one row per fragment,
+    and attributes come back as NULL when empty so that most rows need no JSON decoding.
+    """
     rows = db.execute(
-        select(Span.id, Span.uid, Span.label, Span.status, Span.attributes, Span.confidence).where(
-            Span.annotation_set_id == set_id
+        select(
+            Span.id,
+            Span.uid,
+            Span.label,
+            Span.status,
+            func.nullif(Span.attributes, literal({}, JSONB)),
+            Span.confidence,
+            SpanFragment.start,
+            SpanFragment.end,
         )
-    ).all()
-    fragments: dict[int, list[tuple[int, int]]] = {}
-    for span_id, start, end in db.execute(
-        select(SpanFragment.span_id, SpanFragment.start, SpanFragment.end)
-        .join(Span, Span.id == SpanFragment.span_id)
+        .outerjoin(SpanFragment, SpanFragment.span_id == Span.id)
         .where(Span.annotation_set_id == set_id)
-        .order_by(SpanFragment.span_id, SpanFragment.ordinal)
-    ):
-        fragments.setdefault(span_id, []).append((start, end))
-    return {
-        uid: SpanState(
+        .order_by(Span.id, SpanFragment.ordinal)
+    ).all()
+    spans: dict[str, SpanState] = {}
+    fragments: list[tuple[int, int]] = []
+    for index, (span_id, uid, label, status, attributes, confidence, start, end) in enumerate(rows):
+        if start is not None:
+            fragments.append((start, end))
+        if index + 1 < len(rows) and rows[index + 1][0] == span_id:
+            continue  # more fragments of this span follow
+        spans[uid] = SpanState(
             label=label,
-            fragments=tuple(fragments.get(span_id, ())),
+            fragments=tuple(fragments),
             status=status,
-            attributes=tuple(sorted((attributes or {}).items())),
+            attributes=tuple(sorted(attributes.items())) if attributes else (),
             confidence=confidence,
         )
-        for span_id, uid, label, status, attributes, confidence in rows
-    }
+        fragments = []
+    return spans
 
 
 def load_state(db: Session, annotation_set: AnnotationSet) -> SetState:
@@ -245,6 +270,46 @@ def _undo_change(db: Session, set_id: int, request: EditRequest) -> Change:
     return Change.from_json(target.before, target.after).inverse()
 
 
+class _RecentStates:
+    """The last state this process committed for each set it edited, with its version.
+
+    Every change of a set goes through ``apply_edit``, which holds the set's row lock and bumps its
+    version, so a cached state whose version equals the locked row's version is exactly the stored
+    state (another process's edit would have moved the version on). It spares the hot path of the
+    editor a read of the whole set (600 spans of a long note) on every keystroke.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._states: OrderedDict[tuple[int, Any], tuple[int, SetState]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(annotation_set: AnnotationSet) -> tuple[int, Any]:
+        # The creation time too: an id may come back after a wipe (tests do), a set's birth does not.
+        return annotation_set.id, annotation_set.created_at
+
+    def get(self, annotation_set: AnnotationSet) -> SetState | None:
+        key = self._key(annotation_set)
+        with self._lock:
+            found = self._states.get(key)
+            if found is None or found[0] != annotation_set.version:
+                return None
+            self._states.move_to_end(key)
+            return found[1]
+
+    def put(self, annotation_set: AnnotationSet, state: SetState) -> None:
+        key = self._key(annotation_set)
+        with self._lock:
+            self._states[key] = (annotation_set.version, state)
+            self._states.move_to_end(key)
+            while len(self._states) > self.size:
+                self._states.popitem(last=False)
+
+
+_SET_STATES = _RecentStates()
+
+
 def apply_edit(
     sessions: sessionmaker[Session], user_id: int, set_id: int, request: EditRequest, *, now: datetime
 ) -> EditOutcome:
@@ -269,7 +334,7 @@ def apply_edit(
             )
         if request.version != annotation_set.version:
             raise VersionConflict(annotation_set.version)
-        state = load_state(db, annotation_set)
+        state = _SET_STATES.get(annotation_set) or load_state(db, annotation_set)
         if request.kind in (EditKind.undo, EditKind.redo):
             change = _undo_change(db, set_id, request)
             try:
@@ -316,9 +381,12 @@ def apply_edit(
                 after=after,
             )
         )
-        return EditOutcome(
+        outcome = EditOutcome(
             version=annotation_set.version, touched=touched, state=new_state, text=context.document.text
         )
+    # Only once committed: a state that never reached the database must not be taken for one.
+    _SET_STATES.put(annotation_set, new_state)
+    return outcome
 
 
 @dataclass(frozen=True)

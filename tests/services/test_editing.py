@@ -338,3 +338,33 @@ def test_undoing_a_reject_restores_the_pre_label_with_its_origin_and_confidence(
     with sessions() as db:
         restored = db.scalar(select(Span).where(Span.annotation_set_id == set_id, Span.uid == uid))
     assert (restored.base_span_id, restored.confidence) == before[uid] and restored.status == "pending"
+
+
+def test_an_edit_made_elsewhere_is_seen_by_the_next_edit_here(sessions, world):
+    """This process keeps the last state it committed per set; another process's edit (another
+    worker of a multi-process server) moves the version on, so the kept state is not used."""
+    from app.db.models import SpanFragment
+
+    set_id = world.sets["scratch"]
+    edit(sessions, world, "scratch", "add", uid="u1", label="Drug", fragments=((0, 3),))
+    with sessions.begin() as db:  # what another process's committed edit leaves behind
+        span = db.scalar(select(Span).where(Span.annotation_set_id == set_id, Span.uid == "u1"))
+        span.label = "Strength"
+        db.add(
+            Span(
+                annotation_set_id=set_id,
+                uid="u2",
+                label="Drug",
+                fragments=[SpanFragment(ordinal=0, start=4, end=8)],
+            )
+        )
+        db.get(AnnotationSet, set_id).version += 1
+    outcome = edit(sessions, world, "scratch", "relabel", uid="u2", label="Strength")
+    assert outcome.state.spans["u1"].label == "Strength"  # the other process's change, not the kept state
+    assert set(outcome.state.spans) == {"u1", "u2"}
+    assert editing.stored_state(sessions, set_id).spans == outcome.state.spans
+    # and a kept state from a commit that failed is never used: nothing is kept before the commit
+    with pytest.raises(editing.VersionConflict):
+        edit(sessions, world, "scratch", "delete", version=outcome.version - 1, uid="u1")
+    again = edit(sessions, world, "scratch", "delete", uid="u1")
+    assert set(again.state.spans) == {"u2"} == set(editing.stored_state(sessions, set_id).spans)
