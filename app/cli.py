@@ -362,6 +362,56 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from sqlalchemy import select
+
+    from app.db.models import Project
+    from app.runtime import open_runtime
+    from app.services.metrics import MetricsFilter, project_metrics
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    runtime = open_runtime(settings)
+    try:
+        with runtime.sessions() as db:
+            project = db.scalar(select(Project).where(Project.name == args.project))
+        if project is None:
+            print(f"error: no project '{args.project}'", file=sys.stderr)
+            return 2
+        if args.idle is not None and not 0 < args.idle <= 3600:
+            print("error: --idle must be above 0 and at most 3600 seconds", file=sys.stderr)
+            return 2
+        report = project_metrics(
+            runtime.sessions,
+            project.id,
+            idle_threshold_seconds=args.idle,
+            filters=MetricsFilter(args.batch, args.annotator, args.label, args.condition),
+            seed=args.seed,
+        )
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps(report, indent=2, allow_nan=False))
+        return 0
+
+    def show(value, pattern="{:.2f}"):
+        return "n/a" if value is None else pattern.format(value)
+
+    print(
+        f"{report['project']['name']}: {report['submitted_sets']} submitted sets, {report['documents']} notes"
+    )
+    for condition, summary in report["time"]["per_condition"].items():
+        print(f"  {condition:<13} n={summary['n']:<4} mean {show(summary['mean'])} min "
+              f"[{show(summary['ci_low'])}, {show(summary['ci_high'])}]")  # fmt: skip
+    savings = report["time"]["savings"]
+    interval = f"[{show(savings['ci_low'], '{:.0%}')}, {show(savings['ci_high'], '{:.0%}')}]"
+    share = show(savings["savings"], "{:.0%}")
+    print(f"  savings of the LLM pipeline: {share} {interval} ({savings['design']})")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -577,6 +627,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_dir(exporter)
     exporter.set_defaults(func=cmd_export)
+    metrics = commands.add_parser(
+        "metrics",
+        help="the study's figures: time and savings, quality, edit mix, agreement",
+        description="The same report as the lead's dashboard and GET /api/v1/lead/projects/{id}/metrics, "
+        "in the versioned JSON layout of the README (--json), or as a short summary.",
+    )
+    metrics.add_argument("--project", required=True, help="project name")
+    metrics.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    metrics.add_argument("--idle", type=float, help="idle threshold in seconds (default: the project's)")
+    metrics.add_argument("--batch", type=int, help="only the notes of this batch")
+    metrics.add_argument("--annotator", help="only this physician's sets")
+    metrics.add_argument("--label", help="only this label")
+    metrics.add_argument("--condition", choices=["scratch", "refine_llm", "refine_human"])
+    metrics.add_argument("--seed", type=int, help="seed of the bootstrap resampling (default: the project's)")
+    data_dir(metrics)
+    metrics.set_defaults(func=cmd_metrics)
     return parser
 
 

@@ -37,6 +37,7 @@ from app.domain.vocabulary import (
     SetOrigin,
     SetStatus,
     SpanStatus,
+    StudyStatus,
 )
 
 
@@ -374,7 +375,34 @@ class Assignment(Base):
     annotation_set_id: Mapped[int | None] = mapped_column(
         ForeignKey("annotation_sets.id", ondelete="SET NULL"), unique=True
     )
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    # refine_human: the scratch assignment whose submitted set is this one's base.
+    base_assignment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assignments.id", ondelete="RESTRICT"), index=True
+    )
+    # When the physician may see it: NULL while waiting for the calibration gate or for the base.
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), server_default=func.now())
     created_at: Mapped[datetime] = created_at()
+
+
+class Study(Base):
+    """A study design committed for a project: its plan and seed, the calibration gate, the release."""
+
+    __tablename__ = "studies"
+    __table_args__ = (one_of("status", StudyStatus),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSONB)  # documents, annotators, shares, overlap...
+    status: Mapped[str] = mapped_column(String(16))
+    pre_annotation_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pre_annotation_runs.id", ondelete="SET NULL")
+    )
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = created_at()
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PreAnnotationResult(Base):

@@ -50,6 +50,13 @@ class RunStatus(StrEnum):
     cancelled = "cancelled"
 
 
+class StudyStatus(StrEnum):
+    """A study runs its calibration batch first; the lead releases the rest after reading agreement."""
+
+    calibration = "calibration"
+    released = "released"
+
+
 class BatchStatus(StrEnum):
     """A batch with PHI-screen hits is held until an admin releases (with a reason) or rejects it."""
 

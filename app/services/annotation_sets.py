@@ -75,24 +75,12 @@ def copy_set_contents(db: Session, base: AnnotationSet, target: AnnotationSet, s
     db.flush()
 
 
-def assign(
-    db: Session,
-    *,
-    project_id: int,
-    document_id: int,
-    annotator_id: int,
-    condition: Condition,
-    queue_position: int,
-    base_set: AnnotationSet | None = None,
-    is_calibration: bool = False,
-) -> Assignment:
-    """Put a note in an annotator's queue with the set they will work on, inside the caller's
-    transaction.
-
-    scratch starts empty and must have no base (nothing of a pre-annotation may reach the
-    physician); refine_llm starts as a copy of a pre-annotation set; refine_human as a copy of
-    another annotator's submitted set. Copied spans stay `pending` until decided.
-    """
+def check_base(
+    condition: Condition, base_set: AnnotationSet | None, document_id: int, annotator_id: int
+) -> None:
+    """The base a condition allows: none for scratch (nothing of a pre-annotation may reach the
+    physician); a pre-annotation set for refine_llm; another physician's submitted set for
+    refine_human."""
     if condition == Condition.scratch and base_set is not None:
         raise AssignmentError("scratch: a scratch assignment has no base set")
     if condition != Condition.scratch:
@@ -106,6 +94,13 @@ def assign(
             or base_set.annotator_id == annotator_id
         ):
             raise AssignmentError("refine_human: the base must be another annotator's submitted set")
+
+
+def start_set(
+    db: Session, document_id: int, annotator_id: int, condition: Condition, base_set: AnnotationSet | None
+) -> AnnotationSet:
+    """The physician's set for a note: a copy of its base (spans undecided), or empty for scratch."""
+    check_base(condition, base_set, document_id, annotator_id)
     annotation_set = AnnotationSet(
         document_id=document_id,
         origin=SetOrigin.annotator.value,
@@ -117,6 +112,23 @@ def assign(
     db.flush()
     if base_set is not None:
         copy_set_contents(db, base_set, annotation_set, SpanStatus.pending)
+    return annotation_set
+
+
+def assign(
+    db: Session,
+    *,
+    project_id: int,
+    document_id: int,
+    annotator_id: int,
+    condition: Condition,
+    queue_position: int,
+    base_set: AnnotationSet | None = None,
+    is_calibration: bool = False,
+) -> Assignment:
+    """Put a note in an annotator's queue with the set they will work on, inside the caller's
+    transaction (the base rules of ``check_base``; copied spans stay `pending` until decided)."""
+    annotation_set = start_set(db, document_id, annotator_id, condition, base_set)
     assignment = Assignment(
         project_id=project_id,
         document_id=document_id,

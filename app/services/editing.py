@@ -364,6 +364,11 @@ def apply_edit(
         annotation_set.version += 1
         if request.kind == EditKind.submit:
             annotation_set.submitted_at = now
+            db.flush()
+            # The refine_human notes that wait for this set start now, in this same transaction.
+            from app.services.study import release_refinements
+
+            release_refinements(db, set_id, now)
         before, after = change.to_json()
         if request.kind in (EditKind.undo, EditKind.redo):
             after["target"] = request.target

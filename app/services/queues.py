@@ -36,7 +36,8 @@ def annotator_queue(sessions: sessionmaker[Session], annotator_id: int) -> list[
             .join(Document, Document.id == Assignment.document_id)
             .join(Project, Project.id == Assignment.project_id)
             .outerjoin(AnnotationSet, AnnotationSet.id == Assignment.annotation_set_id)
-            .where(Assignment.annotator_id == annotator_id)
+            # Waiting assignments (calibration gate, or a base not yet submitted) stay out of sight.
+            .where(Assignment.annotator_id == annotator_id, Assignment.released_at.is_not(None))
             .order_by(Project.name, Assignment.queue_position)
         ).all()
     items = []

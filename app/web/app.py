@@ -19,7 +19,7 @@ from app import __version__
 from app.runtime import Runtime
 from app.settings import PROJECT_ROOT
 from app.web.deps import NotLoggedIn, verify_csrf
-from app.web.routers import account, admin, annotate, api, auth, lead, lead_runs
+from app.web.routers import account, admin, annotate, api, auth, lead, lead_dashboard, lead_runs, lead_study
 from app.web.templating import render
 
 log = logging.getLogger("clinann.web")
@@ -119,7 +119,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.clock = clock
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
-    for module in (auth, annotate, lead, lead_runs, admin, account, api):
+    for module in (auth, annotate, lead, lead_runs, lead_study, lead_dashboard, admin, account, api):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -350,6 +350,37 @@ def run_api(run_id: int, sessions: Sessions) -> RunStatusOut:
     return _run_out(found[0])
 
 
+@lead.get("/projects/{project_id}/metrics")
+def metrics_api(
+    project_id: int,
+    sessions: Sessions,
+    idle: float | None = None,
+    batch_id: int | None = None,
+    annotator: str | None = None,
+    label: str | None = None,
+    condition: str | None = None,
+    seed: int | None = None,
+) -> JSONResponse:
+    """The study's figures in the versioned layout of the README (the dashboard's and the CLI's)."""
+    from app.services.metrics import MetricsFilter, project_metrics
+
+    if idle is not None and not 0 < idle <= 3600:
+        raise HTTPException(
+            status_code=422, detail=[{"loc": ["query", "idle"], "msg": "must be in (0, 3600]"}]
+        )
+    try:
+        report = project_metrics(
+            sessions,
+            project_id,
+            idle_threshold_seconds=idle,
+            filters=MetricsFilter(batch_id, annotator, label, condition),
+            seed=seed,
+        )
+    except LookupError:
+        raise HTTPException(status_code=404, detail="No such project.") from None
+    return JSONResponse(report)
+
+
 # Included last: FastAPI copies a sub-router's routes at include time.
 router.include_router(annotate)
 router.include_router(lead)
