@@ -20,6 +20,13 @@ from app.services import audit
 from app.services.annotation_sets import start_set
 
 
+def _from_design(error: StudyDesignError) -> "StudyError":
+    """The design's error, its field named once."""
+    message = str(error)
+    prefix = f"{error.field}: "
+    return StudyError(error.field, message[len(prefix) :] if message.startswith(prefix) else message)
+
+
 class StudyError(ValueError):
     """A study that cannot be designed or changed; ``field`` names what to fix."""
 
@@ -93,7 +100,7 @@ def _plan(
             seed=request.seed,
         )
     except StudyDesignError as error:
-        raise StudyError(error.field, str(error)) from None
+        raise _from_design(error) from None
     return plan, documents, users
 
 
@@ -113,7 +120,7 @@ def preview_study(sessions: sessionmaker[Session], project_id: int, request: Stu
     try:
         assignments = design_study(plan)
     except StudyDesignError as error:
-        raise StudyError(error.field, str(error)) from None
+        raise _from_design(error) from None
     needs_llm = any(a.condition == Condition.refine_llm.value for a in assignments)
     if needs_llm and base_run is None:
         raise StudyError("shares", "refine_llm needs a pre-annotation run marked as the study's base")

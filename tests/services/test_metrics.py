@@ -133,7 +133,11 @@ def test_the_report_measures_what_the_physicians_spent(sessions, password_hashes
     for set_id, minutes in spent.items():
         per_document.setdefault(sets[set_id].condition, {})[str(sets[set_id].document_id)] = minutes
     expected = pipeline_savings(
-        per_document["scratch"], per_document["refine_human"], per_document["refine_llm"], resamples=500, seed=0
+        per_document["scratch"],
+        per_document["refine_human"],
+        per_document["refine_llm"],
+        resamples=500,
+        seed=0,
     )
     assert report["time"]["savings"]["savings"] == pytest.approx(expected["savings"], rel=1e-9)
     # Different notes went through the two pipelines; the notes done from scratch only (the scratch

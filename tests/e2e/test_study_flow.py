@@ -1,0 +1,117 @@
+"""A lead designs a study in the browser, reads the calibration agreement, releases the study and
+reads the dashboard; the physicians' work in between goes through the same services as the editor."""
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from e2e_support import log_in
+from editor_support import check_is_demo_database, e2e_database_url
+from playwright.sync_api import expect
+from sqlalchemy import delete, select
+
+from app.db.engine import make_engine, make_session_factory
+from app.db.models import AnnotationSet, Assignment, Document, PreAnnotationRun, Project, User
+from app.demo.seed import MEDICATION_SCHEMA
+from app.domain.spans import Fragment, SpanData
+from app.domain.vocabulary import SetOrigin, SetStatus, SpanStatus
+from app.services import editing
+from app.services.annotation_sets import add_spans
+
+
+@pytest.fixture
+def study_world(postgres, demo_server):
+    engine = make_engine(e2e_database_url(postgres), 2)
+    sessions = make_session_factory(engine)
+    check_is_demo_database(sessions)
+    tag = uuid.uuid4().hex[:6]
+    with sessions.begin() as db:
+        users = [User(username=f"dr.{tag}{i}", display_name=f"Dr {tag} {i}", role="annotator",
+                      password_hash="unused") for i in range(3)]  # fmt: skip
+        project = Project(name=f"Study e2e {tag}", label_schema=MEDICATION_SCHEMA)
+        db.add_all([*users, project])
+        db.flush()
+        run = PreAnnotationRun(project_id=project.id, name="llm", method="imported", status="succeeded",
+                               is_study_base=True)  # fmt: skip
+        db.add(run)
+        db.flush()
+        for i in range(16):
+            text = f"Note {tag} {i}: aspirin 81 mg daily."
+            document = Document(project_id=project.id, external_id=f"{tag}-{i:02}", text=text,
+                                sha256=hashlib.sha256(text.encode()).hexdigest())  # fmt: skip
+            db.add(document)
+            db.flush()
+            pre = AnnotationSet(document_id=document.id, origin=SetOrigin.pre_annotation.value,
+                                pre_annotation_run_id=run.id, status=SetStatus.submitted.value)  # fmt: skip
+            db.add(pre)
+            db.flush()
+            start = text.index("aspirin")
+            add_spans(db, pre, [SpanData("Drug", (Fragment(start, start + 7),))], SpanStatus.pending)
+        world = {
+            "project_id": project.id,
+            "logins": [u.username for u in users],
+            "user_ids": [u.id for u in users],
+        }
+    try:
+        yield sessions, world
+    finally:
+        with sessions.begin() as db:
+            documents = select(Document.id).where(Document.project_id == world["project_id"])
+            db.execute(delete(Assignment).where(Assignment.project_id == world["project_id"]))
+            db.execute(
+                delete(AnnotationSet).where(
+                    AnnotationSet.document_id.in_(documents), AnnotationSet.base_set_id.is_not(None)
+                )
+            )
+            db.execute(delete(Project).where(Project.id == world["project_id"]))
+            db.execute(delete(User).where(User.id.in_(world["user_ids"])))
+        engine.dispose()
+
+
+def test_a_lead_designs_calibrates_releases_and_reads_the_dashboard(page, study_world):
+    sessions, world = study_world
+    project_id = world["project_id"]
+    log_in(page, "lead", "demo-lead")
+    page.goto(f"/lead/projects/{project_id}/study")
+    page.fill("#study-name", "e2e pilot")
+    for box in page.get_by_test_id("study-annotator").all():  # only this test's physicians
+        box.set_checked(box.get_attribute("value") in world["logins"])
+    page.fill("#study-calibration", "2")
+    page.fill("#study-overlap", "2")
+    page.get_by_test_id("preview-study").click()
+    expect(page.get_by_test_id("preview-table")).to_be_visible()
+    expect(page.get_by_test_id("preview-row")).to_have_count(3)
+    page.get_by_test_id("commit-study").click()
+    expect(page.get_by_test_id("study-status")).to_have_text("calibration")
+
+    # The physicians submit the calibration notes (through the editor's own service).
+    with sessions() as db:
+        calibration = db.scalars(
+            select(Assignment).where(Assignment.project_id == project_id, Assignment.is_calibration)
+        ).all()
+    assert len(calibration) == 2 * 3
+    for assignment in calibration:
+        request = editing.EditRequest(kind="submit", client_id=f"e2e-{assignment.id}", page_session="e2e",
+                                      version=0, monotonic_ms=1.0)  # fmt: skip
+        editing.apply_edit(sessions, assignment.annotator_id, assignment.annotation_set_id, request,
+                           now=datetime.now(UTC))  # fmt: skip
+
+    page.reload()
+    expect(page.get_by_test_id("calibration-agreement")).to_be_visible()
+    expect(page.get_by_test_id("calibration-f1")).to_have_text("1.000")
+    page.get_by_test_id("release-study").click()
+    expect(page.get_by_test_id("study-status")).to_have_text("released")
+    with sessions() as db:
+        waiting = db.scalars(
+            select(Assignment.condition).where(
+                Assignment.project_id == project_id, Assignment.released_at.is_(None)
+            )
+        ).all()
+    assert set(waiting) <= {"refine_human"}  # the rest is in the physicians' queues now
+
+    page.goto(f"/lead/projects/{project_id}/dashboard")
+    for section in ("progress-section", "time-section", "savings-section", "edit-mix-section",
+                    "agreement-section", "disagreement-section"):  # fmt: skip
+        expect(page.get_by_test_id(section)).to_be_visible()
+    expect(page.get_by_test_id("progress-table")).to_contain_text(world["logins"][0])
