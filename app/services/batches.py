@@ -61,6 +61,9 @@ class UploadOutcome:
     batch_id: int | None = None
     stored: int = 0
     duplicates: list[str] = field(default_factory=list)
+    # Duplicates whose annotations became a new layer on the stored note (a second physician's
+    # brat export of the same notes, so their agreement can be measured).
+    layers_added: list[str] = field(default_factory=list)
     problems: list[UploadProblem] = field(default_factory=list)
     warnings: list[UploadProblem] = field(default_factory=list)
     phi_counts: dict[str, int] = field(default_factory=dict)
@@ -179,10 +182,13 @@ def upload_batch(
         existing = set(db.scalars(select(Document.sha256).where(Document.project_id == project_id)))
         existing_ids = set(db.scalars(select(Document.external_id).where(Document.project_id == project_id)))
         fresh: list[ImportedDocument] = []
+        layered: list[ImportedDocument] = []
         for document in contents.documents:
             digest = _sha(document.text)
             if digest in existing:
                 outcome.duplicates.append(document.external_id)
+                if resolved is not None and document.has_annotations:
+                    layered.append(document)
                 continue
             if document.external_id in existing_ids:
                 outcome.problems.append(
@@ -224,7 +230,12 @@ def upload_batch(
             status=(BatchStatus.held if held else BatchStatus.accepted).value,
             phi_report=report,
             layer=layer or "pre:imported",
-            staged={"documents": [_document_json(d) for d in fresh]} if held else None,
+            staged={
+                "documents": [_document_json(d) for d in fresh],
+                "layers": [_document_json(d) for d in layered],
+            }
+            if held
+            else None,
         )
         db.add(batch)
         db.flush()
@@ -233,6 +244,7 @@ def upload_batch(
             outcome.status = "held"
         else:
             _store(db, project, batch, fresh, resolved)
+            outcome.layers_added = _attach_layers(db, project, batch, layered, resolved)
             outcome.status, outcome.stored = "accepted", len(fresh)
         audit.record(
             db,
@@ -294,6 +306,8 @@ def release_batch(
             raise BatchError(f"notes stored since this upload clash with it: {', '.join(clashes[:20])}")
         layer = resolve_layer(db, batch.layer)
         _store(db, project, batch, documents, layer)
+        layered = [_document_from_json(d) for d in (batch.staged or {}).get("layers", [])]
+        _attach_layers(db, project, batch, layered, layer)
         batch.status, batch.staged = BatchStatus.accepted.value, None
         batch.phi_override_reason, batch.decided_by, batch.decided_at = reason, actor_id, now
         audit.record(
@@ -362,8 +376,53 @@ def _store(
             for d in documents
         ],
     ).all()
-    annotated = [(i, d) for i, d in enumerate(documents) if d.has_annotations]
-    if not annotated or layer is None:
+    if layer is not None:
+        _store_layer(
+            db,
+            project,
+            batch,
+            [(document_ids[i], d) for i, d in enumerate(documents) if d.has_annotations],
+            layer,
+        )
+
+
+def _attach_layers(
+    db: Session, project: Project, batch: Batch, documents: list[ImportedDocument], layer: Layer | None
+) -> list[str]:
+    """Annotations of notes the project has already: a new layer on the stored note, unless that
+    layer is there already. Returns the notes that got one."""
+    if not documents or layer is None:
+        return []
+    by_sha = dict(
+        db.execute(
+            select(Document.sha256, Document.id).where(
+                Document.project_id == project.id, Document.sha256.in_([_sha(d.text) for d in documents])
+            )
+        ).all()
+    )
+    same_layer = (
+        AnnotationSet.origin == layer.origin.value,
+        AnnotationSet.annotator_id.is_not_distinct_from(layer.annotator_id),
+        AnnotationSet.source_name.is_not_distinct_from(layer.source_name),
+    )
+    taken = set(db.scalars(select(AnnotationSet.document_id).where(
+        AnnotationSet.document_id.in_(list(by_sha.values())), *same_layer)))  # fmt: skip
+    pairs, seen = [], set()
+    for document in documents:
+        document_id = by_sha.get(_sha(document.text))
+        if document_id is None or document_id in taken or document_id in seen:
+            continue
+        seen.add(document_id)
+        pairs.append((document_id, document))
+    _store_layer(db, project, batch, pairs, layer)
+    return [d.external_id for _, d in pairs]
+
+
+def _store_layer(
+    db: Session, project: Project, batch: Batch, annotated: list[tuple[int, ImportedDocument]], layer: Layer
+) -> None:
+    """The annotations of stored notes as one layer (sets, spans, fragments, relations), in bulk."""
+    if not annotated:
         return
     run_id = None
     if layer.origin == SetOrigin.pre_annotation:
@@ -389,7 +448,7 @@ def _store(
         insert(AnnotationSet).returning(AnnotationSet.id, sort_by_parameter_order=True),
         [
             {
-                "document_id": document_ids[i],
+                "document_id": document_id,
                 "origin": layer.origin.value,
                 "annotator_id": layer.annotator_id,
                 "pre_annotation_run_id": run_id,
@@ -397,7 +456,7 @@ def _store(
                 "source_name": layer.source_name,
                 "unmodelled_lines": d.unmodelled,
             }
-            for i, d in annotated
+            for document_id, d in annotated
         ],
     ).all()
     span_rows, span_keys = [], []

@@ -257,6 +257,8 @@ def project_metrics(
     }
     time = {
         "idle_threshold_seconds": idle,
+        # Each submitted set's minutes, so the distribution can be drawn and rechecked.
+        "minutes": {c: sorted(values.values()) for c, values in per_condition.items()},
         "per_condition": {
             c.value: condition_summary(per_condition.get(c.value, {}), resamples=time_resamples, seed=seed)
             for c in Condition

@@ -128,6 +128,7 @@ def test_the_report_measures_what_the_physicians_spent(sessions, password_hashes
         summary = report["time"]["per_condition"][condition]
         assert summary["n"] == len(values)
         assert summary["mean"] == pytest.approx(np.mean(values), rel=1e-9)  # every second counted, none lost
+        assert report["time"]["minutes"][condition] == pytest.approx(sorted(values), rel=1e-9)
     # The savings equal the domain's figure on the true minutes per note.
     per_document: dict[str, dict[str, float]] = {}
     for set_id, minutes in spent.items():
@@ -201,3 +202,51 @@ def test_the_api_and_the_command_line_give_the_same_report(
     assert api == cli
     assert api["schema"] == METRICS_SCHEMA and api["time"]["per_condition"]["scratch"]["n"] > 0
     assert web.get(f"/api/v1/lead/projects/{project_id}/metrics?idle=0").status_code == 422
+
+
+def test_agreement_of_an_existing_brat_project_imported_as_two_annotators(
+    sessions, settings, password_hashes
+):
+    """No study needed: two physicians' brat exports of the same notes, imported as their layers."""
+    import io
+    import zipfile
+
+    from app.services.batches import upload_batch
+    from app.services.projects import create_project
+
+    with sessions.begin() as db:
+        for login in ("dr.x", "dr.y"):
+            db.add(UserRow(username=login, display_name=login, role="annotator",
+                           password_hash=password_hashes["annotator"]))  # fmt: skip
+    project = create_project(sessions, "brat project", MEDICATION_SCHEMA)
+    text = "Aspirin 81 mg daily. Metoprolol 25 mg twice daily.\n"
+    ann = {
+        "dr.x": "T1\tDrug 0 7\tAspirin\nT2\tStrength 8 13\t81 mg\nT3\tDrug 21 31\tMetoprolol\n",
+        "dr.y": "T1\tDrug 0 7\tAspirin\nT2\tStrength 8 11\t81 \nT3\tDrug 21 31\tMetoprolol\n"
+        "T4\tFrequency 14 19\tdaily\n",
+    }
+
+    def brat_zip(content: str) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("notes/a.txt", text)
+            archive.writestr("notes/a.ann", content)
+        return buffer.getvalue()
+
+    first = upload_batch(sessions, settings, project.id, [("x.zip", brat_zip(ann["dr.x"]))], actor_id=None,
+                         layer="annotator:dr.x")  # fmt: skip
+    second = upload_batch(sessions, settings, project.id, [("y.zip", brat_zip(ann["dr.y"]))], actor_id=None,
+                          layer="annotator:dr.y")  # fmt: skip
+    assert (first.status, first.stored, second.stored) == ("accepted", 1, 0)
+    assert second.duplicates == ["a"] and second.layers_added == ["a"]  # same note, a second layer
+    again = upload_batch(sessions, settings, project.id, [("y.zip", brat_zip(ann["dr.y"]))], actor_id=None,
+                         layer="annotator:dr.y")  # fmt: skip
+    assert again.layers_added == []  # that layer is there already
+
+    report = project_metrics(sessions, project.id, agreement_resamples=50, time_resamples=50)
+    [pair] = report["agreement"]["pairs"]
+    assert pair["annotators"] == ["dr.x", "dr.y"]
+    # strict: Aspirin and Metoprolol match (2 of 3 and 4 spans): F1 = 2*2 / (3 + 4)
+    assert pair["span_f1"]["strict"]["overall"]["value"] == pytest.approx(4 / 7)
+    # lenient: the Strength spans overlap too: 2*3 / 7
+    assert pair["span_f1"]["lenient"]["overall"]["value"] == pytest.approx(6 / 7)

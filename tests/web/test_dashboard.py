@@ -150,6 +150,10 @@ def test_the_time_table_shows_the_reports_figures(client, sessions, timed_demo, 
     }
     expected = {c: s["mean"] for c, s in report["time"]["per_condition"].items() if s["mean"] is not None}
     assert marks == expected
+    # ... and each timed note is a dot of the distribution beside its condition's mean.
+    for condition, minutes in report["time"]["minutes"].items():
+        group = soup.select_one(f"[data-testid=time-chart] g[data-series=ours][data-condition={condition}]")
+        assert len(group.select("circle:not([data-mean])")) == len(minutes) > 0
 
 
 @pytest.mark.parametrize(
