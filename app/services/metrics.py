@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ARRAY, Integer, any_, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import (
@@ -35,6 +35,14 @@ from app.domain.study_time import PUBLISHED_REFERENCE, condition_summary, docume
 from app.domain.vocabulary import Condition, EditKind, SetOrigin
 
 METRICS_SCHEMA = "clinann.metrics/1"
+
+
+def _among(column, ids):
+    """``column = ANY(:ids)`` with the ids as one array parameter: a large study has tens of thousands
+    of sets, more than the 65,535 parameters PostgreSQL allows in one statement."""
+    return column == any_(bindparam(None, list(ids), type_=ARRAY(Integer), unique=True))
+
+
 TIME_KINDS = {"open", "close", "visible", "hidden", "activity"}
 
 
@@ -78,7 +86,7 @@ def _spans_of(
     query = (
         select(Span.annotation_set_id, Span.id, Span.label, SpanFragment.start, SpanFragment.end)
         .join(SpanFragment, SpanFragment.span_id == Span.id)
-        .where(Span.annotation_set_id.in_(set_ids))
+        .where(_among(Span.annotation_set_id, set_ids))
         .order_by(Span.annotation_set_id, Span.id, SpanFragment.ordinal)
     )
     if label is not None:
@@ -105,7 +113,7 @@ def set_spans_and_texts(
         spans, _ = _spans_of(db, set_ids, None)
         texts = dict(
             db.execute(
-                select(Document.id, Document.text).where(Document.id.in_(list(sets_by_document)))
+                select(Document.id, Document.text).where(_among(Document.id, list(sets_by_document)))
             ).all()
         )
     annotations = {
@@ -162,7 +170,7 @@ def project_metrics(
             .join(User, User.id == AnnotationSet.annotator_id)
             .where(
                 AnnotationSet.origin == SetOrigin.annotator.value,
-                AnnotationSet.document_id.in_(list(documents)),
+                _among(AnnotationSet.document_id, list(documents)),
             )
         )
         if filters.annotator is not None:
@@ -175,7 +183,7 @@ def project_metrics(
             db.execute(
                 select(AnnotationSet.document_id, AnnotationSet.id).where(
                     AnnotationSet.origin == SetOrigin.gold.value,
-                    AnnotationSet.document_id.in_(list(documents)),
+                    _among(AnnotationSet.document_id, list(documents)),
                 )
             ).all()
         )
@@ -186,7 +194,7 @@ def project_metrics(
         for set_id, type_, head, tail in db.execute(
             select(
                 Relation.annotation_set_id, Relation.type, Relation.head_span_id, Relation.tail_span_id
-            ).where(Relation.annotation_set_id.in_([s.id for s in submitted]))
+            ).where(_among(Relation.annotation_set_id, [s.id for s in submitted]))
         ):
             if head in by_span_id and tail in by_span_id:
                 relations[set_id].append(RelationData(type_, by_span_id[head], by_span_id[tail]))
@@ -201,7 +209,7 @@ def project_metrics(
                 EditEvent.client_monotonic_ms,
                 EditEvent.id,
             )  # fmt: skip
-            .where(EditEvent.annotation_set_id.in_([s.id for s in submitted]))
+            .where(_among(EditEvent.annotation_set_id, [s.id for s in submitted]))
             .order_by(EditEvent.id)
         ):
             if kind not in TIME_KINDS:
@@ -214,11 +222,11 @@ def project_metrics(
             select(User.username, Assignment.condition, Assignment.released_at, AnnotationSet.status)
             .join(User, User.id == Assignment.annotator_id)
             .outerjoin(AnnotationSet, AnnotationSet.id == Assignment.annotation_set_id)
-            .where(Assignment.project_id == project_id, Assignment.document_id.in_(list(documents)))
+            .where(Assignment.project_id == project_id, _among(Assignment.document_id, list(documents)))
         ).all()
         pre_origin = dict(
             db.execute(
-                select(AnnotationSet.id, AnnotationSet.origin).where(AnnotationSet.id.in_(base_ids))
+                select(AnnotationSet.id, AnnotationSet.origin).where(_among(AnnotationSet.id, base_ids))
             ).all()
         )
         base_run = db.scalar(

@@ -250,3 +250,17 @@ def test_agreement_of_an_existing_brat_project_imported_as_two_annotators(
     assert pair["span_f1"]["strict"]["overall"]["value"] == pytest.approx(4 / 7)
     # lenient: the Strength spans overlap too: 2*3 / 7
     assert pair["span_f1"]["lenient"]["overall"]["value"] == pytest.approx(6 / 7)
+
+
+def test_a_large_study_fits_in_one_statement(sessions):
+    """Tens of thousands of sets go to PostgreSQL as one array parameter, not one parameter each
+    (a statement takes at most 65,535)."""
+    from sqlalchemy import func
+
+    from app.services.metrics import _among
+
+    ids = list(range(1, 100_001))
+    statement = select(func.count()).select_from(Document).where(_among(Document.id, ids))
+    with sessions() as db:
+        assert len(statement.compile(dialect=db.get_bind().dialect).params) == 1
+        assert db.scalar(statement) == 0
