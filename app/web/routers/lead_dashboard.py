@@ -146,7 +146,9 @@ def _charts(report: dict[str, Any]) -> dict[str, Any]:
     time = report["time"]
     return {
         "time": charts.time_chart(
-            time["per_condition"], time["published_reference"]["minutes"], document_minutes=time.get("minutes")
+            time["per_condition"],
+            time["published_reference"]["minutes"],
+            document_minutes=time.get("minutes"),
         ),
         "edit_mix": charts.edit_mix_chart(report["edit_mix"]["by_condition"]),
     }
