@@ -1,7 +1,6 @@
 """A lead designs a study in the browser, reads the calibration agreement, releases the study and
 reads the dashboard; the physicians' work in between goes through the same services as the editor."""
 
-import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -12,12 +11,9 @@ from playwright.sync_api import expect
 from sqlalchemy import delete, select
 
 from app.db.engine import make_engine, make_session_factory
-from app.db.models import AnnotationSet, Assignment, Document, PreAnnotationRun, Project, User
-from app.demo.seed import MEDICATION_SCHEMA
-from app.domain.spans import Fragment, SpanData
-from app.domain.vocabulary import SetOrigin, SetStatus, SpanStatus
+from app.db.models import AnnotationSet, Assignment, Document, Project, User
 from app.services import editing
-from app.services.annotation_sets import add_spans
+from tests.services.study_fixtures import project_with_pre_labels
 
 
 @pytest.fixture
@@ -29,25 +25,8 @@ def study_world(postgres, demo_server):
     with sessions.begin() as db:
         users = [User(username=f"dr.{tag}{i}", display_name=f"Dr {tag} {i}", role="annotator",
                       password_hash="unused") for i in range(3)]  # fmt: skip
-        project = Project(name=f"Study e2e {tag}", label_schema=MEDICATION_SCHEMA)
-        db.add_all([*users, project])
-        db.flush()
-        run = PreAnnotationRun(project_id=project.id, name="llm", method="imported", status="succeeded",
-                               is_study_base=True)  # fmt: skip
-        db.add(run)
-        db.flush()
-        for i in range(16):
-            text = f"Note {tag} {i}: aspirin 81 mg daily."
-            document = Document(project_id=project.id, external_id=f"{tag}-{i:02}", text=text,
-                                sha256=hashlib.sha256(text.encode()).hexdigest())  # fmt: skip
-            db.add(document)
-            db.flush()
-            pre = AnnotationSet(document_id=document.id, origin=SetOrigin.pre_annotation.value,
-                                pre_annotation_run_id=run.id, status=SetStatus.submitted.value)  # fmt: skip
-            db.add(pre)
-            db.flush()
-            start = text.index("aspirin")
-            add_spans(db, pre, [SpanData("Drug", (Fragment(start, start + 7),))], SpanStatus.pending)
+        db.add_all(users)
+        project = project_with_pre_labels(db, f"Study e2e {tag}", tag, 16)
         world = {
             "project_id": project.id,
             "logins": [u.username for u in users],

@@ -6,7 +6,6 @@ published study), so the true savings are known; the report's bootstrap CI must 
 least 90 of 100 simulated studies.
 """
 
-import hashlib
 import json
 import math
 import subprocess
@@ -17,15 +16,13 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from app.db.models import AnnotationSet, Assignment, Document, PreAnnotationRun, Project
+from app.db.models import AnnotationSet, Assignment, Document
 from app.db.models import User as UserRow
 from app.demo.seed import MEDICATION_SCHEMA
-from app.domain.spans import Fragment, SpanData
 from app.domain.study_time import pipeline_savings
-from app.domain.vocabulary import SetOrigin, SetStatus, SpanStatus
 from app.services import editing, study
-from app.services.annotation_sets import add_spans
 from app.services.metrics import METRICS_SCHEMA, project_metrics
+from tests.services.study_fixtures import project_with_pre_labels
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 MEAN_MINUTES = {"scratch": 17.6, "refine_human": 9.1, "refine_llm": 11.3}  # the published means
@@ -46,25 +43,7 @@ def _world(sessions, password_hash: str, tag: str, documents: int) -> tuple[int,
                 )
                 db.add(user)
             users[login] = user
-        project = Project(name=f"Simulated {tag}", label_schema=MEDICATION_SCHEMA)
-        db.add(project)
-        db.flush()
-        run = PreAnnotationRun(project_id=project.id, name="llm", method="imported", status="succeeded",
-                               is_study_base=True)  # fmt: skip
-        db.add(run)
-        db.flush()
-        for i in range(documents):
-            text = f"Note {tag}-{i}: aspirin 81 mg daily."
-            document = Document(project_id=project.id, external_id=f"{tag}-{i:03}", text=text,
-                                sha256=hashlib.sha256(text.encode()).hexdigest())  # fmt: skip
-            db.add(document)
-            db.flush()
-            pre = AnnotationSet(document_id=document.id, origin=SetOrigin.pre_annotation.value,
-                                pre_annotation_run_id=run.id, status=SetStatus.submitted.value)  # fmt: skip
-            db.add(pre)
-            db.flush()
-            start = text.index("aspirin")
-            add_spans(db, pre, [SpanData("Drug", (Fragment(start, start + 7),))], SpanStatus.pending)
+        project = project_with_pre_labels(db, f"Simulated {tag}", tag, documents)
         return project.id, {login: u.id for login, u in users.items()}
 
 

@@ -1,7 +1,6 @@
 """A study on real PostgreSQL: the design committed as assignments, the calibration gate, and
 refine_human notes released by their base physician's submission."""
 
-import hashlib
 from datetime import UTC, datetime
 
 import pytest
@@ -11,19 +10,14 @@ from app.db.models import (
     AnnotationSet,
     Assignment,
     AuditEvent,
-    Document,
     PreAnnotationRun,
-    Project,
     Span,
     Study,
 )
 from app.db.models import User as UserRow
-from app.demo.seed import MEDICATION_SCHEMA
-from app.domain.spans import Fragment, SpanData
-from app.domain.vocabulary import SetOrigin, SetStatus, SpanStatus
 from app.services import editing, study
-from app.services.annotation_sets import add_spans
 from app.services.queues import annotator_queue
+from tests.services.study_fixtures import project_with_pre_labels
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 ANNOTATORS = ["dr.a", "dr.b", "dr.c"]
@@ -38,25 +32,8 @@ def world(sessions, password_hashes):
                            password_hash=password_hashes["annotator"])
             for login in ANNOTATORS
         }  # fmt: skip
-        project = Project(name="Study", label_schema=MEDICATION_SCHEMA)
-        db.add_all([*users.values(), project])
-        db.flush()
-        run = PreAnnotationRun(project_id=project.id, name="llm", method="imported", status="succeeded",
-                               is_study_base=True)  # fmt: skip
-        db.add(run)
-        db.flush()
-        for i in range(14):
-            text = f"Note {i}: aspirin 81 mg daily and metoprolol 25 mg twice daily."
-            document = Document(project_id=project.id, external_id=f"n{i:02}", text=text,
-                                sha256=hashlib.sha256(text.encode()).hexdigest())  # fmt: skip
-            db.add(document)
-            db.flush()
-            pre = AnnotationSet(document_id=document.id, origin=SetOrigin.pre_annotation.value,
-                                pre_annotation_run_id=run.id, status=SetStatus.submitted.value)  # fmt: skip
-            db.add(pre)
-            db.flush()
-            start = text.index("aspirin")
-            add_spans(db, pre, [SpanData("Drug", (Fragment(start, start + 7),))], SpanStatus.pending)
+        db.add_all(users.values())
+        project = project_with_pre_labels(db, "Study", "n", 14)
         return {"project_id": project.id, "users": {login: u.id for login, u in users.items()}}
 
 
