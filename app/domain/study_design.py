@@ -180,7 +180,9 @@ def documents_per_condition(conditions: Mapping[str, float], documents: int) -> 
     quotas = {c: round(conditions[c] * documents / total, 9) for c in CONDITIONS if c in conditions}
     counts = {c: math.floor(q) for c, q in quotas.items()}
     left_over = documents - sum(counts.values())
-    by_remainder = sorted(quotas, key=lambda c: (-(quotas[c] - counts[c]), CONDITIONS.index(c)))
+    # Remainders at the same tolerance too: 4/6·2 − 1 and 1/6·2 are equal, not 3e-17 apart, so the tie
+    # goes to the canonical order as exact fractions say.
+    by_remainder = sorted(quotas, key=lambda c: (-round(quotas[c] - counts[c], 9), CONDITIONS.index(c)))
     for condition in by_remainder[:left_over]:
         counts[condition] += 1
     return counts

@@ -422,6 +422,12 @@ ROUNDING = [
     ({"refine_llm": 0.5, "scratch": 0.5}, 5, {"scratch": 3, "refine_llm": 2}),
     ({"refine_human": 1.0}, 0, {"refine_human": 0}),
     ({"scratch": 0.0, "refine_llm": 1.0}, 4, {"scratch": 0, "refine_llm": 4}),
+    # remainders equal as fractions but not as floats (found by hypothesis): the tie is canonical
+    (
+        {"scratch": 4 / 6, "refine_llm": 1 / 6, "refine_human": 1 / 6},
+        2,
+        {"scratch": 2, "refine_llm": 0, "refine_human": 0},
+    ),
 ]
 
 
