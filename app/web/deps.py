@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from itsdangerous import BadSignature, Signer
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import User
+from app.db.models import Project, User
 from app.domain.vocabulary import Role
 from app.runtime import Runtime
 from app.services import auth
@@ -149,3 +149,12 @@ async def verify_csrf(request: Request) -> None:
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]
 Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 Now = Annotated[datetime, Depends(utc_now)]
+
+
+def project_or_404(sessions: sessionmaker[Session], project_id: int) -> Project:
+    """The project a lead's page is about, or a 404."""
+    with sessions() as db:
+        project = db.get(Project, project_id)
+    if project is None:
+        raise HTTPException(status_code=404, detail="No such project.")
+    return project

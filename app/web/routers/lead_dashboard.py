@@ -18,7 +18,7 @@ from app.domain.label_schema import parse_label_schema
 from app.domain.vocabulary import Condition, Role
 from app.services.metrics import MetricsFilter, project_metrics
 from app.web import charts
-from app.web.deps import Sessions, require_role
+from app.web.deps import Sessions, project_or_404, require_role
 from app.web.templating import render
 
 router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
@@ -31,14 +31,6 @@ TIME_KEYS = ("n", "mean", "median", "sd", "ci_low", "ci_high", "confidence", "re
 TIME_COLUMNS = ("condition", "n", "mean_minutes", "median_minutes", "sd_minutes", "ci_low", "ci_high",
                 "confidence", "resamples", "seed")  # fmt: skip
 PUBLISHED_COLUMNS = ("published_mean", "published_ci_low", "published_ci_high")
-
-
-def _project(sessions, project_id: int) -> Project:
-    with sessions() as db:
-        project = db.get(Project, project_id)
-    if project is None:
-        raise HTTPException(status_code=404, detail="No such project.")
-    return project
 
 
 def _filters(request: Request, project: Project) -> tuple[MetricsFilter, float | None]:
@@ -155,7 +147,7 @@ def _charts(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _context(request: Request, sessions, project_id: int) -> dict[str, Any]:
-    project = _project(sessions, project_id)
+    project = project_or_404(sessions, project_id)
     filters, idle = _filters(request, project)
     report = _report(sessions, project, filters, idle)
     # The query string of the figures shown, for the download and report links.
@@ -285,7 +277,7 @@ def dashboard_csv(request: Request, sessions: Sessions, project_id: int) -> Resp
     section = request.query_params.get("section") or ""
     if section not in CSV_SECTIONS:
         raise HTTPException(status_code=422, detail=f"section: must be one of {', '.join(CSV_SECTIONS)}")
-    project = _project(sessions, project_id)
+    project = project_or_404(sessions, project_id)
     filters, idle = _filters(request, project)
     rows = csv_rows(_report(sessions, project, filters, idle), section)
     buffer = io.StringIO()

@@ -8,18 +8,10 @@ from app.db.models import Project
 from app.domain.vocabulary import Role
 from app.services import pre_annotation, run_reports
 from app.services.llm_endpoints import list_endpoints
-from app.web.deps import CurrentIdentity, Sessions, client_address, require_role
+from app.web.deps import CurrentIdentity, Sessions, client_address, project_or_404, require_role
 from app.web.templating import render
 
 router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
-
-
-def _project(sessions, project_id: int) -> Project:
-    with sessions() as db:
-        project = db.get(Project, project_id)
-    if project is None:
-        raise HTTPException(status_code=404, detail="No such project.")
-    return project
 
 
 def _run(sessions, run_id: int) -> tuple[run_reports.RunSummary, int]:
@@ -51,7 +43,7 @@ def _runs_page(request: Request, sessions, project: Project, *, values=None, err
 
 @router.get("/projects/{project_id}/runs")
 def runs(request: Request, sessions: Sessions, project_id: int) -> Response:
-    project = _project(sessions, project_id)
+    project = project_or_404(sessions, project_id)
     if request.headers.get("HX-Request"):
         return render(
             request,
@@ -76,7 +68,7 @@ def _number(form, field: str, kind, default):
 async def start_run(
     request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: int
 ) -> Response:
-    project = _project(sessions, project_id)
+    project = project_or_404(sessions, project_id)
     form = await request.form()
     lexicon_file = form.get("lexicon")
     lexicon_csv, lexicon_source = None, "lexicon.csv"
@@ -117,7 +109,7 @@ async def start_run(
 
 @router.get("/projects/{project_id}/runs/compare")
 def compare(request: Request, sessions: Sessions, project_id: int) -> Response:
-    project = _project(sessions, project_id)
+    project = project_or_404(sessions, project_id)
     try:
         run_ids = [int(r) for r in request.query_params.getlist("run")]
     except ValueError:
@@ -141,7 +133,7 @@ def run_page(request: Request, sessions: Sessions, run_id: int) -> Response:
     context = {"run": run, "project_id": project_id}
     if request.headers.get("HX-Request"):
         return render(request, "lead/run.html", context, block_name="progress")
-    project = _project(sessions, project_id)
+    project = project_or_404(sessions, project_id)
     evaluations = (
         run_reports.evaluate_runs(sessions, project_id, [run_id])
         if run.progress.counts.get("succeeded")

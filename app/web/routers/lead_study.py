@@ -10,18 +10,10 @@ from app.domain.label_schema import parse_label_schema
 from app.domain.study_design import assignments_csv
 from app.domain.vocabulary import Condition, Role
 from app.services import study
-from app.web.deps import CurrentIdentity, Sessions, require_role
+from app.web.deps import CurrentIdentity, Sessions, project_or_404, require_role
 from app.web.templating import render
 
 router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
-
-
-def _project(sessions, project_id: int) -> Project:
-    with sessions() as db:
-        project = db.get(Project, project_id)
-    if project is None:
-        raise HTTPException(status_code=404, detail="No such project.")
-    return project
 
 
 def _number(form, field: str, kind, default):
@@ -95,14 +87,14 @@ def _page(request: Request, sessions, project: Project, *, values=None, preview=
 
 @router.get("/projects/{project_id}/study")
 def study_page(request: Request, sessions: Sessions, project_id: int) -> Response:
-    return _page(request, sessions, _project(sessions, project_id))
+    return _page(request, sessions, project_or_404(sessions, project_id))
 
 
 @router.post("/projects/{project_id}/study")
 async def design(
     request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: int
 ) -> Response:
-    project = _project(sessions, project_id)
+    project = project_or_404(sessions, project_id)
     form = await request.form()
     values = {k: form.getlist(k) if k == "annotators" else form.get(k) for k in form}
     try:
