@@ -362,26 +362,34 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_metrics(args: argparse.Namespace) -> int:
-    import json
-
+def _project_named(runtime, name: str):
+    """The project of that name, or None after saying so on stderr."""
     from sqlalchemy import select
 
     from app.db.models import Project
+
+    with runtime.sessions() as db:
+        project = db.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        print(f"error: no project '{name}'", file=sys.stderr)
+    return project
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
     from app.runtime import open_runtime
     from app.services.metrics import MetricsFilter, project_metrics
 
+    if args.idle is not None and not 0 < args.idle <= 3600:  # before starting any database
+        print("error: --idle must be above 0 and at most 3600 seconds", file=sys.stderr)
+        return 2
     settings = _settings(args)
     _configure_logging(settings)
     runtime = open_runtime(settings)
     try:
-        with runtime.sessions() as db:
-            project = db.scalar(select(Project).where(Project.name == args.project))
+        project = _project_named(runtime, args.project)
         if project is None:
-            print(f"error: no project '{args.project}'", file=sys.stderr)
-            return 2
-        if args.idle is not None and not 0 < args.idle <= 3600:
-            print("error: --idle must be above 0 and at most 3600 seconds", file=sys.stderr)
             return 2
         report = project_metrics(
             runtime.sessions,
@@ -413,9 +421,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
 
-    from app.db.models import Project
     from app.runtime import open_runtime
     from app.services.exports import ExportError, export_project
 
@@ -423,10 +429,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     _configure_logging(settings)
     runtime = open_runtime(settings)
     try:
-        with runtime.sessions() as db:
-            project = db.scalar(select(Project).where(Project.name == args.project))
+        project = _project_named(runtime, args.project)
         if project is None:
-            print(f"error: no project '{args.project}'", file=sys.stderr)
             return 2
         started = time.monotonic()
         fmt = {"events": f"events-{args.events_format}"}.get(args.format, args.format)
