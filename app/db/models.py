@@ -524,3 +524,33 @@ class ExportFile(Base):
     requested_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = created_at()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NoteStatistics(Base):
+    """What the study report needs of one note (app.domain.note_statistics), kept until its sets change.
+
+    ``variant`` names the lead's set and label filters ('' for none); ``fingerprint`` is a digest of every
+    set the record was computed from (ids, versions, statuses, conditions, bases) and of the labels, so a
+    record that no longer matches its note is never used.
+    """
+
+    __tablename__ = "note_statistics"
+
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(300), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    computed_at: Mapped[datetime] = created_at()
+
+
+class MetricsReport(Base):
+    """The figures of one view of a project's report (filters, idle threshold, seed, resamples), kept
+    until a note's sets change: ``fingerprint`` digests every note fingerprint the figures came from."""
+
+    __tablename__ = "metrics_reports"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    view: Mapped[str] = mapped_column(String(500), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    figures: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    computed_at: Mapped[datetime] = created_at()

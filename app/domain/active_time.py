@@ -1,6 +1,7 @@
 """Time spent on an annotation set, computed from the browser's events as metrics.md "Time" defines."""
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -50,10 +51,10 @@ def _ordered_unique(events: list[TimeEvent]) -> list[TimeEvent]:
     return unique
 
 
-def _session_time(page_session: str, events: list[TimeEvent], idle_threshold_ms: float) -> SessionTime:
-    """Active, wall and hidden time of one page session's events."""
+def _session_gaps(events: list[TimeEvent]) -> tuple[list[TimeEvent], list[float], list[float]]:
+    """The session's ordered events, and the gaps between them while visible and while hidden (ms)."""
     ordered = _ordered_unique(events)
-    active_ms: list[float] = []
+    visible_ms: list[float] = []
     hidden_ms: list[float] = []
     hidden = False  # a page starts visible
     for current, following in zip(ordered, ordered[1:], strict=False):
@@ -61,31 +62,65 @@ def _session_time(page_session: str, events: list[TimeEvent], idle_threshold_ms:
             hidden = True
         elif current.kind == VISIBLE:
             hidden = False
-        gap = following.monotonic_ms - current.monotonic_ms
-        if hidden:
-            hidden_ms.append(gap)
-        else:
-            active_ms.append(min(gap, idle_threshold_ms))
+        (hidden_ms if hidden else visible_ms).append(following.monotonic_ms - current.monotonic_ms)
+    return ordered, visible_ms, hidden_ms
+
+
+def _capped_seconds(sorted_gaps_ms: list[float], idle_threshold_ms: float) -> float:
+    # Each gap counts up to the threshold. fsum is exactly rounded, so summing the gaps below the
+    # threshold and the threshold for each longer one gives the same float as summing min(gap, threshold).
+    below = bisect_right(sorted_gaps_ms, idle_threshold_ms)
+    return math.fsum([*sorted_gaps_ms[:below], *[idle_threshold_ms] * (len(sorted_gaps_ms) - below)]) / 1000
+
+
+def _session_time(page_session: str, events: list[TimeEvent], idle_threshold_ms: float) -> SessionTime:
+    """Active, wall and hidden time of one page session's events."""
+    ordered, visible_ms, hidden_ms = _session_gaps(events)
     # The open is sent at page load, so it is the first event; taking the first event rather than
     # searching for the open keeps active <= wall even if an event was stamped before it.
     wall_ms = ordered[-1].monotonic_ms - ordered[0].monotonic_ms
     return SessionTime(
         page_session=page_session,
-        active_seconds=math.fsum(active_ms) / 1000,
+        active_seconds=_capped_seconds(sorted(visible_ms), idle_threshold_ms),
         wall_seconds=wall_ms / 1000,
         events=len(ordered),
         hidden_seconds=math.fsum(hidden_ms) / 1000,
     )
 
 
-def session_times(events: Iterable[TimeEvent], idle_threshold_seconds: float) -> list[SessionTime]:
-    """Time of each page session, in order of the sessions' first appearance in `events`."""
+def _check_threshold(idle_threshold_seconds: float) -> None:
     # `not >` also rejects NaN; an infinite threshold is allowed and means "no idle cut-off".
     if not (idle_threshold_seconds > 0):
         raise ValueError(f"idle_threshold_seconds must be > 0, got {idle_threshold_seconds!r}")
+
+
+def _by_session(events: Iterable[TimeEvent]) -> dict[str, list[TimeEvent]]:
     by_session: dict[str, list[TimeEvent]] = {}
     for event in events:
         by_session.setdefault(event.page_session, []).append(event)
+    return by_session
+
+
+def visible_gaps(events: Iterable[TimeEvent]) -> list[list[float]]:
+    """Per page session, the sorted gaps (ms) between its events while the page was visible.
+
+    That is all active time needs, for any idle threshold (active_seconds_from_gaps), so a submitted
+    set's gaps can be stored once and the lead can move the threshold without the events being read again.
+    """
+    return [sorted(_session_gaps(session)[1]) for session in _by_session(events).values()]
+
+
+def active_seconds_from_gaps(gaps: Iterable[list[float]], idle_threshold_seconds: float) -> float:
+    """total_active_seconds of the events whose visible_gaps these are."""
+    _check_threshold(idle_threshold_seconds)
+    idle_threshold_ms = idle_threshold_seconds * 1000
+    return math.fsum(_capped_seconds(session, idle_threshold_ms) for session in gaps)
+
+
+def session_times(events: Iterable[TimeEvent], idle_threshold_seconds: float) -> list[SessionTime]:
+    """Time of each page session, in order of the sessions' first appearance in `events`."""
+    _check_threshold(idle_threshold_seconds)
+    by_session = _by_session(events)
     idle_threshold_ms = idle_threshold_seconds * 1000
     return [
         _session_time(page_session, session_events, idle_threshold_ms)

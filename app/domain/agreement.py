@@ -608,15 +608,18 @@ def _resampled_sums(rows: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """Resamples × columns: the documents' rows summed over each resample (the draws of bootstrap_ci)."""
     documents = rows.shape[0]
     generator = _generator(seed)
-    matrix = rows.astype(np.float64)  # exact: the counts stay far below 2**53
-    sums = np.empty((resamples, matrix.shape[1]))
+    # Columns that are 0 in every document sum to 0 in every resample: only the others are multiplied
+    # (a study's confusion tables and relation counts are mostly such columns).
+    used = np.flatnonzero(rows.any(axis=0))
+    matrix = rows[:, used].astype(np.float64)  # exact: the counts stay far below 2**53
+    sums = np.zeros((resamples, rows.shape[1]))
     for first in range(0, resamples, _CHUNK):
         size = min(_CHUNK, resamples - first)
         # How often each document was drawn in each resample: a chunk of resample sums is one matrix product.
         drawn = np.stack([generator.integers(0, documents, size=documents) for _ in range(size)])
         offsets = (np.arange(size)[:, None] * documents + drawn).ravel()
         weights = np.bincount(offsets, minlength=size * documents).reshape(size, documents)
-        sums[first : first + size] = weights.astype(np.float64) @ matrix
+        sums[first : first + size, used] = weights.astype(np.float64) @ matrix
     return sums
 
 
@@ -704,25 +707,6 @@ def _mean_over_pairs(figures: Callable[[np.ndarray], np.ndarray]) -> Callable[[n
     return mean
 
 
-@dataclass
-class _PairStatistics:
-    """Per-document sufficient statistics of one pair, one row per document both submitted."""
-
-    documents: list[str]
-    spans: dict[str, np.ndarray]  # rule -> documents × labels × (matched, |A|, |B|)
-    relations: dict[str, np.ndarray]  # rule -> documents × types × (matched, |A|, |B|)
-    confusion: np.ndarray  # documents × categories × categories
-
-
-def _counts_rows(per_document: list[dict[str, AgreementCounts]], order: Sequence[str]) -> np.ndarray:
-    position = {label: index for index, label in enumerate(order)}
-    rows = np.zeros((len(per_document), len(order), 3), dtype=np.int64)
-    for row, counts in enumerate(per_document):
-        for label, label_counts in counts.items():
-            rows[row, position[label]] = (label_counts.matched, label_counts.size_a, label_counts.size_b)
-    return rows
-
-
 def _labelled(result: tuple[list[float | None], list[Interval]], names: Sequence[str]) -> dict:
     values, intervals = result
     figures = [_figure(value, interval) for value, interval in zip(values, intervals, strict=True)]
@@ -737,42 +721,103 @@ def _kappas(result: tuple[list[float | None], list[Interval]]) -> dict:
     }
 
 
-def _pair_statistics(
-    annotations: Annotations,
-    relations: Relations,
-    a: str,
-    b: str,
-    summaries: Mapping[tuple[str, str], _SpanSummary],
-    codes: "_TokenCodes",
-    order: Sequence[str],
-    type_order: Sequence[str],
-) -> _PairStatistics:
-    documents = _both_submitted(annotations, a, b)
-    spans, relation_rows = {}, {}
-    for rule in RULES:
-        spans[rule] = _counts_rows(
-            [_span_document_counts(summaries[(d, a)], summaries[(d, b)], rule) for d in documents], order
-        )
-        relation_rows[rule] = _counts_rows(
-            [
-                _relation_document_counts(
-                    relations.get(d, {}).get(a, ()), relations.get(d, {}).get(b, ()), rule
-                )
-                for d in documents
-            ],
-            type_order,
-        )
-    confusion = np.zeros((len(documents), codes.categories, codes.categories), dtype=np.int64)
-    for row, document in enumerate(documents):
-        by_annotator = codes.of(document)
-        confusion[row] = _confusion(by_annotator[a], by_annotator[b], codes.categories)
-    return _PairStatistics(documents, spans, relation_rows, confusion)
+# ---------------------------------------------------------------------------------------------------------
+# One document's share of the report, and the report pooled from the shares
+#
+# Every pooled figure is a function of per-document sums, so a document's share can be computed once when
+# its sets change, stored, and pooled with the others' for every later report (app.services.metrics). A
+# share names labels, not codes: documents computed when other labels had been seen still pool.
 
 
-def agreement_report(
-    annotations: Annotations,
-    relations: Relations,
-    texts: Mapping[str, str],
+def _counts_entries(counts: Mapping[str, AgreementCounts]) -> list[list]:
+    return [[label, c.matched, c.size_a, c.size_b] for label, c in counts.items()]
+
+
+def _sparse(matrix: np.ndarray, names: Sequence[str | None]) -> list[list]:
+    rows, columns = np.nonzero(matrix)
+    return [
+        [names[i], names[j], int(matrix[i, j])] for i, j in zip(rows.tolist(), columns.tolist(), strict=True)
+    ]
+
+
+def document_agreement(
+    document: str,
+    by_annotator: Mapping[str, Sequence[SpanData]],
+    relations: Mapping[str, Sequence[RelationData]],
+    text: str | None,
+    labels: Sequence[str],
+) -> dict:
+    """What pooled_agreement needs of one document, as plain JSON.
+
+    ``by_annotator`` holds the spans of every annotator who submitted the document (possibly none),
+    ``relations`` theirs; the text is needed only when two or more annotators did.
+    """
+    annotators = sorted(by_annotator)
+    seen = sorted({span.label for spans in by_annotator.values() for span in spans})
+    share: dict = {
+        "annotators": annotators,
+        "labels": seen,
+        "relation_types": sorted({r.type for a in annotators for r in relations.get(a, ())}),
+        "pairs": [],
+        "fleiss": None,
+        "coincidence": None,
+        "strict_f1_mean": None,
+    }
+    if len(annotators) < 2:
+        return share
+    if text is None:
+        raise ValueError(f"token-level agreement needs the text of document {document!r}")
+    # This document's labels in report order: the pooled order keeps their relative order (schema labels
+    # first, then the others sorted), so token categories break ties exactly as over the whole corpus.
+    order = _label_order(labels, seen)
+    names: list[str | None] = [None, *order]  # code 0 is O
+    categories = len(names)
+    starts, ends = _token_bounds(text)
+    try:
+        codes = {
+            a: _category_codes(starts, ends, len(text), by_annotator[a], _codes(order)) for a in annotators
+        }
+    except ValueError as error:
+        raise ValueError(f"document {document!r}: {error}") from None
+    summaries = {a: _summarise_spans(by_annotator[a]) for a in annotators}
+    strict_f1 = []
+    for a, b in combinations(annotators, 2):
+        spans = {rule: _span_document_counts(summaries[a], summaries[b], rule) for rule in RULES}
+        relation_counts = {
+            rule: _relation_document_counts(relations.get(a, ()), relations.get(b, ()), rule)
+            for rule in RULES
+        }
+        strict_f1.append(sum(spans["strict"].values(), _NO_COUNTS).f1)
+        share["pairs"].append(
+            {
+                "annotators": [a, b],
+                "spans": {rule: _counts_entries(spans[rule]) for rule in RULES},
+                "relations": {rule: _counts_entries(relation_counts[rule]) for rule in RULES},
+                "confusion": _sparse(_confusion(codes[a], codes[b], categories), names),
+            }
+        )
+    counts = _category_counts(codes.values(), categories)
+    totals = counts.sum(axis=0)
+    if len(annotators) >= 3:
+        share["fleiss"] = {
+            "tokens": int(counts.shape[0]),
+            "squares": int((counts * counts).sum()),
+            "totals": [[names[j], int(totals[j])] for j in np.nonzero(totals)[0].tolist()],
+        }
+    # The coincidence matrix times (coders − 1), in integers; pooled_agreement divides, as
+    # _coincidence_matrix does.
+    share["coincidence"] = _sparse(counts.T @ counts - np.diag(totals), names)
+    share["strict_f1_mean"] = _mean_defined(strict_f1)
+    return share
+
+
+def _fill_counts(target: np.ndarray, row: int, entries: list[list], position: Mapping[str, int]) -> None:
+    for label, matched, size_a, size_b in entries:
+        target[row, position[label]] = (matched, size_a, size_b)
+
+
+def pooled_agreement(
+    shares: Mapping[str, Mapping],
     labels: Sequence[str],
     *,
     relation_types: Sequence[str] = (),
@@ -780,103 +825,114 @@ def agreement_report(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict:
-    """Every agreement figure of metrics.md with percentile-bootstrap intervals; JSON-serialisable."""
+    """The agreement report from the documents' shares (document_agreement), in the documents' order."""
     _check_bootstrap(resamples, level)
-    order = _label_order(labels, _labels_in(annotations))
-    annotators = sorted({annotator for by_annotator in annotations.values() for annotator in by_annotator})
-    seen_types = {
-        relation.type
-        for document, by_annotator in relations.items()
-        if document in annotations
-        for annotator, items in by_annotator.items()
-        if annotator in annotations[document]
-        for relation in items
-    }
-    type_order = _label_order(relation_types, seen_types)
-    codes = _TokenCodes(annotations, texts, order)
-    counts_per_document = _annotator_counts(annotations)
-    shared = [document for document, count in counts_per_document.items() if count >= 2]
-    summaries = {
-        (document, annotator): _summarise_spans(spans)
-        for document in shared
-        for annotator, spans in annotations[document].items()
-    }
-    pairs = {
-        (a, b): _pair_statistics(annotations, relations, a, b, summaries, codes, order, type_order)
-        for a, b in combinations(annotators, 2)
-    }
-    bootstrap = _Bootstrap(resamples, seed, level)
+    order = _label_order(labels, {label for share in shares.values() for label in share["labels"]})
+    type_order = _label_order(
+        relation_types, {kind for share in shares.values() for kind in share["relation_types"]}
+    )
+    annotators = sorted({annotator for share in shares.values() for annotator in share["annotators"]})
+    label_position = {label: index for index, label in enumerate(order)}
+    type_position = {kind: index for index, kind in enumerate(type_order)}
+    code_of: dict[str | None, int] = {None: 0, **{label: index + 1 for index, label in enumerate(order)}}
+    categories = len(order) + 1
+    shared = [document for document, share in shares.items() if len(share["annotators"]) >= 2]
+    pair_names = list(combinations(annotators, 2))
+    pair_index = {pair: index for index, pair in enumerate(pair_names)}
 
-    pair_handles = {
-        pair: {
-            "spans": {rule: bootstrap.add(statistics.spans[rule], _f1_figures) for rule in RULES},
-            "relations": {rule: bootstrap.add(statistics.relations[rule], _f1_figures) for rule in RULES},
-            "kappa": bootstrap.add(statistics.confusion, _kappa_figures),
-        }
-        for pair, statistics in pairs.items()
+    # Which documents each pair did, in document order, before the arrays are sized.
+    pair_documents: list[list[int]] = [[] for _ in pair_names]  # positions in `shared`
+    for row, document in enumerate(shared):
+        for pair in shares[document]["pairs"]:
+            pair_documents[pair_index[tuple(pair["annotators"])]].append(row)
+    span_rows = {
+        rule: [np.zeros((len(rows), len(order), 3), dtype=np.int64) for rows in pair_documents]
+        for rule in RULES
     }
+    relation_rows = {
+        rule: [np.zeros((len(rows), len(type_order), 3), dtype=np.int64) for rows in pair_documents]
+        for rule in RULES
+    }
+    confusion_rows = [
+        np.zeros((len(rows), categories, categories), dtype=np.int64) for rows in pair_documents
+    ]
+    filled = [0] * len(pair_names)
+    coincidences = np.zeros((len(shared), categories, categories))
+    for row, document in enumerate(shared):
+        share = shares[document]
+        for pair in share["pairs"]:
+            index = pair_index[tuple(pair["annotators"])]
+            at = filled[index]
+            filled[index] += 1
+            for rule in RULES:
+                _fill_counts(span_rows[rule][index], at, pair["spans"][rule], label_position)
+                _fill_counts(relation_rows[rule][index], at, pair["relations"][rule], type_position)
+            confusion = confusion_rows[index][at]
+            for a, b, count in pair["confusion"]:
+                confusion[code_of[a], code_of[b]] = count
+        numerators = np.zeros((categories, categories), dtype=np.int64)
+        for a, b, value in share["coincidence"]:
+            numerators[code_of[a], code_of[b]] = value
+        coincidences[row] = numerators / (len(share["annotators"]) - 1)
+
+    bootstrap = _Bootstrap(resamples, seed, level)
+    pair_handles = [
+        {
+            "spans": {rule: bootstrap.add(span_rows[rule][index], _f1_figures) for rule in RULES},
+            "relations": {rule: bootstrap.add(relation_rows[rule][index], _f1_figures) for rule in RULES},
+            "kappa": bootstrap.add(confusion_rows[index], _kappa_figures),
+        }
+        for index in range(len(pair_names))
+    ]
 
     # Means over pairs resample every document with >= 2 annotators and recompute each pair's pooled
     # figure on the documents it drew, so a pair's rows are zero where it did not annotate both.
-    position = {document: row for row, document in enumerate(shared)}
-
-    def aligned(block: Callable[[_PairStatistics], np.ndarray], features: tuple[int, ...]) -> np.ndarray:
-        rows = np.zeros((len(shared), len(pairs), *features), dtype=np.int64)
-        for column, statistics in enumerate(pairs.values()):
-            rows[[position[d] for d in statistics.documents], column] = block(statistics)
+    def aligned(blocks: list[np.ndarray]) -> np.ndarray:
+        rows = np.zeros((len(shared), len(pair_names), *blocks[0].shape[1:]), dtype=np.int64)
+        for column, block in enumerate(blocks):
+            rows[pair_documents[column], column] = block
         return rows
 
     mean_handles = None
-    if pairs:
-        labels_shape, types_shape = (len(order), 3), (len(type_order), 3)
+    if pair_names:
         mean_handles = {
             "spans": {
-                rule: bootstrap.add(
-                    aligned(lambda s, rule=rule: s.spans[rule], labels_shape), _mean_over_pairs(_f1_figures)
-                )
-                for rule in RULES
+                rule: bootstrap.add(aligned(span_rows[rule]), _mean_over_pairs(_f1_figures)) for rule in RULES
             },
             "relations": {
-                rule: bootstrap.add(
-                    aligned(lambda s, rule=rule: s.relations[rule], types_shape),
-                    _mean_over_pairs(_f1_figures),
-                )
+                rule: bootstrap.add(aligned(relation_rows[rule]), _mean_over_pairs(_f1_figures))
                 for rule in RULES
             },
-            "kappa": bootstrap.add(
-                aligned(lambda s: s.confusion, (codes.categories, codes.categories)),
-                _mean_over_pairs(_kappa_figures),
-            ),
+            "kappa": bootstrap.add(aligned(confusion_rows), _mean_over_pairs(_kappa_figures)),
         }
 
-    m = fleiss_default_m(annotations)
-    fleiss_handle = None
+    frequency = Counter(len(share["annotators"]) for share in shares.values())
+    frequency = Counter({count: n for count, n in frequency.items() if count >= 3})
+    m = max(frequency, key=lambda count: (frequency[count], count)) if frequency else None
+    fleiss_handle = eligible = None
     if m is not None:
-        eligible = [document for document, count in counts_per_document.items() if count == m]
-        fleiss_rows = np.stack(
-            [_fleiss_row(_category_counts(codes.of(d).values(), codes.categories)) for d in eligible]
-        )
+        eligible = [document for document in shared if len(shares[document]["annotators"]) == m]
+        fleiss_rows = np.zeros((len(eligible), categories + 2), dtype=np.int64)
+        for row, document in enumerate(eligible):
+            fleiss = shares[document]["fleiss"]
+            fleiss_rows[row, 0], fleiss_rows[row, 1] = fleiss["tokens"], fleiss["squares"]
+            for label, total in fleiss["totals"]:
+                fleiss_rows[row, 2 + code_of[label]] = total
         fleiss_handle = bootstrap.add(fleiss_rows, lambda sums: _fleiss_from_sums(sums, m))
-
-    coincidences = np.zeros((len(shared), codes.categories, codes.categories))
-    for row, document in enumerate(shared):
-        by_annotator = codes.of(document)
-        counts = _category_counts(by_annotator.values(), codes.categories)
-        coincidences[row] = _coincidence_matrix(counts, len(by_annotator))
     alpha_handle = bootstrap.add(coincidences, _alpha_from_coincidences)
 
     results = bootstrap.run()
     pair_reports = [
         {
             "annotators": [a, b],
-            "documents": len(pairs[(a, b)].documents),
+            "documents": len(pair_documents[index]),
             "span_f1": {rule: _labelled(results[handles["spans"][rule]], order) for rule in RULES},
             "token_kappa": _kappas(results[handles["kappa"]]),
             "relation_f1": {
                 rule: _labelled(results[handles["relations"][rule]], type_order) for rule in RULES
             },
         }
-        for (a, b), handles in pair_handles.items()
+        for index, ((a, b), handles) in enumerate(zip(pair_names, pair_handles, strict=True))
     ]
     mean_report = None
     if mean_handles is not None:
@@ -905,6 +961,35 @@ def agreement_report(
     }
 
 
+def agreement_report(
+    annotations: Annotations,
+    relations: Relations,
+    texts: Mapping[str, str],
+    labels: Sequence[str],
+    *,
+    relation_types: Sequence[str] = (),
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Every agreement figure of metrics.md with percentile-bootstrap intervals; JSON-serialisable."""
+    _check_bootstrap(resamples, level)
+    shares = {
+        document: document_agreement(
+            document, by_annotator, relations.get(document, {}), texts.get(document), labels
+        )
+        for document, by_annotator in annotations.items()
+    }
+    return pooled_agreement(
+        shares, labels, relation_types=relation_types, resamples=resamples, seed=seed, level=level
+    )
+
+
+def ranked_by_disagreement(means: Iterable[tuple[str, float | None]]) -> list[tuple[str, float | None]]:
+    """(document, mean pairwise strict F1) worst first, undefined last, ties by document."""
+    return sorted(means, key=lambda item: (item[1] is None, item[1] if item[1] is not None else 0.0, item[0]))
+
+
 def documents_by_disagreement(
     annotations: Annotations, labels: Sequence[str]
 ) -> list[tuple[str, float | None]]:
@@ -919,6 +1004,4 @@ def documents_by_disagreement(
             for a, b in combinations(sorted(by_annotator), 2)
         ]
         ranked.append((document, _mean_defined(f1_values)))
-    return sorted(
-        ranked, key=lambda item: (item[1] is None, item[1] if item[1] is not None else 0.0, item[0])
-    )
+    return ranked_by_disagreement(ranked)

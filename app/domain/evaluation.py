@@ -457,3 +457,40 @@ def evaluate_relations(
         lambda g, s: match_relations(g, s, rule=mode),
     )
     return _assemble(mode, counts, types, False)
+
+
+def evaluation_counts(
+    reference: Sequence[SpanData], response: Sequence[SpanData], text: str
+) -> dict[str, list[list]]:
+    """One document's share of evaluate_all, as JSON: mode -> [[label, tp, fp, fn], ...].
+
+    Evaluations pool per-document counts, so a document's share can be stored when its sets change and
+    summed later (evaluations_from_counts) without reading its spans again.
+    """
+    evaluations = evaluate_all({"": reference}, {"": response}, {"": text})
+    return {
+        mode: [[label, c.tp, c.fp, c.fn] for label, c in evaluation.per_label.items()]
+        for mode, evaluation in evaluations.items()
+    }
+
+
+def evaluations_from_counts(
+    shares: Iterable[Mapping[str, list[list]]], labels: Sequence[str] | None = None
+) -> dict[str, Evaluation]:
+    """evaluate_all over the documents whose evaluation_counts these are."""
+    totals: dict[str, dict[str, list[int]]] = {mode: {} for mode in MODES}
+    for share in shares:
+        for mode, entries in share.items():
+            by_label = totals[mode]
+            for label, tp, fp, fn in entries:
+                total = by_label.get(label)
+                if total is None:
+                    by_label[label] = [tp, fp, fn]
+                else:
+                    total[0] += tp
+                    total[1] += fp
+                    total[2] += fn
+    return {
+        mode: _assemble(mode, {label: Counts(*c) for label, c in totals[mode].items()}, labels, False)
+        for mode in MODES
+    }

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import numpy as np
 from scipy import stats
 
-from app.domain.active_time import TimeEvent, total_active_seconds
+from app.domain.active_time import TimeEvent, active_seconds_from_gaps, visible_gaps
 from app.domain.vocabulary import EditKind
 
 SetKey = TypeVar("SetKey", bound=Hashable)
@@ -258,8 +258,20 @@ def document_minutes(
         else:
             submits = [e.seq for e in events if e.kind == EditKind.submit]
             submit_seq = max(submits) if submits else None
-        if submit_seq is None:
-            continue
-        kept = _up_to_submission(events, submit_seq)
-        minutes[set_key] = total_active_seconds(kept, idle_threshold_seconds) / 60
+        gaps = submission_gaps(events, submit_seq)
+        if gaps is not None:
+            minutes[set_key] = minutes_from_gaps(gaps, idle_threshold_seconds)
     return minutes
+
+
+def submission_gaps(events: list[TimeEvent], submit_seq: int | None) -> list[list[float]] | None:
+    """The visible gaps (active_time.visible_gaps) of one set's events up to its submission at log
+    position submit_seq (see document_minutes); None for a set not submitted."""
+    if submit_seq is None:
+        return None
+    return visible_gaps(_up_to_submission(events, submit_seq))
+
+
+def minutes_from_gaps(gaps: Iterable[list[float]], idle_threshold_seconds: float) -> float:
+    """Active minutes of a set from its submission_gaps, at the given idle threshold."""
+    return active_seconds_from_gaps(gaps, idle_threshold_seconds) / 60

@@ -131,6 +131,33 @@ def defer(task_name: str, conninfo: str | None = None, **arguments: Any) -> int:
         return queue.configure_task(f"clinann.{task_name}", allow_unknown=False).defer(**arguments)
 
 
+def defer_once_later(
+    task_name: str, lock: str, delay_seconds: float, conninfo: str | None = None, **arguments: Any
+) -> bool:
+    """Queue a job to run in delay_seconds unless one with the same lock is waiting; True if queued."""
+    queue = make_job_queue(conninfo or runtime().database.libpq_url)
+    with queue.open():
+        task = queue.configure_task(
+            f"clinann.{task_name}",
+            allow_unknown=False,
+            queueing_lock=lock,
+            schedule_in={"seconds": delay_seconds},
+        )
+        try:
+            task.defer(**arguments)
+        except procrastinate.exceptions.AlreadyEnqueued:
+            return False
+    return True
+
+
+@job("refresh_metrics", queue="maintenance")
+def refresh_metrics(project_id: int) -> None:
+    """Compute a project's report after submissions, so the lead's next dashboard load reads it."""
+    from app.services.metrics import project_metrics
+
+    project_metrics(runtime().sessions, project_id)
+
+
 @job("verify_document_integrity", queue="maintenance")
 def verify_document_integrity(project_id: int) -> dict[str, Any]:
     """Recompute the sha256 of every note of a project and audit the result.

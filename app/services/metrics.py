@@ -5,12 +5,15 @@ One function, ``project_metrics``, makes the versioned report that the dashboard
 README (``METRICS_SCHEMA``); a change to it gets a new version.
 """
 
-from collections import defaultdict
+import hashlib
+import json
+from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, any_, bindparam, select
+from sqlalchemy import ARRAY, Integer, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import (
@@ -18,6 +21,8 @@ from app.db.models import (
     Assignment,
     Document,
     EditEvent,
+    MetricsReport,
+    NoteStatistics,
     PreAnnotationRun,
     Project,
     Relation,
@@ -26,13 +31,11 @@ from app.db.models import (
     User,
 )
 from app.domain.active_time import TimeEvent
-from app.domain.agreement import agreement_report, documents_by_disagreement
-from app.domain.edit_mix import edit_event_counts, edit_mix, edit_mix_by_label, sum_edit_mixes
-from app.domain.evaluation import Evaluation, RelationData, evaluate_all
+from app.domain.evaluation import RelationData
 from app.domain.label_schema import parse_label_schema, parse_study_settings
+from app.domain.note_statistics import LAYOUT, NoteWork, SubmittedWork, note_statistics, pooled_report
 from app.domain.spans import Fragment, SpanData
-from app.domain.study_time import PUBLISHED_REFERENCE, condition_summary, document_minutes, pipeline_savings
-from app.domain.vocabulary import Condition, EditKind, SetOrigin
+from app.domain.vocabulary import EditKind, SetOrigin, SetStatus
 
 METRICS_SCHEMA = "clinann.metrics/1"
 
@@ -44,6 +47,12 @@ def _among(column, ids):
 
 
 TIME_KINDS = {"open", "close", "visible", "hidden", "activity"}
+# Notes whose records are computed per REFRESH_CHUNK notes: bounded memory on a first computation.
+REFRESH_CHUNK = 500
+# A note's record is stored once its last submission is this old: activity the page stamped before the
+# submit may arrive just after it.
+SETTLE_TIME = timedelta(minutes=2)
+REFRESH_MARGIN = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -54,27 +63,6 @@ class MetricsFilter:
     annotator: str | None = None
     label: str | None = None
     condition: str | None = None
-
-
-def _evaluation_json(evaluation: Evaluation) -> dict[str, Any]:
-    def counts(c) -> dict[str, Any]:
-        return {"tp": c.tp, "fp": c.fp, "fn": c.fn, "precision": c.precision, "recall": c.recall,
-                "f1": c.f1, "f2": c.f2}  # fmt: skip
-
-    return {
-        "micro": counts(evaluation.micro),
-        "macro": {
-            "precision": evaluation.macro_precision,
-            "recall": evaluation.macro_recall,
-            "f1": evaluation.macro_f1,
-            "f2": evaluation.macro_f2,
-        },
-        "per_label": {label: counts(c) for label, c in evaluation.per_label.items()},
-    }
-
-
-def _evaluations_json(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
-    return {mode: _evaluation_json(e) for mode, e in evaluations.items()}
 
 
 def _spans_of(
@@ -123,6 +111,162 @@ def set_spans_and_texts(
     return annotations, {str(d): t for d, t in texts.items()}
 
 
+def _variant(filters: MetricsFilter) -> str:
+    """The stored records' key for the filters that change what a note's record holds ('' for none); the
+    batch filter only picks notes, so it shares the unfiltered records."""
+    if filters.annotator is None and filters.condition is None and filters.label is None:
+        return ""
+    return json.dumps([filters.annotator, filters.condition, filters.label])
+
+
+def _fingerprint(labels: list[str], variant: str, note_sets: list[tuple], gold: tuple | None) -> str:
+    digest = hashlib.sha256(repr((LAYOUT, labels, variant, sorted(note_sets), gold)).encode())
+    return digest.hexdigest()
+
+
+def _note_works(
+    db: Session, document_ids: list[int], sets_by_document: dict[int, list], gold_sets: dict[int, int],
+    label: str | None,
+) -> dict[int, NoteWork]:  # fmt: skip
+    """The submitted work of the given notes, read in a few queries: spans, relations, events, texts."""
+    submitted = [s for d in document_ids for s in sets_by_document[d]]
+    submitted_ids = [s.id for s in submitted]
+    base_ids = {s.base_set_id for s in submitted if s.base_set_id is not None}
+    gold_ids = {gold_sets[d] for d in document_ids if d in gold_sets}
+    spans, by_span_id = _spans_of(db, sorted(set(submitted_ids) | base_ids | gold_ids), label)
+    relations: dict[int, list[RelationData]] = defaultdict(list)
+    for set_id, type_, head, tail in db.execute(
+        select(Relation.annotation_set_id, Relation.type, Relation.head_span_id, Relation.tail_span_id).where(
+            _among(Relation.annotation_set_id, submitted_ids)
+        )
+    ):
+        if head in by_span_id and tail in by_span_id:
+            relations[set_id].append(RelationData(type_, by_span_id[head], by_span_id[tail]))
+    time_events: dict[int, list[TimeEvent]] = defaultdict(list)
+    kinds: dict[int, Counter] = defaultdict(Counter)
+    submit_seq: dict[int, int] = {}
+    for set_id, page_session, kind, monotonic, event_id in db.execute(
+        select(
+            EditEvent.annotation_set_id,
+            EditEvent.page_session_id,
+            EditEvent.kind,
+            EditEvent.client_monotonic_ms,
+            EditEvent.id,
+        )  # fmt: skip
+        .where(_among(EditEvent.annotation_set_id, submitted_ids))
+        .order_by(EditEvent.id)
+    ):
+        if kind not in TIME_KINDS:
+            kinds[set_id][kind] += 1
+        if kind == EditKind.submit.value:
+            submit_seq[set_id] = event_id
+        if monotonic is not None:
+            time_events[set_id].append(TimeEvent(page_session or "", kind, monotonic, event_id))
+    texts = dict(
+        db.execute(select(Document.id, Document.text).where(_among(Document.id, document_ids))).all()
+    )
+    return {
+        d: NoteWork(
+            document=str(d),
+            text=texts[d],
+            submitted=[
+                SubmittedWork(
+                    set_id=s.id,
+                    annotator=s.username,
+                    condition=s.condition,
+                    spans=spans.get(s.id, []),
+                    relations=relations.get(s.id, []),
+                    time_events=time_events.get(s.id, []),
+                    submit_seq=submit_seq.get(s.id),
+                    edit_kinds=kinds.get(s.id, {}),
+                    base_spans=None if s.base_set_id is None else spans.get(s.base_set_id, []),
+                )
+                for s in sets_by_document[d]
+            ],
+            gold=spans.get(gold_sets[d], []) if d in gold_sets else None,
+        )
+        for d in document_ids
+    }
+
+
+def _refresh_notes(
+    sessions: sessionmaker[Session],
+    stale: list[int],
+    fingerprints: dict[int, str],
+    settled: set[int],
+    sets_by_document: dict[int, list],
+    gold_sets: dict[int, int],
+    labels: list[str],
+    variant: str,
+    label: str | None,
+) -> dict[int, dict[str, Any]]:
+    """Compute the records of the stale notes, in chunks, storing each chunk in its own transaction (a
+    long first computation keeps what it has done if it is interrupted)."""
+    records: dict[int, dict[str, Any]] = {}
+    for first in range(0, len(stale), REFRESH_CHUNK):
+        chunk = stale[first : first + REFRESH_CHUNK]
+        with sessions() as db:
+            works = _note_works(db, chunk, sets_by_document, gold_sets, label)
+        computed = {d: note_statistics(works[d], labels) for d in chunk}
+        records.update(computed)
+        # A note submitted moments ago may still get activity its page sent before the submit; its
+        # record is used now but stored only once the note has settled.
+        rows = [
+            {"document_id": d, "variant": variant, "fingerprint": fingerprints[d], "statistics": computed[d]}
+            for d in chunk
+            if d in settled
+        ]
+        if rows:
+            with sessions.begin() as db:
+                statement = pg_insert(NoteStatistics).values(rows)
+                db.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=[NoteStatistics.document_id, NoteStatistics.variant],
+                        set_={
+                            "fingerprint": statement.excluded.fingerprint,
+                            "statistics": statement.excluded.statistics,
+                            "computed_at": func.now(),
+                        },
+                    )
+                )
+    return records
+
+
+def refresh_after_submission(sessions: sessionmaker[Session], set_id: int) -> bool:
+    """Queue the computation of the project's report for when a submission has settled (one waiting
+    computation per project, however many physicians submit meanwhile). True if one was queued."""
+    from app.jobs import defer_once_later
+
+    with sessions() as db:
+        project_id = db.scalar(
+            select(Document.project_id)
+            .join(AnnotationSet, AnnotationSet.document_id == Document.id)
+            .where(AnnotationSet.id == set_id)
+        )
+    if project_id is None:
+        return False
+    delay = (SETTLE_TIME + REFRESH_MARGIN).total_seconds()
+    return defer_once_later("refresh_metrics", f"metrics-{project_id}", delay, project_id=project_id)
+
+
+def _keep_figures(sessions: sessionmaker[Session], project_id: int, view: str, fingerprint: str,
+                  figures: dict[str, Any]) -> None:  # fmt: skip
+    with sessions.begin() as db:
+        statement = pg_insert(MetricsReport).values(
+            project_id=project_id, view=view, fingerprint=fingerprint, figures=figures
+        )
+        db.execute(
+            statement.on_conflict_do_update(
+                index_elements=[MetricsReport.project_id, MetricsReport.view],
+                set_={
+                    "fingerprint": fingerprint,
+                    "figures": statement.excluded.figures,
+                    "computed_at": func.now(),
+                },
+            )
+        )
+
+
 def project_metrics(
     sessions: sessionmaker[Session],
     project_id: int,
@@ -132,13 +276,18 @@ def project_metrics(
     agreement_resamples: int = 1000,
     time_resamples: int = 2000,
     seed: int | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The whole report for a project: progress, time and savings, quality, edit mix, agreement.
 
     ``seed`` defaults to the project's recorded bootstrap seed, so every place that shows a figure
-    (dashboard, API, command line) gives the same interval and a reader can reproduce it.
+    (dashboard, API, command line) gives the same interval and a reader can reproduce it. Each note's
+    share of the figures comes from its stored record when the record still matches the note's sets,
+    and is computed (and stored) otherwise, so the report is always that of the sets as they are now.
     """
     filters = filters or MetricsFilter()
+    now = now or datetime.now(UTC)
+    variant = _variant(filters)
     with sessions() as db:
         project = db.get(Project, project_id)
         if project is None:
@@ -151,94 +300,129 @@ def project_metrics(
         if filters.label is not None:
             labels = [label for label in labels if label == filters.label]
 
-        documents_query = select(Document.id, Document.external_id, Document.text).where(
-            Document.project_id == project_id
-        )
+        documents_query = select(Document.id, Document.external_id).where(Document.project_id == project_id)
         if filters.batch_id is not None:
             documents_query = documents_query.where(Document.batch_id == filters.batch_id)
-        documents = {i: (external, text) for i, external, text in db.execute(documents_query)}
+        external = dict(db.execute(documents_query).all())
+        document_ids = sorted(external)
 
         sets_query = (
             select(
                 AnnotationSet.id,
                 AnnotationSet.document_id,
-                User.username,
+                AnnotationSet.version,
                 AnnotationSet.condition,
-                AnnotationSet.status,
                 AnnotationSet.base_set_id,
+                AnnotationSet.submitted_at,
+                User.username,
             )  # fmt: skip
             .join(User, User.id == AnnotationSet.annotator_id)
             .where(
                 AnnotationSet.origin == SetOrigin.annotator.value,
-                _among(AnnotationSet.document_id, list(documents)),
+                AnnotationSet.status == SetStatus.submitted.value,
+                _among(AnnotationSet.document_id, document_ids),
             )
+            .order_by(AnnotationSet.id)
         )
         if filters.annotator is not None:
             sets_query = sets_query.where(User.username == filters.annotator)
         if filters.condition is not None:
             sets_query = sets_query.where(AnnotationSet.condition == filters.condition)
-        sets = db.execute(sets_query).all()
-        submitted = [s for s in sets if s.status == "submitted"]
-        gold_sets = dict(
-            db.execute(
-                select(AnnotationSet.document_id, AnnotationSet.id).where(
-                    AnnotationSet.origin == SetOrigin.gold.value,
-                    _among(AnnotationSet.document_id, list(documents)),
-                )
-            ).all()
-        )
+        submitted = db.execute(sets_query).all()
+        gold_rows = db.execute(
+            select(AnnotationSet.document_id, AnnotationSet.id, AnnotationSet.version)
+            .where(
+                AnnotationSet.origin == SetOrigin.gold.value,
+                _among(AnnotationSet.document_id, document_ids),
+            )
+            .order_by(AnnotationSet.id)
+        ).all()
         base_ids = sorted({s.base_set_id for s in submitted if s.base_set_id is not None})
-        span_sets = sorted({s.id for s in submitted} | set(base_ids) | set(gold_sets.values()))
-        spans, by_span_id = _spans_of(db, span_sets, filters.label)
-        relations: dict[int, list[RelationData]] = defaultdict(list)
-        for set_id, type_, head, tail in db.execute(
-            select(
-                Relation.annotation_set_id, Relation.type, Relation.head_span_id, Relation.tail_span_id
-            ).where(_among(Relation.annotation_set_id, [s.id for s in submitted]))
-        ):
-            if head in by_span_id and tail in by_span_id:
-                relations[set_id].append(RelationData(type_, by_span_id[head], by_span_id[tail]))
-        events: dict[int, list[TimeEvent]] = defaultdict(list)
-        kinds: dict[int, list[str]] = defaultdict(list)
-        submit_seq: dict[int, int] = {}
-        for set_id, page_session, kind, monotonic, event_id in db.execute(
-            select(
-                EditEvent.annotation_set_id,
-                EditEvent.page_session_id,
-                EditEvent.kind,
-                EditEvent.client_monotonic_ms,
-                EditEvent.id,
-            )  # fmt: skip
-            .where(_among(EditEvent.annotation_set_id, [s.id for s in submitted]))
-            .order_by(EditEvent.id)
-        ):
-            if kind not in TIME_KINDS:
-                kinds[set_id].append(kind)
-            if kind == EditKind.submit.value:
-                submit_seq[set_id] = event_id
-            if monotonic is not None:
-                events[set_id].append(TimeEvent(page_session or "", kind, monotonic, event_id))
+        bases = {
+            row.id: (row.origin, row.version)
+            for row in db.execute(
+                select(AnnotationSet.id, AnnotationSet.origin, AnnotationSet.version).where(
+                    _among(AnnotationSet.id, base_ids)
+                )
+            )
+        }
         progress_rows = db.execute(
             select(User.username, Assignment.condition, Assignment.released_at, AnnotationSet.status)
             .join(User, User.id == Assignment.annotator_id)
             .outerjoin(AnnotationSet, AnnotationSet.id == Assignment.annotation_set_id)
-            .where(Assignment.project_id == project_id, _among(Assignment.document_id, list(documents)))
+            .where(Assignment.project_id == project_id, _among(Assignment.document_id, document_ids))
         ).all()
-        pre_origin = dict(
-            db.execute(
-                select(AnnotationSet.id, AnnotationSet.origin).where(_among(AnnotationSet.id, base_ids))
-            ).all()
-        )
         base_run = db.scalar(
             select(PreAnnotationRun.id).where(
                 PreAnnotationRun.project_id == project_id, PreAnnotationRun.is_study_base
             )
         )
+        sets_by_document: dict[int, list] = defaultdict(list)
+        for s in submitted:
+            sets_by_document[s.document_id].append(s)
+        gold_sets = {d: set_id for d, set_id, _ in gold_rows}  # the latest gold set of a note
+        gold_versions = {d: (set_id, version) for d, set_id, version in gold_rows}
+        # Notes with submitted work; the others add nothing to any figure.
+        worked = sorted(sets_by_document)
+        fingerprints = {
+            d: _fingerprint(
+                labels,
+                variant,
+                [
+                    (s.id, s.version, s.condition, s.username, s.base_set_id, bases.get(s.base_set_id))
+                    for s in sets_by_document[d]
+                ],
+                gold_versions.get(d),
+            )
+            for d in worked
+        }
+        view = json.dumps([variant, filters.batch_id, idle, seed, agreement_resamples, time_resamples])
+        report_fingerprint = hashlib.sha256(
+            repr((LAYOUT, labels, [(d, fingerprints[d]) for d in worked])).encode()
+        ).hexdigest()
+        kept = db.execute(
+            select(MetricsReport.figures).where(
+                MetricsReport.project_id == project_id,
+                MetricsReport.view == view,
+                MetricsReport.fingerprint == report_fingerprint,
+            )
+        ).scalar_one_or_none()
 
-    texts = {str(d): text for d, (_, text) in documents.items()}
-    external = {str(d): ext for d, (ext, _) in documents.items()}
+    settle_before = now - SETTLE_TIME
+    settled = {
+        d
+        for d in worked
+        if all(s.submitted_at is None or s.submitted_at <= settle_before for s in sets_by_document[d])
+    }
+    if kept is not None:
+        pooled = kept
+    else:
+        with sessions() as db:
+            stored = {
+                d: statistics
+                for d, fingerprint, statistics in db.execute(
+                    select(
+                        NoteStatistics.document_id, NoteStatistics.fingerprint, NoteStatistics.statistics
+                    ).where(NoteStatistics.variant == variant, _among(NoteStatistics.document_id, worked))
+                )
+                if fingerprint == fingerprints[d]
+            }
+        stale = [d for d in worked if d not in stored]
+        records = {**stored, **_refresh_notes(sessions, stale, fingerprints, settled, sets_by_document,
+                                              gold_sets, labels, variant, filters.label)}  # fmt: skip
+        pooled = pooled_report(
+            {str(d): records[d] for d in worked},
+            labels,
+            idle_threshold_seconds=idle,
+            agreement_resamples=agreement_resamples,
+            time_resamples=time_resamples,
+            seed=seed,
+        )
+        # As it reads back when stored (tuples become lists), so a report never depends on where it came from.
+        pooled = json.loads(json.dumps(pooled))
+        if len(settled) == len(worked):
+            _keep_figures(sessions, project_id, view, report_fingerprint, pooled)
 
-    # ---- progress
     progress: dict[str, dict[str, dict[str, int]]] = {}
     for login, condition, released_at, status in progress_rows:
         if filters.annotator and login != filters.annotator:
@@ -251,123 +435,9 @@ def project_metrics(
         cell["submitted"] += status == "submitted"
         cell["skipped"] += status == "skipped"
 
-    # ---- time
-    minutes = document_minutes(events, idle, submitted_at=submit_seq)
-    per_condition: dict[str, dict[str, float]] = defaultdict(dict)
-    per_document: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for s in submitted:
-        if s.id in minutes and s.condition:
-            per_condition[s.condition][f"{s.document_id}/{s.username}"] = minutes[s.id]
-            per_document[s.condition][str(s.document_id)].append(minutes[s.id])
-    mean_per_document = {
-        condition: {d: sum(values) / len(values) for d, values in by_document.items()}
-        for condition, by_document in per_document.items()
-    }
-    time = {
-        "idle_threshold_seconds": idle,
-        # Each submitted set's minutes, so the distribution can be drawn and rechecked.
-        "minutes": {c: sorted(values.values()) for c, values in per_condition.items()},
-        "per_condition": {
-            c.value: condition_summary(per_condition.get(c.value, {}), resamples=time_resamples, seed=seed)
-            for c in Condition
-        },
-        "savings": pipeline_savings(
-            mean_per_document.get("scratch", {}),
-            mean_per_document.get("refine_human", {}),
-            mean_per_document.get("refine_llm", {}),
-            resamples=time_resamples,
-            seed=seed,
-        ),
-        "published_reference": PUBLISHED_REFERENCE,
-    }
-
-    # ---- quality of pre-labels and of physicians
-    refined = [s for s in submitted if s.condition == Condition.refine_llm.value and s.base_set_id]
-    pre_vs_final = {
-        "documents": len(refined),
-        "figures": _evaluations_json(
-            evaluate_all(
-                {str(s.id): spans.get(s.id, []) for s in refined},
-                {str(s.id): spans.get(s.base_set_id, []) for s in refined},
-                {str(s.id): documents[s.document_id][1] for s in refined},
-                labels=labels,
-            )
-        )
-        if refined
-        else None,
-    }
-    pre_with_gold = [s for s in refined if s.document_id in gold_sets]
-    pre_vs_gold = {
-        "documents": len(pre_with_gold),
-        "figures": _evaluations_json(
-            evaluate_all(
-                {str(s.id): spans.get(gold_sets[s.document_id], []) for s in pre_with_gold},
-                {str(s.id): spans.get(s.base_set_id, []) for s in pre_with_gold},
-                {str(s.id): documents[s.document_id][1] for s in pre_with_gold},
-                labels=labels,
-            )
-        )
-        if pre_with_gold
-        else None,
-    }
-    physicians_vs_gold: dict[str, Any] = {}
-    for login in sorted({s.username for s in submitted}):
-        mine = [s for s in submitted if s.username == login and s.document_id in gold_sets]
-        if mine:
-            physicians_vs_gold[login] = {
-                "documents": len(mine),
-                "figures": _evaluations_json(
-                    evaluate_all(
-                        {str(s.id): spans.get(gold_sets[s.document_id], []) for s in mine},
-                        {str(s.id): spans.get(s.id, []) for s in mine},
-                        {str(s.id): documents[s.document_id][1] for s in mine},
-                        labels=labels,
-                    )
-                ),
-            }
-
-    # ---- what happened to each pre-label, and the edit events themselves
-    mix_by_condition: dict[str, list] = defaultdict(list)
-    mix_by_annotator: dict[str, list] = defaultdict(list)
-    mix_by_label: dict[str, list] = defaultdict(list)
-    events_by_condition: dict[str, list[str]] = defaultdict(list)
-    for s in submitted:
-        events_by_condition[s.condition or "none"].extend(kinds.get(s.id, []))
-        if s.base_set_id is None:
-            continue
-        base, final = spans.get(s.base_set_id, []), spans.get(s.id, [])
-        mix = edit_mix(base, final)
-        mix_by_condition[s.condition or "none"].append(mix)
-        mix_by_annotator[s.username].append(mix)
-        for label, counts in edit_mix_by_label(base, final).items():
-            mix_by_label[label].append(counts)
-    edits = {
-        "by_condition": {k: sum_edit_mixes(v) for k, v in mix_by_condition.items()},
-        "by_annotator": {k: sum_edit_mixes(v) for k, v in mix_by_annotator.items()},
-        "by_label": {k: sum_edit_mixes(v) for k, v in mix_by_label.items()},
-        "events_by_condition": {k: edit_event_counts(v) for k, v in events_by_condition.items()},
-        "base_origin": sorted(set(pre_origin.values())),
-    }
-
-    # ---- agreement between physicians, on independent work (a refine_human set copies another's)
-    annotations: dict[str, dict[str, list[SpanData]]] = defaultdict(dict)
-    relation_sets: dict[str, dict[str, list[RelationData]]] = defaultdict(dict)
-    for s in submitted:
-        if s.condition == Condition.refine_human.value:
-            continue
-        annotations[str(s.document_id)][s.username] = spans.get(s.id, [])
-        relation_sets[str(s.document_id)][s.username] = relations.get(s.id, [])
-    agreement = agreement_report(
-        annotations, relation_sets, texts, labels, resamples=agreement_resamples, seed=seed
-    )
-    disagreement = [
-        {"document_id": int(d), "external_id": external[d], "mean_strict_f1": f1}
-        for d, f1 in documents_by_disagreement(annotations, labels)
-    ]
-
     return {
         "schema": METRICS_SCHEMA,
-        "generated_at": datetime.now(UTC).isoformat(),
+        "generated_at": now.isoformat(),
         "project": {"id": project_id, "name": project.name},
         "filters": {
             "batch_id": filters.batch_id,
@@ -378,13 +448,16 @@ def project_metrics(
         "seed": seed,
         "labels": labels,
         "study_base_run_id": base_run,
-        "documents": len(documents),
+        "documents": len(document_ids),
         "submitted_sets": len(submitted),
         "progress": progress,
-        "time": time,
-        "pre_label_quality": {"against_final": pre_vs_final, "against_gold": pre_vs_gold},
-        "physicians_against_gold": physicians_vs_gold,
-        "edit_mix": edits,
-        "agreement": agreement,
-        "documents_by_disagreement": disagreement,
+        "time": pooled["time"],
+        "pre_label_quality": pooled["pre_label_quality"],
+        "physicians_against_gold": pooled["physicians_against_gold"],
+        "edit_mix": {**pooled["edit_mix"], "base_origin": sorted({origin for origin, _ in bases.values()})},
+        "agreement": pooled["agreement"],
+        "documents_by_disagreement": [
+            {"document_id": int(d), "external_id": external[int(d)], "mean_strict_f1": f1}
+            for d, f1 in pooled["documents_by_disagreement"]
+        ],
     }

@@ -157,3 +157,15 @@ def test_continue_opens_the_first_unfinished_note(web, world, sessions):
     response = _edit(web, world.sets["scratch"], 0, kind="skip", text="not a discharge summary")
     assert response.status_code == 200
     assert web.get("/annotate/next").headers["location"] == f"/annotate/sets/{world.sets['refine_llm']}"
+
+
+def test_a_submission_queues_the_refresh_of_the_leads_report(web, world, sessions):
+    from sqlalchemy import text
+
+    _log_in_dr_a(web)
+    assert _edit(web, world.sets["scratch"], 0, kind="submit", client_id="s1").status_code == 200
+    assert _edit(web, world.sets["scratch"], 0, kind="submit", client_id="s1").status_code == 200  # a retry
+    with sessions() as db:
+        jobs = db.execute(text("SELECT task_name, args FROM procrastinate_jobs")).all()
+        project_id = db.scalar(text("SELECT project_id FROM documents LIMIT 1"))
+    assert [(j.task_name, j.args) for j in jobs] == [("clinann.refresh_metrics", {"project_id": project_id})]

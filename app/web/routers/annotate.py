@@ -1,20 +1,22 @@
 """The physician's pages: the queue, the note editor, and the edit and time endpoints."""
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.domain.editing import EditRefused, SpanState
-from app.domain.vocabulary import Role, SpanStatus
-from app.services import editing
+from app.domain.vocabulary import EditKind, Role, SpanStatus
+from app.services import editing, metrics
 from app.services.queues import annotator_queue, next_unfinished
 from app.web.deps import CurrentIdentity, Now, Sessions, require_role
 from app.web.templating import render
 
+log = logging.getLogger("clinann.annotate")
 router = APIRouter(
     prefix="/annotate", tags=["annotate"], dependencies=[Depends(require_role(Role.annotator))]
 )
@@ -150,7 +152,13 @@ def _wall(ms: float | None) -> datetime | None:
 
 @router.post("/sets/{set_id}/edits")
 def edit(
-    request: Request, set_id: int, body: EditIn, identity: CurrentIdentity, sessions: Sessions, now: Now
+    request: Request,
+    set_id: int,
+    body: EditIn,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    now: Now,
+    background: BackgroundTasks,
 ) -> Response:
     """Apply one edit; answer with the re-rendered side-list items of the spans it changed."""
     try:
@@ -196,7 +204,17 @@ def edit(
         block_name="edit_result",
     )
     response.headers["X-Set-Version"] = str(outcome.version)
+    if body.kind == EditKind.submit and not outcome.duplicate:
+        # After the answer: the physician never waits for the lead's figures.
+        background.add_task(_refresh_metrics, sessions, set_id)
     return response
+
+
+def _refresh_metrics(sessions, set_id: int) -> None:
+    try:
+        metrics.refresh_after_submission(sessions, set_id)
+    except Exception:  # the submission is stored; the dashboard computes what it lacks on its next load
+        log.warning("could not queue the report refresh after set %s was submitted", set_id, exc_info=True)
 
 
 class TimeEventIn(BaseModel):

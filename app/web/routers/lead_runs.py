@@ -9,6 +9,7 @@ from app.domain.vocabulary import Role
 from app.services import pre_annotation, run_reports
 from app.services.llm_endpoints import list_endpoints
 from app.web.deps import CurrentIdentity, Sessions, client_address, project_or_404, require_role
+from app.web.forms import number_field
 from app.web.templating import render
 
 router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
@@ -55,13 +56,7 @@ def runs(request: Request, sessions: Sessions, project_id: int) -> Response:
 
 
 def _number(form, field: str, kind, default):
-    raw = str(form.get(field) or "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise pre_annotation.RunError(field, "must be a number") from None
+    return number_field(form, field, kind, default, pre_annotation.RunError)
 
 
 @router.post("/projects/{project_id}/runs")

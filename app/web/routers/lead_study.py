@@ -11,19 +11,14 @@ from app.domain.study_design import assignments_csv
 from app.domain.vocabulary import Condition, Role
 from app.services import study
 from app.web.deps import CurrentIdentity, Sessions, project_or_404, require_role
+from app.web.forms import number_field
 from app.web.templating import render
 
 router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
 
 
 def _number(form, field: str, kind, default):
-    raw = str(form.get(field) or "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise study.StudyError(field, "must be a number") from None
+    return number_field(form, field, kind, default, study.StudyError)
 
 
 def _request(form) -> study.StudyRequest:
