@@ -403,9 +403,9 @@ def touch_sets(runtime, project_id: int, notes: int) -> int:
     with runtime.sessions.begin() as db:
         return db.execute(
             text(
-                "UPDATE annotation_sets SET version = version + 1 WHERE id IN (SELECT s.id FROM annotation_sets s "
-                "JOIN documents d ON d.id = s.document_id WHERE d.project_id = :p AND s.origin = 'annotator' "
-                "ORDER BY s.id LIMIT :n)"
+                "UPDATE annotation_sets SET version = version + 1 WHERE id IN ("
+                "SELECT s.id FROM annotation_sets s JOIN documents d ON d.id = s.document_id "
+                "WHERE d.project_id = :p AND s.origin = 'annotator' ORDER BY s.id LIMIT :n)"
             ),
             {"p": project_id, "n": notes},
         ).rowcount
@@ -502,18 +502,27 @@ def main() -> None:
 
         cold, breakdown = timed_project_metrics(runtime, project_id)
         print(
-            f"\nproject_metrics, first call: {cold:7.2f} s wall  ({breakdown['submitted_sets']:,} submitted sets)"
+            f"\nproject_metrics, first call: {cold:7.2f} s wall "
+            f"({breakdown['submitted_sets']:,} submitted sets)"
         )
         print("  (every note's record computed from its spans and events, and stored: once per note)")
         print_breakdown(breakdown)
         with runtime.sessions() as db:
             size = db.execute(
-                text("SELECT count(*), avg(length(statistics::text)), sum(pg_column_size(statistics)) FROM note_statistics")
+                text(
+                    "SELECT count(*), avg(length(statistics::text)), sum(pg_column_size(statistics)) "
+                    "FROM note_statistics"
+                )
             ).one()
-        print(f"  records: {size[0]:,}, {size[1]:,.0f} characters of JSON each, {size[2] / 2**20:,.1f} MiB stored")
+        print(
+            f"  records: {size[0]:,}, {size[1]:,.0f} characters of JSON each, "
+            f"{size[2] / 2**20:,.1f} MiB stored"
+        )
         if args.dump_records:
             with runtime.sessions() as db:
-                rows = db.execute(text("SELECT document_id, statistics::text FROM note_statistics ORDER BY 1")).all()
+                rows = db.execute(
+                    text("SELECT document_id, statistics::text FROM note_statistics ORDER BY 1")
+                ).all()
             Path(args.dump_records).write_text("{" + ",".join(f'"{d}": {r}' for d, r in rows) + "}")
         warm = [timed_project_metrics(runtime, project_id) for _ in range(args.loads)]
         wall, breakdown = sorted(warm, key=lambda item: item[0])[len(warm) // 2]
@@ -547,7 +556,8 @@ def main() -> None:
                 f"{', '.join(f'{t:,.0f}' for t in later)} ms; target <= 2,000 ms)"
             )
             print(
-                f"  round trip median {statistics.median(round_trips[1:]):,.0f} ms, page {size / 1024:,.0f} KiB, "
+                f"  round trip median {statistics.median(round_trips[1:]):,.0f} ms, "
+                f"page {size / 1024:,.0f} KiB, "
                 f"peak memory {rss_mb():,.0f} MB"
             )
         server.should_exit = True

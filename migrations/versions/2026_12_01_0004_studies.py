@@ -53,9 +53,16 @@ def upgrade() -> None:
         sa.Column("released_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True),
     )
     op.create_index(op.f("ix_assignments_study_id"), "assignments", ["study_id"], unique=False)
-    op.create_index(op.f("ix_assignments_base_assignment_id"), "assignments", ["base_assignment_id"], unique=False)
+    op.create_index(
+        op.f("ix_assignments_base_assignment_id"), "assignments", ["base_assignment_id"], unique=False
+    )
     op.create_foreign_key(
-        op.f("fk_assignments_study_id_studies"), "assignments", "studies", ["study_id"], ["id"], ondelete="CASCADE"
+        op.f("fk_assignments_study_id_studies"),
+        "assignments",
+        "studies",
+        ["study_id"],
+        ["id"],
+        ondelete="CASCADE",
     )
     op.create_foreign_key(
         op.f("fk_assignments_base_assignment_id_assignments"),
@@ -68,7 +75,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_constraint(op.f("fk_assignments_base_assignment_id_assignments"), "assignments", type_="foreignkey")
+    op.drop_constraint(
+        op.f("fk_assignments_base_assignment_id_assignments"), "assignments", type_="foreignkey"
+    )
     op.drop_constraint(op.f("fk_assignments_study_id_studies"), "assignments", type_="foreignkey")
     op.drop_index(op.f("ix_assignments_base_assignment_id"), table_name="assignments")
     op.drop_index(op.f("ix_assignments_study_id"), table_name="assignments")
