@@ -326,6 +326,7 @@ class Relation(Base):
         UniqueConstraint("annotation_set_id", "uid"),
         CheckConstraint(f"uid ~ '{UID_PATTERN}'", name="uid_format"),
         CheckConstraint("head_span_id <> tail_span_id", name="head_is_not_tail"),
+        one_of("status", SpanStatus),
         # No uniqueness of (type, head, tail): real corpora (Chia) repeat relations under two ids.
     )
 
@@ -338,6 +339,9 @@ class Relation(Base):
     head_span_id: Mapped[int] = mapped_column(ForeignKey("spans.id", ondelete="CASCADE"), index=True)
     tail_span_id: Mapped[int] = mapped_column(ForeignKey("spans.id", ondelete="CASCADE"), index=True)
     base_relation_id: Mapped[int | None] = mapped_column(ForeignKey("relations.id", ondelete="SET NULL"))
+    # A pre-labelled relation stays `pending` until the physician accepts or rejects it, as spans do.
+    status: Mapped[str] = mapped_column(String(16), server_default=SpanStatus.confirmed.value)
+    confidence: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[datetime] = created_at()
 
 
@@ -554,3 +558,72 @@ class MetricsReport(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     figures: Mapped[dict[str, Any]] = mapped_column(JSONB)
     computed_at: Mapped[datetime] = created_at()
+
+
+class Vocabulary(Base):
+    """A concept vocabulary an admin uploaded (a licensed RxNorm or SNOMED CT subset, a local list)."""
+
+    __tablename__ = "vocabularies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # The coding system written into spans and brat N lines (``RxNorm:1049630``).
+    system: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(100), server_default="")
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    source_name: Mapped[str | None] = mapped_column(String(300))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    concept_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    term_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    uploaded_at: Mapped[datetime] = created_at()
+
+
+class Concept(Base):
+    __tablename__ = "concepts"
+    __table_args__ = (UniqueConstraint("vocabulary_id", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vocabulary_id: Mapped[int] = mapped_column(ForeignKey("vocabularies.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(100))
+    preferred_term: Mapped[str] = mapped_column(Text)
+    semantic_type: Mapped[str | None] = mapped_column(String(200))
+
+
+class ConceptTerm(Base):
+    """One name of a concept (its preferred term or a synonym), normalised for search."""
+
+    __tablename__ = "concept_terms"
+    __table_args__ = (
+        # Prefix and exact search on the normalised term; the trigram index (migration) serves fuzzy search.
+        Index(
+            "ix_concept_terms_vocabulary_normalised",
+            "vocabulary_id",
+            "normalised",
+            postgresql_ops={"normalised": "text_pattern_ops"},
+        ),
+        Index(
+            "ix_concept_terms_normalised_trgm",
+            "normalised",
+            postgresql_using="gin",
+            postgresql_ops={"normalised": "gin_trgm_ops"},
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    concept_id: Mapped[int] = mapped_column(ForeignKey("concepts.id", ondelete="CASCADE"), index=True)
+    vocabulary_id: Mapped[int] = mapped_column(ForeignKey("vocabularies.id", ondelete="CASCADE"))
+    term: Mapped[str] = mapped_column(Text)
+    normalised: Mapped[str] = mapped_column(Text)
+    is_preferred: Mapped[bool] = mapped_column(Boolean, server_default="false")
+
+
+class ProjectVocabulary(Base):
+    """The vocabularies a project's physicians code spans with."""
+
+    __tablename__ = "project_vocabularies"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    vocabulary_id: Mapped[int] = mapped_column(
+        ForeignKey("vocabularies.id", ondelete="CASCADE"), primary_key=True
+    )
