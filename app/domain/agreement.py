@@ -740,18 +740,69 @@ def _sparse(matrix: np.ndarray, names: Sequence[str | None]) -> list[list]:
     ]
 
 
+# Question kinds whose answers are compared with Cohen's κ (text and evidence answers are not).
+COMPARED_QUESTIONS = ("choice", "multi_choice", "scale")
+UNSET = "(unset)"
+
+
+@dataclass(frozen=True)
+class AttributeRule:
+    """What an attribute means for agreement: its default (an unset value is the default) and the
+    entity types it applies to (empty: all)."""
+
+    default: str | None = None
+    applies_to: tuple[str, ...] = ()
+
+
+def _attribute_value(span: SpanData, name: str, rule: AttributeRule) -> str:
+    value = span.attributes.get(name)
+    if value is None:
+        value = rule.default
+    return UNSET if value is None else str(value)
+
+
+def _annotation_details(
+    spans_a: Sequence[SpanData],
+    spans_b: Sequence[SpanData],
+    attributes: Mapping[str, AttributeRule],
+) -> tuple[list[list], list[int]]:
+    """On the spans both annotators marked alike (strict match): the attribute values side by side,
+    counted, and how many of the coded pairs carry the same code."""
+    pairs: Counter = Counter()
+    agreed = compared = 0
+    for i, j in match_spans(spans_a, spans_b, rule="strict"):
+        a, b = spans_a[i], spans_b[j]
+        for name, rule in attributes.items():
+            if rule.applies_to and a.label not in rule.applies_to:
+                continue
+            pairs[(name, _attribute_value(a, name, rule), _attribute_value(b, name, rule))] += 1
+        if a.concept is not None or b.concept is not None:
+            compared += 1
+            agreed += a.concept == b.concept
+    return [[*key, count] for key, count in sorted(pairs.items())], [agreed, compared]
+
+
 def document_agreement(
     document: str,
     by_annotator: Mapping[str, Sequence[SpanData]],
     relations: Mapping[str, Sequence[RelationData]],
     text: str | None,
     labels: Sequence[str],
+    *,
+    attributes: Mapping[str, AttributeRule] | None = None,
+    answers: Mapping[str, Mapping[str, object]] | None = None,
+    questions: Mapping[str, str] | None = None,
 ) -> dict:
     """What pooled_agreement needs of one document, as plain JSON.
 
     ``by_annotator`` holds the spans of every annotator who submitted the document (possibly none),
-    ``relations`` theirs; the text is needed only when two or more annotators did.
+    ``relations`` theirs; the text is needed only when two or more annotators did. ``attributes``
+    (name -> AttributeRule), ``answers`` (annotator -> question key -> value) and ``questions`` (key ->
+    kind) add attribute, code and answer agreement.
     """
+    attributes = attributes or {}
+    answers = answers or {}
+    compared_questions = {key: kind for key, kind in (questions or {}).items() if kind in COMPARED_QUESTIONS}
     annotators = sorted(by_annotator)
     seen = sorted({span.label for spans in by_annotator.values() for span in spans})
     share: dict = {
@@ -788,12 +839,22 @@ def document_agreement(
             for rule in RULES
         }
         strict_f1.append(sum(spans["strict"].values(), _NO_COUNTS).f1)
+        attribute_pairs, coded = _annotation_details(by_annotator[a], by_annotator[b], attributes)
+        answers_a, answers_b = answers.get(a, {}), answers.get(b, {})
         share["pairs"].append(
             {
                 "annotators": [a, b],
                 "spans": {rule: _counts_entries(spans[rule]) for rule in RULES},
                 "relations": {rule: _counts_entries(relation_counts[rule]) for rule in RULES},
                 "confusion": _sparse(_confusion(codes[a], codes[b], categories), names),
+                "attributes": attribute_pairs,
+                "codes": coded,
+                # Both answered: the two answers side by side, per compared question.
+                "answers": [
+                    [key, answers_a[key], answers_b[key]]
+                    for key in sorted(compared_questions)
+                    if answers_a.get(key) is not None and answers_b.get(key) is not None
+                ],
             }
         )
     counts = _category_counts(codes.values(), categories)
@@ -816,6 +877,65 @@ def _fill_counts(target: np.ndarray, row: int, entries: list[list], position: Ma
         target[row, position[label]] = (matched, size_a, size_b)
 
 
+def _nominal_kappa(pairs: Sequence[tuple[str, str]]) -> float | None:
+    """Cohen's κ of paired category values (as sklearn's cohen_kappa_score); None where undefined."""
+    categories = sorted({value for pair in pairs for value in pair})
+    if not pairs:
+        return None
+    code = {value: index for index, value in enumerate(categories)}
+    confusion = np.zeros((len(categories), len(categories)), dtype=np.int64)
+    for value_a, value_b in pairs:
+        confusion[code[value_a], code[value_b]] += 1
+    return _as_figure(_kappa_from_confusion(confusion, False))
+
+
+def _weighted_kappa(pairs: Sequence[tuple[int, int]]) -> float | None:
+    """Quadratic-weighted Cohen's κ of paired scale answers (sklearn's weights="quadratic")."""
+    if not pairs:
+        return None
+    values = sorted({value for pair in pairs for value in pair})
+    code = {value: index for index, value in enumerate(values)}
+    k = len(values)
+    observed = np.zeros((k, k))
+    for value_a, value_b in pairs:
+        observed[code[value_a], code[value_b]] += 1
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    weights = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2
+    denominator = (weights * expected).sum()
+    return None if denominator == 0 else float(1 - (weights * observed).sum() / denominator)
+
+
+def _attribute_figures(pairs: Counter) -> dict:
+    by_name: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for (name, value_a, value_b), count in pairs.items():
+        by_name[name].extend([(value_a, value_b)] * count)
+    return {
+        name: {
+            "kappa": _nominal_kappa(values),
+            "matched_spans": len(values),
+            "observed_agreement": sum(a == b for a, b in values) / len(values),
+        }
+        for name, values in sorted(by_name.items())
+    }
+
+
+def _answer_figures(pairs: Sequence[tuple], kind: str) -> dict:
+    figures: dict = {"kind": kind, "documents": len(pairs)}
+    if kind == "multi_choice":  # one yes/no decision per offered choice
+        options = sorted({option for pair in pairs for answer in pair for option in answer})
+        figures["per_choice"] = {
+            option: _nominal_kappa([(str(option in a), str(option in b)) for a, b in pairs])
+            for option in options
+        }
+        figures["exact_agreement"] = sum(set(a) == set(b) for a, b in pairs) / len(pairs) if pairs else None
+        return figures
+    figures["kappa"] = _nominal_kappa([(str(a), str(b)) for a, b in pairs])
+    if kind == "scale":
+        figures["quadratic_weighted_kappa"] = _weighted_kappa(pairs)
+    figures["exact_agreement"] = sum(a == b for a, b in pairs) / len(pairs) if pairs else None
+    return figures
+
+
 def pooled_agreement(
     shares: Mapping[str, Mapping],
     labels: Sequence[str],
@@ -824,6 +944,7 @@ def pooled_agreement(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    question_kinds: Mapping[str, str] | None = None,
 ) -> dict:
     """The agreement report from the documents' shares (document_agreement), in the documents' order."""
     _check_bootstrap(resamples, level)
@@ -921,6 +1042,22 @@ def pooled_agreement(
         fleiss_handle = bootstrap.add(fleiss_rows, lambda sums: _fleiss_from_sums(sums, m))
     alpha_handle = bootstrap.add(coincidences, _alpha_from_coincidences)
 
+    # Attribute, code and answer agreement: point figures from the pooled pairs of each annotator pair.
+    attribute_pairs: list[Counter] = [Counter() for _ in pair_names]
+    codes = [[0, 0] for _ in pair_names]
+    answer_pairs: list[dict[str, list[tuple]]] = [defaultdict(list) for _ in pair_names]
+    question_kinds = dict(question_kinds or {})
+    for document in shared:
+        for pair in shares[document]["pairs"]:
+            index = pair_index[tuple(pair["annotators"])]
+            for name, value_a, value_b, count in pair.get("attributes", ()):
+                attribute_pairs[index][(name, value_a, value_b)] += count
+            agreed, compared = pair.get("codes", (0, 0))
+            codes[index][0] += agreed
+            codes[index][1] += compared
+            for key, value_a, value_b in pair.get("answers", ()):
+                answer_pairs[index][key].append((value_a, value_b))
+
     results = bootstrap.run()
     pair_reports = [
         {
@@ -930,6 +1067,16 @@ def pooled_agreement(
             "token_kappa": _kappas(results[handles["kappa"]]),
             "relation_f1": {
                 rule: _labelled(results[handles["relations"][rule]], type_order) for rule in RULES
+            },
+            "attribute_kappa": _attribute_figures(attribute_pairs[index]),
+            "code_agreement": {
+                "agreed": codes[index][0],
+                "compared": codes[index][1],
+                "rate": codes[index][0] / codes[index][1] if codes[index][1] else None,
+            },
+            "answer_kappa": {
+                key: _answer_figures(answer_pairs[index][key], question_kinds.get(key, "choice"))
+                for key in sorted(answer_pairs[index])
             },
         }
         for index, ((a, b), handles) in enumerate(zip(pair_names, pair_handles, strict=True))
@@ -971,18 +1118,31 @@ def agreement_report(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    attributes: Mapping[str, AttributeRule] | None = None,
+    answers: Mapping[str, Mapping[str, Mapping[str, object]]] | None = None,
+    questions: Mapping[str, str] | None = None,
 ) -> dict:
-    """Every agreement figure of metrics.md with percentile-bootstrap intervals; JSON-serialisable."""
+    """Every agreement figure of metrics.md with percentile-bootstrap intervals; JSON-serialisable.
+
+    ``answers`` is document -> annotator -> question key -> value; ``questions`` key -> kind."""
     _check_bootstrap(resamples, level)
     shares = {
         document: document_agreement(
-            document, by_annotator, relations.get(document, {}), texts.get(document), labels
-        )
+            document,
+            by_annotator,
+            relations.get(document, {}),
+            texts.get(document),
+            labels,
+            attributes=attributes,
+            answers=(answers or {}).get(document),
+            questions=questions,
+        )  # fmt: skip
         for document, by_annotator in annotations.items()
     }
     return pooled_agreement(
-        shares, labels, relation_types=relation_types, resamples=resamples, seed=seed, level=level
-    )
+        shares, labels, relation_types=relation_types, resamples=resamples, seed=seed, level=level,
+        question_kinds=questions,
+    )  # fmt: skip
 
 
 def ranked_by_disagreement(means: Iterable[tuple[str, float | None]]) -> list[tuple[str, float | None]]:

@@ -10,10 +10,15 @@ and * (equivalence). The app models T and R, and A, N and # lines about a T; eve
 and A/N/# about a relation or an event) is kept verbatim in ``BratAnnotations.unmodelled`` so an
 export can write it back unchanged.
 
+brat has no place for a set's answers to the schema's document questions: they go in a sidecar
+``<note>.answers.json`` beside the ``.ann`` (``write_answers``, ``read_answers``), a JSON object of
+question key -> answer in which evidence names T ids of the ``.ann``.
+
 A line that does not start with an id and a tab (``T12\\t``, ``#\\t``, ``*\\t``...) continues the text
 of the T line before it: Chia wraps some covered texts that contain a line break that way.
 """
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -36,6 +41,7 @@ _ID_KIND = re.compile(r"^([TRAMNE#])(\d*)$")
 
 # A binary brat attribute (``A1\tNegated T1``) is a clinann span attribute with this one value.
 BINARY_VALUE = "true"
+ANSWERS_SUFFIX = ".answers.json"  # the sidecar of a note's document answers: <note>.answers.json
 # Colours given to entity types in order (matplotlib tab10, then tab20's light tones).
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -501,6 +507,25 @@ def write_ann(annotations: BratAnnotations) -> str:
         lines.append(f"{ident}\t{_word(note.type, 'note type')} {note.target}\t{_one_line(note.text)}")
     lines.extend(annotations.unmodelled)
     return "".join(f"{line}\n" for line in lines)
+
+
+def write_answers(answers: Mapping[str, Any]) -> str:
+    """A note's answers as its ``.answers.json`` sidecar: one JSON object, question key -> answer."""
+    return json.dumps(dict(answers), ensure_ascii=False, indent=2) + "\n"
+
+
+def read_answers(content: str, source: str = ANSWERS_SUFFIX) -> dict[str, Any]:
+    """The answers of an ``.answers.json`` sidecar; raise BratError naming the line of a bad file.
+
+    Which keys and values a project takes is the schema's business, not the file's.
+    """
+    try:
+        data = json.loads(content.removeprefix("\ufeff"))
+    except json.JSONDecodeError as error:
+        raise BratError(source, error.lineno, f"not JSON: {error.msg} at column {error.colno}") from None
+    if not isinstance(data, dict):
+        raise BratError(source, 1, "must be a JSON object of question key -> answer")
+    return data
 
 
 # --- annotation.conf -------------------------------------------------------------------------------

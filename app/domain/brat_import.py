@@ -1,11 +1,28 @@
-"""A brat .txt/.ann pair as an imported document: spans, attributes, concepts, notes, relations.
+"""A brat .txt/.ann pair as an imported document: spans, attributes, concepts, notes, relations,
+and the answers of its ``.answers.json`` sidecar.
 
 Syntax and reference errors refuse the upload (with file and line). A T line whose stated text is
 not the text at its offsets is imported at its offsets, never shifted, and reported as a warning
 naming the line: the stored note text is what every offset refers to.
+
+A lines become span attributes (a binary one, ``A1\tNegated T1``, is ``True``); an N line of type
+``Reference`` becomes the span's concept (system: the part of ``RxNorm:1191`` before the first ':').
+What a span cannot hold (a second value of one attribute, a second concept) is kept verbatim.
 """
 
-from app.domain.brat import BratAnnotations, find_offset_problems, parse_ann_with_problems
+import posixpath
+from collections.abc import Mapping
+from dataclasses import replace
+
+from app.domain.brat import (
+    ANSWERS_SUFFIX,
+    BratAnnotations,
+    BratError,
+    find_offset_problems,
+    parse_ann_with_problems,
+    read_answers,
+)
+from app.domain.jsonl import AnsweredDocument, answered
 from app.domain.uploads import ImportedDocument, ImportedRelation, ImportedSpan, UploadProblem
 
 
@@ -28,11 +45,15 @@ def read_brat_document(
 
 def to_imported(external_id: str, text: str, annotations: BratAnnotations, source: str) -> ImportedDocument:
     attributes: dict[str, dict] = {}
+    unmodelled = list(annotations.unmodelled)
     for attribute in annotations.attributes:
         value = True if attribute.value is None else attribute.value
-        attributes.setdefault(attribute.target, {})[attribute.name] = value
+        of_span = attributes.setdefault(attribute.target, {})
+        if attribute.name in of_span:  # a second value for one attribute of one span: kept as written
+            unmodelled.append(attribute.raw)
+            continue
+        of_span[attribute.name] = value
     concepts = {}
-    unmodelled = list(annotations.unmodelled)
     for normalization in annotations.normalizations:
         if normalization.target in concepts:  # a second concept for one span: kept as written
             unmodelled.append(normalization.raw)
@@ -73,3 +94,34 @@ def to_imported(external_id: str, text: str, annotations: BratAnnotations, sourc
         unmodelled=unmodelled,
         has_annotations=True,
     )
+
+
+def attach_answer_files(
+    documents: list[ImportedDocument], answer_files: Mapping[str, str]
+) -> tuple[list[AnsweredDocument], list[UploadProblem]]:
+    """Every document, each brat note with the answers of the ``<note>.answers.json`` beside its .txt.
+
+    ``answer_files`` maps each sidecar's path in the upload to its text. A sidecar that cannot be read,
+    or that has no note beside it, is a problem naming it.
+    """
+    result = [answered(d) for d in documents]
+    by_stem = {
+        posixpath.splitext(d.source_file)[0]: i
+        for i, d in enumerate(result)
+        if d.source_file.endswith(".txt")
+    }
+    problems = []
+    for name, content in answer_files.items():
+        stem = name[: -len(ANSWERS_SUFFIX)]
+        index = by_stem.get(stem)
+        if index is None:
+            problems.append(UploadProblem(name, f"answers need their note beside them: no {stem}.txt"))
+            continue
+        try:
+            answers = read_answers(content, name)
+        except BratError as error:
+            problems.append(UploadProblem(name, error.message, error.line))
+            continue
+        # Answers alone make a layer too: the set that gave them had nothing else to say.
+        result[index] = replace(result[index], answers=answers, answers_file=name, has_annotations=True)
+    return result, problems

@@ -32,6 +32,7 @@ class SpanState:
     status: str = SpanStatus.confirmed.value
     attributes: tuple[tuple[str, Any], ...] = ()
     confidence: float | None = None  # of a pre-label; kept through edits so undo restores it
+    concept: tuple[str, str, str] | None = None  # (system, code, preferred name) of its concept code
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -42,27 +43,60 @@ class SpanState:
         }
         if self.confidence is not None:
             out["confidence"] = self.confidence
+        if self.concept is not None:
+            out["concept"] = dict(zip(("system", "code", "name"), self.concept, strict=True))
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SpanState":
+        concept = data.get("concept")
         return cls(
             label=data["label"],
             fragments=tuple((int(a), int(b)) for a, b in data["fragments"]),
             status=data.get("status", SpanStatus.confirmed.value),
             attributes=tuple(sorted((data.get("attributes") or {}).items())),
             confidence=data.get("confidence"),
+            concept=(concept["system"], concept["code"], concept.get("name") or "") if concept else None,
+        )
+
+
+@dataclass(frozen=True)
+class RelationState:
+    """A relation between two spans of the set, named by their uids."""
+
+    type: str
+    head: str
+    tail: str
+    status: str = SpanStatus.confirmed.value
+    confidence: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"type": self.type, "head": self.head, "tail": self.tail, "status": self.status}
+        if self.confidence is not None:
+            out["confidence"] = self.confidence
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RelationState":
+        return cls(
+            type=data["type"],
+            head=data["head"],
+            tail=data["tail"],
+            status=data.get("status", SpanStatus.confirmed.value),
+            confidence=data.get("confidence"),
         )
 
 
 @dataclass(frozen=True)
 class SetState:
-    """What replay rebuilds: the spans by uid, the physician's note and the set's status."""
+    """What replay rebuilds: spans and relations by uid, answers by question, the note and the status."""
 
     spans: Mapping[str, SpanState] = field(default_factory=dict)
     note: str = ""
     status: str = SetStatus.open.value
     skip_reason: str | None = None
+    relations: Mapping[str, RelationState] = field(default_factory=dict)
+    answers: Mapping[str, Any] = field(default_factory=dict)  # question key -> JSON value
 
 
 _SET_FIELDS = ("note", "status", "skip_reason")
@@ -76,24 +110,54 @@ class Change:
     after_spans: Mapping[str, SpanState | None] = field(default_factory=dict)
     before_set: Mapping[str, Any] = field(default_factory=dict)
     after_set: Mapping[str, Any] = field(default_factory=dict)
+    before_relations: Mapping[str, RelationState | None] = field(default_factory=dict)
+    after_relations: Mapping[str, RelationState | None] = field(default_factory=dict)
+    before_answers: Mapping[str, Any] = field(default_factory=dict)  # None: unanswered
+    after_answers: Mapping[str, Any] = field(default_factory=dict)
 
     def inverse(self) -> "Change":
-        return Change(self.after_spans, self.before_spans, self.after_set, self.before_set)
+        return Change(
+            self.after_spans,
+            self.before_spans,
+            self.after_set,
+            self.before_set,
+            self.after_relations,
+            self.before_relations,
+            self.after_answers,
+            self.before_answers,
+        )
 
     @property
     def is_empty(self) -> bool:
-        return self.before_spans == self.after_spans and self.before_set == self.after_set
+        return (
+            self.before_spans == self.after_spans
+            and self.before_set == self.after_set
+            and self.before_relations == self.after_relations
+            and self.before_answers == self.after_answers
+        )
 
     def to_json(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(before, after) as stored in the edit log."""
 
-        def side(spans: Mapping[str, SpanState | None], fields: Mapping[str, Any]) -> dict[str, Any]:
+        def side(
+            spans: Mapping[str, SpanState | None],
+            fields: Mapping[str, Any],
+            relations: Mapping[str, RelationState | None],
+            answers: Mapping[str, Any],
+        ) -> dict[str, Any]:
             out: dict[str, Any] = {"spans": {u: (s.to_json() if s else None) for u, s in spans.items()}}
             if fields:
                 out["set"] = dict(fields)
+            if relations:
+                out["relations"] = {u: (r.to_json() if r else None) for u, r in relations.items()}
+            if answers:
+                out["answers"] = dict(answers)
             return out
 
-        return side(self.before_spans, self.before_set), side(self.after_spans, self.after_set)
+        return (
+            side(self.before_spans, self.before_set, self.before_relations, self.before_answers),
+            side(self.after_spans, self.after_set, self.after_relations, self.after_answers),
+        )
 
     @classmethod
     def from_json(cls, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> "Change":
@@ -101,11 +165,19 @@ class Change:
             raw = (side or {}).get("spans") or {}
             return {uid: (SpanState.from_json(s) if s else None) for uid, s in raw.items()}
 
+        def relations(side: Mapping[str, Any] | None) -> dict[str, RelationState | None]:
+            raw = (side or {}).get("relations") or {}
+            return {uid: (RelationState.from_json(r) if r else None) for uid, r in raw.items()}
+
         return cls(
             spans(before),
             spans(after),
             dict((before or {}).get("set") or {}),
             dict((after or {}).get("set") or {}),
+            relations(before),
+            relations(after),
+            dict((before or {}).get("answers") or {}),
+            dict((after or {}).get("answers") or {}),
         )
 
 
@@ -117,13 +189,50 @@ def apply_change(state: SetState, change: Change) -> SetState:
     for name, expected in change.before_set.items():
         if getattr(state, name) != expected:
             raise StateMismatch(f"{name} is not as this edit expects; reload the note")
-    spans = dict(state.spans)
-    for uid, after in change.after_spans.items():
-        if after is None:
-            spans.pop(uid, None)
+    for uid, expected in change.before_relations.items():
+        if state.relations.get(uid) != expected:
+            raise StateMismatch(f"relation {uid} is not as this edit expects; reload the note")
+    for key, expected in change.before_answers.items():
+        if state.answers.get(key) != expected:
+            raise StateMismatch(f"the answer to {key} is not as this edit expects; reload the note")
+    spans = _updated(state.spans, change.after_spans)
+    relations = _updated(state.relations, change.after_relations)
+    # A relation never outlives a span it links: an undo that would leave one so is refused (the
+    # physician deletes the relation first), and a change made by plan() never does.
+    for uid, relation in relations.items():
+        if relation.head not in spans or relation.tail not in spans:
+            raise StateMismatch(f"relation {uid} would lose a span it links; delete the relation first")
+    return replace(
+        state,
+        spans=spans,
+        relations=relations,
+        answers=_updated(state.answers, change.after_answers),
+        **{k: v for k, v in change.after_set.items() if k in _SET_FIELDS},
+    )
+
+
+def check_evidence(state: SetState, schema: LabelSchema) -> None:
+    """Evidence answers name spans of the set only (StateMismatch otherwise)."""
+    for question in schema.document_questions:
+        if question.kind.value != "evidence":
+            continue
+        missing = [uid for uid in state.answers.get(question.key) or () if uid not in state.spans]
+        if missing:
+            raise StateMismatch(
+                f"the evidence for {question.key} would name span {missing[0]}, which would be gone; "
+                "remove it from the evidence first"
+            )
+
+
+def _updated(current: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """`current` with the entries of `after` set, None meaning absent."""
+    updated = dict(current)
+    for key, value in after.items():
+        if value is None:
+            updated.pop(key, None)
         else:
-            spans[uid] = after
-    return replace(state, spans=spans, **{k: v for k, v in change.after_set.items() if k in _SET_FIELDS})
+            updated[key] = value
+    return updated
 
 
 def replay(base: SetState, changes: Iterable[Change]) -> SetState:
@@ -134,9 +243,16 @@ def replay(base: SetState, changes: Iterable[Change]) -> SetState:
     return state
 
 
-def starting_state(base_spans: Mapping[str, SpanState]) -> SetState:
-    """An annotator's set starts as a copy of its base with every copied span still undecided."""
-    return SetState(spans={uid: replace(s, status=SpanStatus.pending.value) for uid, s in base_spans.items()})
+def starting_state(
+    base_spans: Mapping[str, SpanState], base_relations: Mapping[str, RelationState] | None = None
+) -> SetState:
+    """An annotator's set starts as a copy of its base with every copied span and relation undecided."""
+    return SetState(
+        spans={uid: replace(s, status=SpanStatus.pending.value) for uid, s in base_spans.items()},
+        relations={
+            uid: replace(r, status=SpanStatus.pending.value) for uid, r in (base_relations or {}).items()
+        },
+    )
 
 
 # --- commands: what the physician asked for, turned into a change after validation -------------
@@ -187,11 +303,102 @@ class Command:
     """One request of the editor: ``kind`` and its arguments, as the browser sent them."""
 
     kind: str
-    uid: str | None = None
-    label: str | None = None
+    uid: str | None = None  # the span, or the relation for relation_* kinds
+    label: str | None = None  # entity type, or relation type for relation_add
     fragments: tuple[tuple[int, int], ...] | None = None
     text: str | None = None  # note text, skip reason
     uids: tuple[str, ...] | None = None  # accept_all: the pre-labels the physician saw
+    head: str | None = None  # relation_add: the spans it links
+    tail: str | None = None
+    attribute: str | None = None  # attribute_set: which attribute; `value` its value (None clears)
+    key: str | None = None  # answer: which question; `value` the answer (None clears)
+    value: Any = None
+    # concept_set: (system, code, preferred name) as the server looked it up, None clears
+    concept: tuple[str, str, str] | None = None
+
+
+MAX_ANSWER_LENGTH = 5_000
+
+
+def _relation_type(schema: LabelSchema, name: str):
+    relation_type = schema.relation_type(name)
+    if relation_type is None:
+        raise EditRefused(f"label: '{name}' is not a relation type of this project")
+    return relation_type
+
+
+def _existing_relation(state: SetState, uid: str) -> RelationState:
+    relation = state.relations.get(uid)
+    if relation is None:
+        raise EditRefused(f"uid: no relation {uid} in this set")
+    return relation
+
+
+def _check_arguments(schema: LabelSchema, relation: RelationState, spans: Mapping[str, SpanState]) -> None:
+    relation_type = _relation_type(schema, relation.type)
+    head, tail = spans[relation.head], spans[relation.tail]
+    if head.label not in relation_type.head_types:
+        raise EditRefused(
+            f"head: a {relation.type} relation starts at "
+            f"{' or '.join(relation_type.head_types)}, not {head.label}"
+        )
+    if tail.label not in relation_type.tail_types:
+        raise EditRefused(
+            f"tail: a {relation.type} relation ends at "
+            f"{' or '.join(relation_type.tail_types)}, not {tail.label}"
+        )
+
+
+def _removing_spans(state: SetState, uids: set[str], schema: LabelSchema) -> tuple[dict, dict, dict, dict]:
+    """What else goes when spans go: the relations that name them, and their uids in evidence answers
+    (so that undo brings all of it back)."""
+    relations = {u: r for u, r in state.relations.items() if r.head in uids or r.tail in uids}
+    answers_before: dict[str, Any] = {}
+    answers_after: dict[str, Any] = {}
+    evidence = {q.key for q in schema.document_questions if q.kind.value == "evidence"}
+    for key, value in state.answers.items():
+        if key in evidence and isinstance(value, list) and any(uid in uids for uid in value):
+            answers_before[key] = value
+            kept = [uid for uid in value if uid not in uids]
+            answers_after[key] = kept or None
+    return relations, dict.fromkeys(relations), answers_before, answers_after
+
+
+def _check_answer(schema: LabelSchema, state: SetState, key: str, value: Any) -> Any:
+    question = schema.question(key)
+    if question is None:
+        raise EditRefused(f"key: '{key}' is not a question of this project")
+    if value is None:
+        return None
+    kind = question.kind.value
+    if kind == "text":
+        if not isinstance(value, str) or len(value) > MAX_ANSWER_LENGTH:
+            raise EditRefused(f"value: the answer to {key} is text of at most {MAX_ANSWER_LENGTH} characters")
+        return value if value.strip() else None
+    if kind == "choice":
+        if value not in question.choices:
+            raise EditRefused(f"value: the answer to {key} is one of {', '.join(question.choices)}")
+        return value
+    if kind == "multi_choice":
+        if not isinstance(value, list) or any(v not in question.choices for v in value):
+            raise EditRefused(f"value: the answer to {key} is a list among {', '.join(question.choices)}")
+        # In the schema's order, each once: the same choices always make the same answer.
+        return [c for c in question.choices if c in value] or None
+    if kind == "scale":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EditRefused(f"value: the answer to {key} is a whole number")
+        if not question.scale_min <= value <= question.scale_max:
+            raise EditRefused(
+                f"value: the answer to {key} is from {question.scale_min} to {question.scale_max}"
+            )
+        return value
+    # evidence: spans of this set
+    if not isinstance(value, list) or not all(isinstance(uid, str) for uid in value):
+        raise EditRefused(f"value: the evidence for {key} is a list of span uids")
+    missing = [uid for uid in value if uid not in state.spans]
+    if missing:
+        raise EditRefused(f"value: no span {missing[0]} in this set")
+    return list(dict.fromkeys(value)) or None
 
 
 def plan(
@@ -219,7 +426,9 @@ def plan(
         span = _existing(state, command.uid or "")
         if kind == EditKind.reject and span.status != SpanStatus.pending.value:
             raise EditRefused(f"uid: span {command.uid} is not an undecided pre-label")
-        return Change({command.uid: span}, {command.uid: None})
+        relations, gone, answers_before, answers_after = _removing_spans(state, {command.uid}, schema)
+        return Change({command.uid: span}, {command.uid: None}, {}, {}, relations, gone, answers_before,
+                      answers_after)  # fmt: skip
     if kind == EditKind.accept:
         _open(state)
         span = _existing(state, command.uid or "")
@@ -227,14 +436,98 @@ def plan(
     if kind == EditKind.accept_all:
         _open(state)
         pending = {u: s for u, s in state.spans.items() if s.status == SpanStatus.pending.value}
+        relations = {u: r for u, r in state.relations.items() if r.status == SpanStatus.pending.value}
         if command.uids is not None:  # only what the physician saw when confirming
-            pending = {u: s for u, s in pending.items() if u in set(command.uids)}
-        return Change(pending, {u: replace(s, status=SpanStatus.confirmed.value) for u, s in pending.items()})
+            seen = set(command.uids)
+            pending = {u: s for u, s in pending.items() if u in seen}
+            relations = {u: r for u, r in relations.items() if u in seen}
+        confirmed = SpanStatus.confirmed.value
+        return Change(
+            pending,
+            {u: replace(s, status=confirmed) for u, s in pending.items()},
+            before_relations=relations,
+            after_relations={u: replace(r, status=confirmed) for u, r in relations.items()},
+        )
     if kind == EditKind.relabel:
         _open(state)
         span = _existing(state, command.uid or "")
-        after = replace(span, label=_label(schema, command.label or ""), status=SpanStatus.confirmed.value)
+        label = _label(schema, command.label or "")
+        # Attributes that do not apply to the new type go with the old one (undo restores them).
+        attributes = tuple(
+            (name, value)
+            for name, value in span.attributes
+            if (definition := schema.span_attribute(name)) is None
+            or not definition.applies_to
+            or label in definition.applies_to
+        )
+        after = replace(span, label=label, attributes=attributes, status=SpanStatus.confirmed.value)
+        spans = {**state.spans, command.uid: after}
+        for relation_uid, relation in state.relations.items():
+            if command.uid in (relation.head, relation.tail):
+                try:
+                    _check_arguments(schema, relation, spans)
+                except EditRefused as refused:
+                    raise EditRefused(
+                        f"label: relation {relation_uid} would no longer fit ({refused}); delete it first"
+                    ) from None
         return Change({command.uid: span}, {command.uid: after})
+    if kind == EditKind.relation_add:
+        _open(state)
+        if not command.uid:
+            raise EditRefused("uid: a new relation needs the uid the editor gave it")
+        if command.uid in state.relations:
+            raise EditRefused(f"uid: relation {command.uid} exists already")
+        for side, uid in (("head", command.head), ("tail", command.tail)):
+            if not uid or uid not in state.spans:
+                raise EditRefused(f"{side}: no span {uid} in this set")
+        if command.head == command.tail:
+            raise EditRefused("tail: a relation links two different spans")
+        relation = RelationState(_relation_type(schema, command.label or "").name, command.head, command.tail)
+        _check_arguments(schema, relation, state.spans)
+        for other_uid, other in state.relations.items():
+            if (other.type, other.head, other.tail) == (relation.type, relation.head, relation.tail):
+                raise EditRefused(f"uid: relation {other_uid} links these spans the same way already")
+        return Change(before_relations={command.uid: None}, after_relations={command.uid: relation})
+    if kind in (EditKind.relation_delete, EditKind.relation_reject):
+        _open(state)
+        relation = _existing_relation(state, command.uid or "")
+        if kind == EditKind.relation_reject and relation.status != SpanStatus.pending.value:
+            raise EditRefused(f"uid: relation {command.uid} is not an undecided pre-label")
+        return Change(before_relations={command.uid: relation}, after_relations={command.uid: None})
+    if kind == EditKind.relation_accept:
+        _open(state)
+        relation = _existing_relation(state, command.uid or "")
+        return Change(
+            before_relations={command.uid: relation},
+            after_relations={command.uid: replace(relation, status=SpanStatus.confirmed.value)},
+        )
+    if kind == EditKind.attribute_set:
+        _open(state)
+        span = _existing(state, command.uid or "")
+        definition = schema.span_attribute(command.attribute or "")
+        if definition is None:
+            raise EditRefused(f"attribute: '{command.attribute}' is not a span attribute of this project")
+        if definition.applies_to and span.label not in definition.applies_to:
+            raise EditRefused(f"attribute: {definition.name} does not apply to {span.label}")
+        if command.value is not None and command.value not in definition.values:
+            raise EditRefused(f"value: {definition.name} is one of {', '.join(definition.values)}")
+        attributes = dict(span.attributes)
+        if command.value is None:
+            attributes.pop(definition.name, None)
+        else:
+            attributes[definition.name] = command.value
+        after = replace(span, attributes=tuple(sorted(attributes.items())), status=SpanStatus.confirmed.value)
+        return Change({command.uid: span}, {command.uid: after})
+    if kind == EditKind.concept_set:
+        _open(state)
+        span = _existing(state, command.uid or "")
+        after = replace(span, concept=command.concept, status=SpanStatus.confirmed.value)
+        return Change({command.uid: span}, {command.uid: after})
+    if kind == EditKind.answer:
+        _open(state)
+        key = command.key or ""
+        value = _check_answer(schema, state, key, command.value)
+        return Change(before_answers={key: state.answers.get(key)}, after_answers={key: value})
     if kind == EditKind.modify:
         _open(state)
         span = _existing(state, command.uid or "")
@@ -258,8 +551,14 @@ def plan(
     if kind == EditKind.submit:
         _open(state)
         undecided = sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value)
+        undecided += sum(1 for r in state.relations.values() if r.status == SpanStatus.pending.value)
         if require_decided and undecided:
             raise EditRefused(f"status: {undecided} pre-labels are undecided; accept or reject them first")
+        unanswered = [
+            q.key for q in schema.document_questions if q.required and state.answers.get(q.key) is None
+        ]
+        if unanswered:
+            raise EditRefused(f"answers: answer {', '.join(unanswered)} before submitting")
         return Change(before_set={"status": state.status}, after_set={"status": SetStatus.submitted.value})
     raise EditRefused(f"kind: '{kind}' is not an edit")
 
@@ -274,5 +573,12 @@ UNDOABLE = frozenset(
         EditKind.relabel,
         EditKind.modify,
         EditKind.note,
+        EditKind.relation_add,
+        EditKind.relation_delete,
+        EditKind.relation_accept,
+        EditKind.relation_reject,
+        EditKind.attribute_set,
+        EditKind.concept_set,
+        EditKind.answer,
     }
 )

@@ -1,24 +1,77 @@
-"""JSONL notes: one JSON document per line, with its spans and relations.
+"""JSONL notes: one JSON document per line, with its spans, relations and document answers.
 
     {"id": "n1", "text": "...", "metadata": {},
-     "spans": [{"id": "T1", "label": "Drug", "fragments": [[0, 7]], "attributes": {},
-                "concept": {"system": "RxNorm", "code": "1191"}}],
-     "relations": [{"id": "R1", "type": "Strength-Drug", "head": "T2", "tail": "T1"}]}
+     "spans": [{"id": "T1", "label": "Drug", "fragments": [[0, 7]], "attributes": {"negation": "absent"},
+                "concept": {"system": "RxNorm", "code": "1191", "name": "aspirin"}}],
+     "relations": [{"id": "R1", "type": "Strength-Drug", "head": "T2", "tail": "T1",
+                    "status": "pending", "confidence": 0.7}],
+     "answers": {"primary_diagnosis": "angina", "evidence": ["T1"]}}
 
 Offsets are half-open code-point ranges of ``text`` (Python string indices). JavaScript counts UTF-16
 units instead, so a character outside the Basic Multilingual Plane (an emoji) is one position here and
 two there: a producer must convert. A span may also carry ``notes`` (a list of strings); ``concept`` may
-name the concept (``"name"``). Every error names the file, the line and the field.
+name the concept (``"name"``). A relation's ``status`` and ``confidence`` may be left out (its layer
+decides, as for spans). ``answers`` maps the keys of the schema's document questions to their answers;
+an evidence answer lists span ids of the same line. Every error names the file, the line and the field.
 """
 
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
+from app.domain.label_schema import DocumentQuestion, QuestionKind
 from app.domain.spans import Fragment
 from app.domain.uploads import ImportedDocument, ImportedRelation, ImportedSpan
+
+# The longest text answer the editor takes; an import may not store what the editor would refuse.
+MAX_ANSWER_LENGTH = 5_000
+Confidence = Annotated[float, Strict(), Field(ge=0, le=1)]
+
+
+@dataclass(frozen=True)
+class ImportedRelationState(ImportedRelation):
+    """An imported relation with the decision its file states (None: its layer decides)."""
+
+    status: str | None = None
+    confidence: float | None = None
+
+
+@dataclass
+class AnsweredDocument(ImportedDocument):
+    """An imported note with its set's answers to the schema's document questions.
+
+    ``line`` is where the note is in its file (JSONL); ``answers_file`` is the file the answers come
+    from when it is not the note's own (a brat ``.answers.json`` beside the ``.ann``).
+    """
+
+    answers: dict[str, Any] = field(default_factory=dict)
+    line: int | None = None
+    answers_file: str | None = None
+
+
+def answered(document: ImportedDocument) -> AnsweredDocument:
+    """The document as an AnsweredDocument (relations with their state), whatever reader made it."""
+    if isinstance(document, AnsweredDocument):
+        return document
+    values = {f.name: getattr(document, f.name) for f in fields(document)}
+    values["relations"] = [
+        r if isinstance(r, ImportedRelationState) else ImportedRelationState(r.id, r.type, r.head, r.tail)
+        for r in document.relations
+    ]
+    return AnsweredDocument(**values)
 
 
 class JsonlError(ValueError):
@@ -63,12 +116,14 @@ class JsonlSpan(_Strict):
 
 
 class JsonlRelation(_Strict):
-    """A directed relation from the head span to the tail span."""
+    """A directed relation from the head span to the tail span; a pre-label stays pending until decided."""
 
     id: StrictStr = Field(min_length=1)
     type: StrictStr = Field(min_length=1)
     head: StrictStr = Field(min_length=1)
     tail: StrictStr = Field(min_length=1)
+    status: Literal["pending", "confirmed"] | None = None
+    confidence: Confidence | None = None
 
 
 class JsonlDocument(_Strict):
@@ -79,8 +134,18 @@ class JsonlDocument(_Strict):
     metadata: dict[StrictStr, Any] = Field(default_factory=dict)
     spans: list[JsonlSpan] = Field(default_factory=list)
     relations: list[JsonlRelation] = Field(default_factory=list)
+    answers: dict[StrictStr, Any] = Field(default_factory=dict)
+    _line: int | None = PrivateAttr(default=None)  # where the parser found it, for later messages
 
-    def to_imported(self, source: str) -> ImportedDocument:
+    def __eq__(self, other: object) -> bool:
+        # Where a document was read is not part of it: the same note read from another line is equal.
+        if not isinstance(other, JsonlDocument):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # dict fields: never hashable
+
+    def to_imported(self, source: str) -> AnsweredDocument:
         """The document as an upload carries it into a batch."""
         spans = [
             ImportedSpan(
@@ -95,11 +160,22 @@ class JsonlDocument(_Strict):
             )
             for span in self.spans
         ]
-        relations = [ImportedRelation(r.id, r.type, r.head, r.tail) for r in self.relations]
-        # A line that names its spans (even none) is annotated; one without them is a bare note.
-        annotated = bool({"spans", "relations"} & self.model_fields_set)
-        return ImportedDocument(
-            self.id, self.text, source, dict(self.metadata), spans, relations, has_annotations=annotated
+        relations = [
+            ImportedRelationState(r.id, r.type, r.head, r.tail, r.status, r.confidence)
+            for r in self.relations
+        ]
+        # A line that names its spans (even none) or its answers is annotated; one without is a bare note.
+        annotated = bool({"spans", "relations", "answers"} & self.model_fields_set)
+        return AnsweredDocument(
+            self.id,
+            self.text,
+            source,
+            dict(self.metadata),
+            spans,
+            relations,
+            has_annotations=annotated,
+            answers=dict(self.answers),
+            line=self._line,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -116,14 +192,23 @@ class JsonlDocument(_Strict):
             if span.notes:
                 item["notes"] = list(span.notes)
             spans.append(item)
-        relations = [{"id": r.id, "type": r.type, "head": r.head, "tail": r.tail} for r in self.relations]
-        return {
+        relations = []
+        for relation in self.relations:
+            item = {"id": relation.id, "type": relation.type, "head": relation.head, "tail": relation.tail}
+            for key in ("status", "confidence"):
+                if getattr(relation, key) is not None:
+                    item[key] = getattr(relation, key)
+            relations.append(item)
+        document: dict[str, Any] = {
             "id": self.id,
             "text": self.text,
             "metadata": self.metadata,
             "spans": spans,
             "relations": relations,
         }
+        if self.answers:
+            document["answers"] = dict(self.answers)
+        return document
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -160,6 +245,10 @@ def document_problems(document: JsonlDocument) -> list[tuple[str, str]]:
                         "length in code points)",
                     )
                 )
+        if span.concept is not None:
+            problems.extend(
+                (f"spans[{i}].concept.{key}", message) for key, message in _concept_problems(span.concept)
+            )
     relation_ids: set[str] = set()
     for i, relation in enumerate(document.relations):
         if relation.id in relation_ids:
@@ -170,6 +259,82 @@ def document_problems(document: JsonlDocument) -> list[tuple[str, str]]:
             if target not in span_ids:
                 problems.append((f"relations[{i}].{end}", f"no span has the id '{target}'"))
     return problems
+
+
+def _concept_problems(concept: JsonlConcept) -> list[tuple[str, str]]:
+    # A brat export writes the concept as one word, "system:code": it must be able to.
+    problems = []
+    if any(c.isspace() for c in concept.system) or ":" in concept.system:
+        problems.append(("system", f"'{concept.system}' must be one word without ':'"))
+    if any(c.isspace() for c in concept.code):
+        problems.append(("code", f"'{concept.code}' must be one word without spaces"))
+    return problems
+
+
+def check_answers(
+    questions: Sequence[DocumentQuestion], answers: Mapping[str, Any], span_ids: Iterable[str]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The answers as the editor would store them, and (field, message) for each one it would refuse.
+
+    A null (or blank, or empty) answer is no answer and is left out; multiple choices come in the
+    schema's order, each once; evidence lists span ids of the note, each once.
+    """
+    by_key = {q.key: q for q in questions}
+    known_spans = set(span_ids)
+    stored: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for key, value in answers.items():
+        where = f"answers.{key}"
+        question = by_key.get(key)
+        if question is None:
+            offered = ", ".join(by_key) or "none"
+            problems.append((where, f"'{key}' is not a question of this project (its questions: {offered})"))
+            continue
+        if value is None:
+            continue
+        kind = question.kind
+        if kind == QuestionKind.text:
+            if not isinstance(value, str) or len(value) > MAX_ANSWER_LENGTH:
+                problems.append((where, f"must be text of at most {MAX_ANSWER_LENGTH} characters"))
+            elif value.strip():
+                stored[key] = value
+        elif kind == QuestionKind.choice:
+            if not isinstance(value, str) or value not in question.choices:
+                problems.append((where, f"{json.dumps(value)} is not one of {', '.join(question.choices)}"))
+            else:
+                stored[key] = value
+        elif kind == QuestionKind.multi_choice:
+            if not isinstance(value, list):
+                problems.append((where, f"must be a list of choices among {', '.join(question.choices)}"))
+                continue
+            others = [v for v in value if not isinstance(v, str) or v not in question.choices]
+            if others:
+                problems.append(
+                    (where, f"{json.dumps(others[0])} is not one of {', '.join(question.choices)}")
+                )
+            elif value:
+                stored[key] = [c for c in question.choices if c in value]
+        elif kind == QuestionKind.scale:
+            if isinstance(value, bool) or not isinstance(value, int):
+                problems.append(
+                    (where, f"must be a whole number from {question.scale_min} to {question.scale_max}")
+                )
+            elif not question.scale_min <= value <= question.scale_max:
+                problems.append(
+                    (where, f"{value} is outside the scale {question.scale_min} to {question.scale_max}")
+                )
+            else:
+                stored[key] = value
+        else:  # evidence: spans of the same note
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problems.append((where, "must be a list of span ids"))
+                continue
+            missing = [v for v in value if v not in known_spans]
+            if missing:
+                problems.append((where, f"no span has the id '{missing[0]}'"))
+            elif value:
+                stored[key] = list(dict.fromkeys(value))
+    return stored, problems
 
 
 def parse_jsonl_with_problems(
@@ -205,6 +370,7 @@ def parse_jsonl_with_problems(
         if document.id in seen:
             found.insert(0, ("id", f"'{document.id}' is already the id of line {seen[document.id]}"))
         seen.setdefault(document.id, number)
+        document._line = number
         if found:
             problems.extend(JsonlError(source, number, field, message) for field, message in found)
             continue

@@ -116,6 +116,15 @@ class LabelSchema(_Strict):
     def entity_type(self, name: str) -> EntityType | None:
         return next((e for e in self.entity_types if e.name == name), None)
 
+    def relation_type(self, name: str) -> RelationType | None:
+        return next((r for r in self.relation_types if r.name == name), None)
+
+    def span_attribute(self, name: str) -> SpanAttribute | None:
+        return next((a for a in self.span_attributes if a.name == name), None)
+
+    def question(self, key: str) -> DocumentQuestion | None:
+        return next((q for q in self.document_questions if q.key == key), None)
+
 
 class StudySettings(_Strict):
     """How a project's study runs; defaults follow shared/design/metrics.md."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.domain.active_time import TimeEvent
-from app.domain.agreement import document_agreement, pooled_agreement, ranked_by_disagreement
+from app.domain.agreement import AttributeRule, document_agreement, pooled_agreement, ranked_by_disagreement
 from app.domain.edit_mix import OUTCOMES, edit_event_counts, edit_mix_by_label
 from app.domain.evaluation import Evaluation, RelationData, evaluation_counts, evaluations_from_counts
 from app.domain.spans import SpanData
@@ -37,7 +37,7 @@ from app.domain.vocabulary import Condition
 
 # Bumped whenever the record's content or meaning changes, so stored records of an older layout are
 # recomputed instead of being misread.
-LAYOUT = 2
+LAYOUT = 3
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class SubmittedWork:
     submit_seq: int | None = None  # log position of its (last) submit event
     edit_kinds: Mapping[str, int] = field(default_factory=dict)  # its edit events, counted by kind
     base_spans: Sequence[SpanData] | None = None  # the set it started from, if any
+    answers: Mapping[str, Any] = field(default_factory=dict)  # its answers to the note's questions
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,17 @@ def _unpacked(packed: list[str]) -> list[list[float]]:
     return [np.frombuffer(base64.b64decode(session), dtype="<f8").tolist() for session in packed]
 
 
-def note_statistics(note: NoteWork, labels: Sequence[str]) -> dict[str, Any]:
-    """One note's record for pooled_report: plain JSON, safe to store and to read back."""
+def note_statistics(
+    note: NoteWork,
+    labels: Sequence[str],
+    *,
+    attributes: Mapping[str, AttributeRule] | None = None,
+    questions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """One note's record for pooled_report: plain JSON, safe to store and to read back.
+
+    ``attributes`` (name -> AttributeRule) and ``questions`` (key -> kind) are the schema's, for
+    attribute and answer agreement."""
     sets = []
     independent: dict[str, SubmittedWork] = {}
     for work in note.submitted:
@@ -120,6 +130,9 @@ def note_statistics(note: NoteWork, labels: Sequence[str]) -> dict[str, Any]:
         {annotator: work.relations for annotator, work in independent.items()},
         note.text,
         labels,
+        attributes=attributes,
+        answers={annotator: work.answers for annotator, work in independent.items()},
+        questions=questions,
     )
     return {"layout": LAYOUT, "sets": sets, "agreement": agreement}
 
@@ -162,6 +175,7 @@ def pooled_report(
     agreement_resamples: int = 1000,
     time_resamples: int = 2000,
     seed: int = 0,
+    question_kinds: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Time, savings, pre-label and physician quality, edit mix and agreement from the notes' records
     (note_statistics), taken in the given order (the bootstrap's documents)."""
@@ -220,7 +234,9 @@ def pooled_report(
         "published_reference": PUBLISHED_REFERENCE,
     }
     shares = {document: note["agreement"] for document, note in notes.items()}
-    agreement = pooled_agreement(shares, labels, resamples=agreement_resamples, seed=seed)
+    agreement = pooled_agreement(
+        shares, labels, resamples=agreement_resamples, seed=seed, question_kinds=question_kinds
+    )
     disagreement = ranked_by_disagreement(
         (document, share["strict_f1_mean"]) for document, share in shares.items() if share["pairs"]
     )

@@ -21,6 +21,7 @@ class SpanData:
     fragments: tuple[Fragment, ...]
     attributes: dict = field(default_factory=dict, compare=False, hash=False)
     confidence: float | None = field(default=None, compare=False)
+    concept: str | None = field(default=None, compare=False)  # "system:code" of its concept code
 
     def covered_text(self, text: str, separator: str = " ") -> str:
         return separator.join(text[f.start : f.end] for f in self.fragments)

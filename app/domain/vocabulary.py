@@ -84,6 +84,8 @@ class EditKind(StrEnum):
     redo = "redo"
     relation_add = "relation_add"
     relation_delete = "relation_delete"
+    relation_accept = "relation_accept"
+    relation_reject = "relation_reject"
     attribute_set = "attribute_set"
     concept_set = "concept_set"
     answer = "answer"

@@ -53,6 +53,7 @@ def copy_set_contents(db: Session, base: AnnotationSet, target: AnnotationSet, s
             attributes=dict(span.attributes),
             concept_code=span.concept_code,
             concept_system=span.concept_system,
+            concept_name=span.concept_name,
             base_span_id=span.id,
             status=status.value,
             confidence=span.confidence,
@@ -70,6 +71,9 @@ def copy_set_contents(db: Session, base: AnnotationSet, target: AnnotationSet, s
                 head_span_id=copies[relation.head_span_id].id,
                 tail_span_id=copies[relation.tail_span_id].id,
                 base_relation_id=relation.id,
+                # Undecided like the copied spans, so the physician accepts or rejects each.
+                status=status.value,
+                confidence=relation.confidence,
             )
         )
     db.flush()

@@ -1,8 +1,10 @@
 """Batches of notes: upload, PHI screen, hold, release with a reason or reject, store all or nothing."""
 
 import hashlib
+import io
 import re
-from dataclasses import asdict, dataclass, field
+import zipfile
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +15,7 @@ from app.db.models import (
     AnnotationSet,
     Batch,
     Document,
+    DocumentAnswer,
     PreAnnotationRun,
     Project,
     Relation,
@@ -20,15 +23,17 @@ from app.db.models import (
     SpanFragment,
     User,
 )
-from app.domain.label_schema import LabelSchema
+from app.domain.brat import ANSWERS_SUFFIX, BINARY_VALUE
+from app.domain.jsonl import AnsweredDocument, ImportedRelationState, check_answers
+from app.domain.label_schema import LabelSchema, QuestionKind
 from app.domain.phi import screen
 from app.domain.spans import Fragment
 from app.domain.uploads import (
-    ImportedDocument,
-    ImportedRelation,
+    IGNORED,
     ImportedSpan,
     UploadLimits,
     UploadProblem,
+    decode_text,
     read_upload,
 )
 from app.domain.vocabulary import BatchStatus, RunStatus, SetOrigin, SetStatus, SpanStatus
@@ -97,7 +102,7 @@ def resolve_layer(db: Session, layer: str | None) -> Layer:
     raise BatchError("layer: pre:NAME, gold or annotator:LOGIN")
 
 
-def _schema_problems(documents: list[ImportedDocument], schema: LabelSchema) -> list[UploadProblem]:
+def _schema_problems(documents: list[AnsweredDocument], schema: LabelSchema) -> list[UploadProblem]:
     known = {e.name for e in schema.entity_types}
     relation_types = {r.name for r in schema.relation_types}
     problems = []
@@ -112,7 +117,82 @@ def _schema_problems(documents: list[ImportedDocument], schema: LabelSchema) -> 
                     document.source_file, f"relation type '{relation_type}' is not in the project's schema"
                 )
             )
+        problems.extend(_attribute_problems(document, schema))
     return problems
+
+
+def _attribute_problems(document: AnsweredDocument, schema: LabelSchema) -> list[UploadProblem]:
+    """Attributes the schema defines must take its values and apply to the span's label.
+
+    Attributes it does not define are kept as given, as before (an importing tool's ``confidence``).
+    """
+    definitions = {a.name: a for a in schema.span_attributes}
+    problems = []
+    for index, span in enumerate(document.spans):
+        for name, value in span.attributes.items():
+            definition = definitions.get(name)
+            if definition is None or value is None:
+                continue
+            if definition.applies_to and span.label not in definition.applies_to:
+                message = f"does not apply to {span.label} (only to {', '.join(definition.applies_to)})"
+            elif isinstance(value, bool):
+                # A binary brat attribute reads as True; the schema says so with one value (or "true").
+                if len(definition.values) == 1 or BINARY_VALUE in definition.values:
+                    continue
+                message = f"needs a value, one of {', '.join(definition.values)}"
+            elif isinstance(value, str) and value in definition.values:
+                continue
+            else:
+                message = f"'{value}' is not one of {', '.join(definition.values)}"
+            # A JSONL note names its line and the field; a brat note, the span's T id.
+            where = f"spans[{index}].attributes.{name}" if document.line else f"{span.id} {name}"
+            problems.append(UploadProblem(document.source_file, f"{where}: {message}", document.line))
+    return problems
+
+
+def _checked_answers(
+    documents: list[AnsweredDocument], schema: LabelSchema
+) -> tuple[list[AnsweredDocument], list[UploadProblem]]:
+    """The documents with their answers as they will be stored, and a problem per answer refused."""
+    result, problems = [], []
+    for document in documents:
+        if not document.answers:
+            result.append(document)
+            continue
+        stored, found = check_answers(
+            schema.document_questions, document.answers, [s.id for s in document.spans]
+        )
+        # A sidecar's problems name the sidecar; a JSONL note's name its line.
+        file, line = (
+            (document.answers_file, None) if document.answers_file else (document.source_file, document.line)
+        )
+        problems.extend(UploadProblem(file, f"{where}: {message}", line) for where, message in found)
+        result.append(replace(document, answers=stored))
+    return result, problems
+
+
+def _answer_files(files: list[tuple[str, bytes]], problems: list[UploadProblem]) -> dict[str, str]:
+    """The ``.answers.json`` sidecars of an upload (as files or in its zips), decoded, by path.
+
+    Called only once ``read_upload`` has passed every zip entry (sizes, ratios, paths, CRCs).
+    """
+    found: dict[str, bytes] = {}
+    for name, raw in files:
+        if name.lower().endswith(ANSWERS_SUFFIX):
+            found[name] = raw
+        elif name.lower().endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                for member in archive.infolist():
+                    if member.is_dir() or any(part in member.filename for part in IGNORED):
+                        continue
+                    if member.filename.lower().endswith(ANSWERS_SUFFIX):
+                        found[member.filename] = archive.read(member)
+    decoded = {}
+    for name, raw in found.items():
+        text = decode_text(name, raw, problems)
+        if text is not None:
+            decoded[name] = text
+    return decoded
 
 
 def _where(problems: list[UploadProblem]) -> list[str]:
@@ -120,19 +200,20 @@ def _where(problems: list[UploadProblem]) -> list[str]:
     return [f"{p.file}:{p.line}" if p.line else p.file for p in problems[:100]]
 
 
-def _document_json(document: ImportedDocument) -> dict[str, Any]:
+def _document_json(document: AnsweredDocument) -> dict[str, Any]:
     return asdict(document)
 
 
-def _document_from_json(data: dict[str, Any]) -> ImportedDocument:
+def _document_from_json(data: dict[str, Any]) -> AnsweredDocument:
     spans = [
         ImportedSpan(
             **{**s, "fragments": tuple(Fragment(**f) for f in s["fragments"]), "notes": tuple(s["notes"])}
         )
         for s in data["spans"]
     ]
-    relations = [ImportedRelation(**r) for r in data["relations"]]
-    return ImportedDocument(**{**data, "spans": spans, "relations": relations})
+    # Batches held before answers and relation states were staged read with their defaults.
+    relations = [ImportedRelationState(**r) for r in data["relations"]]
+    return AnsweredDocument(**{**data, "spans": spans, "relations": relations})
 
 
 def _sha(text: str) -> str:
@@ -150,11 +231,16 @@ def upload_batch(
     client_address: str | None = None,
 ) -> UploadOutcome:
     """Read, check and screen an upload; store it, hold it for PHI review, or refuse it whole."""
-    from app.domain.brat_import import read_brat_document
+    from app.domain.brat_import import attach_answer_files, read_brat_document
 
     contents = read_upload(files, limits_of(settings), read_brat_document)
     file_names = [name for name, _ in files]
     outcome = UploadOutcome(status="refused", problems=contents.problems, warnings=contents.warnings)
+    answer_files = _answer_files(files, outcome.problems) if not outcome.problems else {}
+    # The reader leaves out what is not a note; a sidecar is read here instead.
+    outcome.warnings = [w for w in outcome.warnings if not w.file.lower().endswith(ANSWERS_SUFFIX)]
+    incoming, sidecar_problems = attach_answer_files(contents.documents, answer_files)
+    outcome.problems.extend(sidecar_problems)
     with sessions.begin() as db:
         project = db.get(Project, project_id)
         if project is None:
@@ -165,9 +251,10 @@ def upload_batch(
             outcome.problems.append(UploadProblem("(batch)", str(error)))
             resolved = None
         if not outcome.problems:
-            outcome.problems.extend(
-                _schema_problems(contents.documents, LabelSchema.model_validate(project.label_schema))
-            )
+            schema = LabelSchema.model_validate(project.label_schema)
+            outcome.problems.extend(_schema_problems(incoming, schema))
+            incoming, answer_problems = _checked_answers(incoming, schema)
+            outcome.problems.extend(answer_problems)
         if outcome.problems:
             audit.record(
                 db,
@@ -181,9 +268,9 @@ def upload_batch(
             return outcome
         existing = set(db.scalars(select(Document.sha256).where(Document.project_id == project_id)))
         existing_ids = set(db.scalars(select(Document.external_id).where(Document.project_id == project_id)))
-        fresh: list[ImportedDocument] = []
-        layered: list[ImportedDocument] = []
-        for document in contents.documents:
+        fresh: list[AnsweredDocument] = []
+        layered: list[AnsweredDocument] = []
+        for document in incoming:
             digest = _sha(document.text)
             if digest in existing:
                 outcome.duplicates.append(document.external_id)
@@ -357,7 +444,7 @@ def reject_batch(
 
 
 def _store(
-    db: Session, project: Project, batch: Batch, documents: list[ImportedDocument], layer: Layer | None
+    db: Session, project: Project, batch: Batch, documents: list[AnsweredDocument], layer: Layer | None
 ) -> None:
     """Insert the notes and their annotations with a few bulk statements (big batches stay fast)."""
     if not documents:
@@ -387,7 +474,7 @@ def _store(
 
 
 def _attach_layers(
-    db: Session, project: Project, batch: Batch, documents: list[ImportedDocument], layer: Layer | None
+    db: Session, project: Project, batch: Batch, documents: list[AnsweredDocument], layer: Layer | None
 ) -> list[str]:
     """Annotations of notes the project has already: a new layer on the stored note, unless that
     layer is there already. Returns the notes that got one."""
@@ -419,9 +506,9 @@ def _attach_layers(
 
 
 def _store_layer(
-    db: Session, project: Project, batch: Batch, annotated: list[tuple[int, ImportedDocument]], layer: Layer
+    db: Session, project: Project, batch: Batch, annotated: list[tuple[int, AnsweredDocument]], layer: Layer
 ) -> None:
-    """The annotations of stored notes as one layer (sets, spans, fragments, relations), in bulk."""
+    """The annotations of stored notes as one layer (sets, spans, fragments, relations, answers), in bulk."""
     if not annotated:
         return
     run_id = None
@@ -463,11 +550,13 @@ def _store_layer(
     status = (
         SpanStatus.pending.value if layer.origin == SetOrigin.pre_annotation else SpanStatus.confirmed.value
     )
+    uid_of: dict[tuple[int, str], str] = {}  # (set, span id in the file) -> stored uid
     for set_id, (_, document) in zip(set_ids, annotated, strict=True):
         used: set[str] = set()
         for position, span in enumerate(document.spans):
             uid = span.id if UID.match(span.id) and span.id not in used else f"s{position}"
             used.add(uid)
+            uid_of.setdefault((set_id, span.id), uid)
             span_rows.append(
                 {
                     "annotation_set_id": set_id,
@@ -510,10 +599,27 @@ def _store_layer(
                     "type": relation.type,
                     "head_span_id": id_of[(set_id, relation.head)],
                     "tail_span_id": id_of[(set_id, relation.tail)],
+                    # What the file says, else as the layer's spans: a pre-label waits for a decision.
+                    "status": relation.status or status,
+                    "confidence": relation.confidence,
                 }
             )
     if relation_rows:
         db.execute(insert(Relation), relation_rows)
+    questions = LabelSchema.model_validate(project.label_schema).document_questions
+    evidence = {q.key for q in questions if q.kind == QuestionKind.evidence}
+    answer_rows = [
+        {
+            "annotation_set_id": set_id,
+            "question_key": key,
+            # Evidence names spans by their id in the file; stored, by their uid.
+            "value": [uid_of[(set_id, v)] for v in value] if key in evidence else value,
+        }
+        for set_id, (_, document) in zip(set_ids, annotated, strict=True)
+        for key, value in document.answers.items()
+    ]
+    if answer_rows:
+        db.execute(insert(DocumentAnswer), answer_rows)
 
 
 def _confidence(span: ImportedSpan) -> float | None:

@@ -14,19 +14,34 @@ from typing import Any
 
 from sqlalchemy import delete, func, literal, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from app.db.models import AnnotationSet, Assignment, Document, EditEvent, Project, Span, SpanFragment
+from app.db.models import (
+    AnnotationSet,
+    Assignment,
+    Concept,
+    Document,
+    DocumentAnswer,
+    EditEvent,
+    Project,
+    ProjectVocabulary,
+    Relation,
+    Span,
+    SpanFragment,
+    Vocabulary,
+)
 from app.domain.active_time import SessionTime, TimeEvent, session_times
 from app.domain.editing import (
     UNDOABLE,
     Change,
     Command,
     EditRefused,
+    RelationState,
     SetState,
     SpanState,
     StateMismatch,
     apply_change,
+    check_evidence,
     plan,
     replay,
     starting_state,
@@ -68,6 +83,13 @@ class EditRequest:
     text: str | None = None
     uids: tuple[str, ...] | None = None
     target: str | None = None  # undo / redo: the client id of the event to reverse
+    head: str | None = None  # relation_add
+    tail: str | None = None
+    attribute: str | None = None  # attribute_set
+    key: str | None = None  # answer
+    value: Any = None  # attribute_set, answer
+    concept_system: str | None = None  # concept_set: the code chosen from the lookup (None clears)
+    concept_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +167,9 @@ def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
             Span.status,
             func.nullif(Span.attributes, literal({}, JSONB)),
             Span.confidence,
+            Span.concept_system,
+            Span.concept_code,
+            Span.concept_name,
             SpanFragment.start,
             SpanFragment.end,
         )
@@ -154,7 +179,8 @@ def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
     ).all()
     spans: dict[str, SpanState] = {}
     fragments: list[tuple[int, int]] = []
-    for index, (span_id, uid, label, status, attributes, confidence, start, end) in enumerate(rows):
+    for index, row in enumerate(rows):
+        span_id, uid, label, status, attributes, confidence, system, code, name, start, end = row
         if start is not None:
             fragments.append((start, end))
         if index + 1 < len(rows) and rows[index + 1][0] == span_id:
@@ -165,9 +191,35 @@ def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
             status=status,
             attributes=tuple(sorted(attributes.items())) if attributes else (),
             confidence=confidence,
+            concept=(system or "", code, name or "") if code is not None else None,
         )
         fragments = []
     return spans
+
+
+def load_relations(db: Session, set_id: int) -> dict[str, RelationState]:
+    """Relations of a set by uid, their spans named by uid."""
+    head, tail = aliased(Span), aliased(Span)
+    rows = db.execute(
+        select(Relation.uid, Relation.type, head.uid, tail.uid, Relation.status, Relation.confidence)
+        .join(head, head.id == Relation.head_span_id)
+        .join(tail, tail.id == Relation.tail_span_id)
+        .where(Relation.annotation_set_id == set_id)
+        .order_by(Relation.id)
+    ).all()
+    return {
+        uid: RelationState(type_, h, t, status, confidence) for uid, type_, h, t, status, confidence in rows
+    }
+
+
+def load_answers(db: Session, set_id: int) -> dict[str, Any]:
+    return dict(
+        db.execute(
+            select(DocumentAnswer.question_key, DocumentAnswer.value).where(
+                DocumentAnswer.annotation_set_id == set_id
+            )
+        ).all()
+    )
 
 
 def load_state(db: Session, annotation_set: AnnotationSet) -> SetState:
@@ -176,14 +228,17 @@ def load_state(db: Session, annotation_set: AnnotationSet) -> SetState:
         note=annotation_set.note,
         status=annotation_set.status,
         skip_reason=annotation_set.skip_reason,
+        relations=load_relations(db, annotation_set.id),
+        answers=load_answers(db, annotation_set.id),
     )
 
 
 def starting_state_of(db: Session, annotation_set: AnnotationSet) -> SetState:
-    """The state the set began in: its base's spans, undecided; empty for scratch."""
+    """The state the set began in: its base's spans and relations, undecided; empty for scratch."""
     if annotation_set.base_set_id is None:
         return SetState()
-    return starting_state(load_spans(db, annotation_set.base_set_id))
+    base = annotation_set.base_set_id
+    return starting_state(load_spans(db, base), load_relations(db, base))
 
 
 def logged_changes(db: Session, set_id: int) -> list[Change]:
@@ -230,6 +285,7 @@ def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[
                 continue
             span.label, span.status = after.label, after.status
             span.attributes = dict(after.attributes)
+            span.concept_system, span.concept_code, span.concept_name = after.concept or (None, None, None)
             if before.fragments != after.fragments:
                 db.execute(delete(SpanFragment).where(SpanFragment.span_id == span.id))
                 db.add_all(
@@ -245,6 +301,9 @@ def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[
                     status=after.status,
                     attributes=dict(after.attributes),
                     confidence=after.confidence,
+                    concept_system=after.concept[0] if after.concept else None,
+                    concept_code=after.concept[1] if after.concept else None,
+                    concept_name=after.concept[2] if after.concept else None,
                     # a restored copy (undo of a delete) still comes from its base span, by uid
                     base_span_id=_base_span_id(db, annotation_set, uid),
                     fragments=[
@@ -254,7 +313,95 @@ def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[
             )
     for name, value in change.after_set.items():
         setattr(annotation_set, name, value)
+    db.flush()  # spans added above get their ids before relations name them
+    _write_relations(db, annotation_set, change)
+    _write_answers(db, annotation_set.id, change)
     return tuple(touched)
+
+
+def _write_relations(db: Session, annotation_set: AnnotationSet, change: Change) -> None:
+    changed = {u: r for u, r in change.after_relations.items() if change.before_relations.get(u) != r}
+    if not changed:
+        return
+    set_id = annotation_set.id
+    db.execute(delete(Relation).where(Relation.annotation_set_id == set_id, Relation.uid.in_(list(changed))))
+    span_ids = dict(
+        db.execute(
+            select(Span.uid, Span.id).where(
+                Span.annotation_set_id == set_id,
+                Span.uid.in_({u for r in changed.values() if r for u in (r.head, r.tail)}),
+            )
+        ).all()
+    )
+    for uid, relation in changed.items():
+        if relation is None:
+            continue
+        base_relation_id = None
+        if annotation_set.base_set_id is not None:  # a restored copy still comes from its base relation
+            base_relation_id = db.scalar(
+                select(Relation.id).where(
+                    Relation.annotation_set_id == annotation_set.base_set_id, Relation.uid == uid
+                )
+            )
+        db.add(
+            Relation(
+                annotation_set_id=set_id,
+                uid=uid,
+                type=relation.type,
+                head_span_id=span_ids[relation.head],
+                tail_span_id=span_ids[relation.tail],
+                status=relation.status,
+                confidence=relation.confidence,
+                base_relation_id=base_relation_id,
+            )
+        )
+
+
+def _write_answers(db: Session, set_id: int, change: Change) -> None:
+    for key, value in change.after_answers.items():
+        if change.before_answers.get(key) == value:
+            continue
+        if value is None:
+            db.execute(
+                delete(DocumentAnswer).where(
+                    DocumentAnswer.annotation_set_id == set_id, DocumentAnswer.question_key == key
+                )
+            )
+        else:
+            db.execute(
+                insert(DocumentAnswer)
+                .values(annotation_set_id=set_id, question_key=key, value=value)
+                .on_conflict_do_update(
+                    index_elements=["annotation_set_id", "question_key"],
+                    set_={"value": value, "updated_at": func.now()},
+                )
+            )
+
+
+def project_codes_spans(db: Session, project_id: int) -> bool:
+    """Whether the project's physicians code spans: it has at least one vocabulary."""
+    return (
+        db.scalar(
+            select(ProjectVocabulary.vocabulary_id).where(ProjectVocabulary.project_id == project_id).limit(1)
+        )
+        is not None
+    )
+
+
+def project_concept(db: Session, project_id: int, system: str, code: str) -> tuple[str, str, str]:
+    """(system, code, preferred term) of a code in one of the project's vocabularies; the preferred
+    term always comes from the vocabulary, never from the browser."""
+    row = db.execute(
+        select(Vocabulary.system, Concept.code, Concept.preferred_term)
+        .join(Concept, Concept.vocabulary_id == Vocabulary.id)
+        .join(ProjectVocabulary, ProjectVocabulary.vocabulary_id == Vocabulary.id)
+        .where(ProjectVocabulary.project_id == project_id, Vocabulary.system == system, Concept.code == code)
+        .order_by(Vocabulary.id)  # two attached vocabularies of one system: the first uploaded names it
+        .limit(1)
+    ).first()
+    if row is None:
+        raise EditRefused(f"concept: {system}:{code} is not in this project's vocabularies")
+    return row[0], row[1], row[2]
 
 
 def _undo_change(db: Session, set_id: int, request: EditRequest) -> Change:
@@ -339,11 +486,17 @@ def apply_edit(
             change = _undo_change(db, set_id, request)
             try:
                 new_state = apply_change(state, change)
-            except StateMismatch:
+                check_evidence(new_state, context.schema)
+            except StateMismatch as mismatch:
                 raise EditRefused(
-                    f"target: the note changed since that edit; it cannot be {request.kind}ne"
+                    f"target: the note changed since that edit, so it cannot be {request.kind}ne: {mismatch}"
                 ) from None
         else:
+            concept = None
+            if request.kind == EditKind.concept_set and request.concept_code is not None:
+                concept = project_concept(
+                    db, context.project.id, request.concept_system or "", request.concept_code
+                )
             command = Command(
                 kind=request.kind,
                 uid=request.uid,
@@ -351,6 +504,12 @@ def apply_edit(
                 fragments=request.fragments,
                 text=request.text,
                 uids=request.uids,
+                head=request.head,
+                tail=request.tail,
+                attribute=request.attribute,
+                key=request.key,
+                value=request.value,
+                concept=concept,
             )
             change = plan(
                 command,

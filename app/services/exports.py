@@ -2,6 +2,8 @@
 
 A layer is ``gold``, ``annotator:LOGIN`` or ``pre:NAME`` (a pre-annotation run or imported source).
 Every annotator's set is its own layer, so disagreement between physicians survives the export.
+brat gets each span's attributes (A lines) and concept (N lines) and the set's relations (R lines);
+its document answers go in ``<note>.answers.json`` beside the ``.ann``, which an import reads back.
 """
 
 import csv
@@ -29,6 +31,7 @@ from app.db.models import (
     User,
 )
 from app.domain.brat import (
+    ANSWERS_SUFFIX,
     BratAnnotations,
     BratAttribute,
     BratEntity,
@@ -37,8 +40,10 @@ from app.domain.brat import (
     BratRelation,
     write_ann,
     write_annotation_conf,
+    write_answers,
 )
 from app.domain.conll import write_conll
+from app.domain.label_schema import LabelSchema, QuestionKind
 from app.domain.spans import Fragment
 from app.domain.vocabulary import SetOrigin
 from app.services import audit
@@ -71,6 +76,26 @@ class LayerSpan:
 
 
 @dataclass
+class LayerRelation:
+    uid: str
+    type: str
+    head: str  # span uids
+    tail: str
+    status: str
+    confidence: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.uid,
+            "type": self.type,
+            "head": self.head,
+            "tail": self.tail,
+            "status": self.status,
+            "confidence": self.confidence,
+        }
+
+
+@dataclass
 class LayerSet:
     """One annotation set of one note, ready to write."""
 
@@ -83,7 +108,7 @@ class LayerSet:
     note: str
     unmodelled: list[str]
     spans: list[LayerSpan] = field(default_factory=list)
-    relations: list[tuple[str, str, str, str]] = field(default_factory=list)  # uid, type, head uid, tail uid
+    relations: list[LayerRelation] = field(default_factory=list)
     answers: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,7 +210,9 @@ def load_project(
         ).scalars():
             head, tail = spans_by_id[relation.head_span_id][1], spans_by_id[relation.tail_span_id][1]
             layer_sets[relation.annotation_set_id].relations.append(
-                (relation.uid, relation.type, head.uid, tail.uid)
+                LayerRelation(
+                    relation.uid, relation.type, head.uid, tail.uid, relation.status, relation.confidence
+                )
             )
         for answer in db.execute(
             select(DocumentAnswer).where(DocumentAnswer.annotation_set_id.in_(chunk))
@@ -200,7 +227,19 @@ def load_project(
     return project, result
 
 
-def _brat(text: str, layer_set: LayerSet) -> str:
+def _attribute_line(schema: LabelSchema, target: str, name: str, value: Any) -> BratAttribute | None:
+    """The A line of one attribute of a span, or None when brat has nothing to say."""
+    if value is None or value is False:
+        return None  # brat says "not negated" by having no line
+    definition = next((a for a in schema.span_attributes if a.name == name), None)
+    # True (a binary line read in), or the one value of a one-valued attribute: a flag, present or not.
+    if value is True or (definition is not None and definition.values == [str(value)]):
+        return BratAttribute("", name, target, None)
+    return BratAttribute("", name, target, str(value))
+
+
+def _brat(text: str, layer_set: LayerSet, schema: LabelSchema) -> tuple[str, dict[str, Any]]:
+    """The set's .ann, and its answers with evidence naming the T ids of that .ann."""
     annotations = BratAnnotations()
     t_ids: dict[str, str] = {}
     taken = {s.uid for s in layer_set.spans if _T_ID.match(s.uid)}
@@ -218,9 +257,9 @@ def _brat(text: str, layer_set: LayerSet) -> str:
         covered = " ".join(text[f.start : f.end] for f in span.fragments)
         annotations.entities[ident] = BratEntity(ident, span.label, span.fragments, covered)
         for name, value in span.attributes.items():
-            annotations.attributes.append(
-                BratAttribute("", name, ident, None if value is True else str(value))
-            )
+            line = _attribute_line(schema, ident, name, value)
+            if line is not None:
+                annotations.attributes.append(line)
         if span.concept_code is not None:
             annotations.normalizations.append(
                 BratNormalization(
@@ -232,12 +271,18 @@ def _brat(text: str, layer_set: LayerSet) -> str:
             )
         for note in span.notes:
             annotations.annotator_notes.append(BratNote("", ident, note))
-    for uid, kind, head, tail in layer_set.relations:
+    for relation in layer_set.relations:
+        ident = relation.uid if _R_ID.match(relation.uid) else ""
         annotations.relations.append(
-            BratRelation(uid if _R_ID.match(uid) else "", kind, t_ids[head], t_ids[tail])
+            BratRelation(ident, relation.type, t_ids[relation.head], t_ids[relation.tail])
         )
     annotations.unmodelled = list(layer_set.unmodelled)
-    return write_ann(annotations)
+    evidence = {q.key for q in schema.document_questions if q.kind == QuestionKind.evidence}
+    answers = {
+        key: [t_ids.get(uid, uid) for uid in value] if key in evidence and isinstance(value, list) else value
+        for key, value in layer_set.answers.items()
+    }
+    return write_ann(annotations), answers
 
 
 def _folder(layer: str) -> str:
@@ -245,15 +290,21 @@ def _folder(layer: str) -> str:
 
 
 def export_brat(project: Project, documents: list[ExportDocument], layer: str | None) -> bytes:
-    """A zip: annotation.conf and, per layer (a folder each when several), .txt and .ann per note."""
+    """A zip: annotation.conf and, per layer (a folder each when several), .txt and .ann per note,
+    with ``.answers.json`` beside the ``.ann`` of a set that answered the document questions."""
+    schema = LabelSchema.model_validate(project.label_schema)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("annotation.conf", write_annotation_conf(project.label_schema))
         for document in documents:
             for layer_set in document.sets:
                 folder = "" if layer else f"{_folder(layer_set.layer)}/"
-                archive.writestr(f"{folder}{document.external_id}.txt", document.text.encode("utf-8"))
-                archive.writestr(f"{folder}{document.external_id}.ann", _brat(document.text, layer_set))
+                stem = f"{folder}{document.external_id}"
+                ann, answers = _brat(document.text, layer_set, schema)
+                archive.writestr(f"{stem}.txt", document.text.encode("utf-8"))
+                archive.writestr(f"{stem}.ann", ann)
+                if answers:
+                    archive.writestr(f"{stem}{ANSWERS_SUFFIX}", write_answers(answers))
     return buffer.getvalue()
 
 
@@ -286,9 +337,8 @@ def export_jsonl(documents: list[ExportDocument], layer: str | None) -> str:
                         "text": document.text,
                         "metadata": document.metadata,
                         "spans": [_span_json(s) for s in layer_set.spans],
-                        "relations": [
-                            {"id": u, "type": t, "head": h, "tail": a} for u, t, h, a in layer_set.relations
-                        ],
+                        "relations": [r.to_json() for r in layer_set.relations],
+                        "answers": layer_set.answers,
                     }
                 )
             continue
@@ -308,9 +358,7 @@ def export_jsonl(documents: list[ExportDocument], layer: str | None) -> str:
                         "spans": [
                             {**_span_json(x), "status": x.status, "confidence": x.confidence} for x in s.spans
                         ],
-                        "relations": [
-                            {"id": u, "type": t, "head": h, "tail": a} for u, t, h, a in s.relations
-                        ],
+                        "relations": [r.to_json() for r in s.relations],
                         "answers": s.answers,
                         "unmodelled": s.unmodelled,
                     }

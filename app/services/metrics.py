@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, any_, bindparam, func, select
+from sqlalchemy import ARRAY, Integer, any_, bindparam, func, literal, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +21,7 @@ from app.db.models import (
     AnnotationSet,
     Assignment,
     Document,
+    DocumentAnswer,
     EditEvent,
     MetricsReport,
     NoteStatistics,
@@ -31,6 +33,7 @@ from app.db.models import (
     User,
 )
 from app.domain.active_time import TimeEvent
+from app.domain.agreement import AttributeRule
 from app.domain.evaluation import RelationData
 from app.domain.label_schema import parse_label_schema, parse_study_settings
 from app.domain.note_statistics import LAYOUT, NoteWork, SubmittedWork, note_statistics, pooled_report
@@ -72,20 +75,33 @@ def _spans_of(
     if not set_ids:
         return {}, {}
     query = (
-        select(Span.annotation_set_id, Span.id, Span.label, SpanFragment.start, SpanFragment.end)
+        select(
+            Span.annotation_set_id,
+            Span.id,
+            Span.label,
+            SpanFragment.start,
+            SpanFragment.end,
+            # NULL when empty, so most rows need no JSON decoding
+            func.nullif(Span.attributes, literal({}, JSONB)),
+            Span.concept_system,
+            Span.concept_code,
+        )
         .join(SpanFragment, SpanFragment.span_id == Span.id)
         .where(_among(Span.annotation_set_id, set_ids))
         .order_by(Span.annotation_set_id, Span.id, SpanFragment.ordinal)
     )
     if label is not None:
         query = query.where(Span.label == label)
-    grouped: dict[tuple[int, int], tuple[str, list[Fragment]]] = {}
-    for set_id, span_id, span_label, start, end in db.execute(query):
-        grouped.setdefault((set_id, span_id), (span_label, []))[1].append(Fragment(start, end))
+    grouped: dict[tuple[int, int], tuple[str, list[Fragment], dict | None, str | None]] = {}
+    for set_id, span_id, span_label, start, end, attributes, system, code in db.execute(query):
+        concept = f"{system}:{code}" if code is not None else None
+        grouped.setdefault((set_id, span_id), (span_label, [], attributes, concept))[1].append(
+            Fragment(start, end)
+        )
     spans: dict[int, list[SpanData]] = defaultdict(list)
     by_span_id: dict[int, SpanData] = {}
-    for (set_id, span_id), (span_label, fragments) in grouped.items():
-        span = SpanData(span_label, tuple(sorted(fragments)))
+    for (set_id, span_id), (span_label, fragments, attributes, concept) in grouped.items():
+        span = SpanData(span_label, tuple(sorted(fragments)), attributes=attributes or {}, concept=concept)
         spans[set_id].append(span)
         by_span_id[span_id] = span
     return spans, by_span_id
@@ -119,8 +135,25 @@ def _variant(filters: MetricsFilter) -> str:
     return json.dumps([filters.annotator, filters.condition, filters.label])
 
 
-def _fingerprint(labels: list[str], variant: str, note_sets: list[tuple], gold: tuple | None) -> str:
-    digest = hashlib.sha256(repr((LAYOUT, labels, variant, sorted(note_sets), gold)).encode())
+@dataclass(frozen=True)
+class Definitions:
+    """What of the schema besides the labels a note's record depends on: its attributes and questions."""
+
+    attributes: dict[str, AttributeRule]
+    questions: dict[str, str]
+
+    @classmethod
+    def of(cls, schema) -> "Definitions":
+        return cls(
+            {a.name: AttributeRule(a.default, tuple(a.applies_to)) for a in schema.span_attributes},
+            {q.key: q.kind.value for q in schema.document_questions},
+        )
+
+
+def _fingerprint(
+    labels: list[str], definitions: Definitions, variant: str, note_sets: list[tuple], gold: tuple | None
+) -> str:
+    digest = hashlib.sha256(repr((LAYOUT, labels, definitions, variant, sorted(note_sets), gold)).encode())
     return digest.hexdigest()
 
 
@@ -162,6 +195,13 @@ def _note_works(
             submit_seq[set_id] = event_id
         if monotonic is not None:
             time_events[set_id].append(TimeEvent(page_session or "", kind, monotonic, event_id))
+    answers: dict[int, dict[str, Any]] = defaultdict(dict)
+    for set_id, key, value in db.execute(
+        select(DocumentAnswer.annotation_set_id, DocumentAnswer.question_key, DocumentAnswer.value).where(
+            _among(DocumentAnswer.annotation_set_id, submitted_ids)
+        )
+    ):
+        answers[set_id][key] = value
     texts = dict(
         db.execute(select(Document.id, Document.text).where(_among(Document.id, document_ids))).all()
     )
@@ -180,6 +220,7 @@ def _note_works(
                     submit_seq=submit_seq.get(s.id),
                     edit_kinds=kinds.get(s.id, {}),
                     base_spans=None if s.base_set_id is None else spans.get(s.base_set_id, []),
+                    answers=answers.get(s.id, {}),
                 )
                 for s in sets_by_document[d]
             ],
@@ -199,6 +240,7 @@ def _refresh_notes(
     labels: list[str],
     variant: str,
     label: str | None,
+    definitions: "Definitions",
 ) -> dict[int, dict[str, Any]]:
     """Compute the records of the stale notes, in chunks, storing each chunk in its own transaction (a
     long first computation keeps what it has done if it is interrupted)."""
@@ -207,7 +249,12 @@ def _refresh_notes(
         chunk = stale[first : first + REFRESH_CHUNK]
         with sessions() as db:
             works = _note_works(db, chunk, sets_by_document, gold_sets, label)
-        computed = {d: note_statistics(works[d], labels) for d in chunk}
+        computed = {
+            d: note_statistics(
+                works[d], labels, attributes=definitions.attributes, questions=definitions.questions
+            )
+            for d in chunk
+        }
         records.update(computed)
         # A note submitted moments ago may still get activity its page sent before the submit; its
         # record is used now but stored only once the note has settled.
@@ -299,6 +346,7 @@ def project_metrics(
         labels = [e.name for e in schema.entity_types]
         if filters.label is not None:
             labels = [label for label in labels if label == filters.label]
+        definitions = Definitions.of(schema)
 
         documents_query = select(Document.id, Document.external_id).where(Document.project_id == project_id)
         if filters.batch_id is not None:
@@ -367,6 +415,7 @@ def project_metrics(
         fingerprints = {
             d: _fingerprint(
                 labels,
+                definitions,
                 variant,
                 [
                     (s.id, s.version, s.condition, s.username, s.base_set_id, bases.get(s.base_set_id))
@@ -408,8 +457,11 @@ def project_metrics(
                 if fingerprint == fingerprints[d]
             }
         stale = [d for d in worked if d not in stored]
-        records = {**stored, **_refresh_notes(sessions, stale, fingerprints, settled, sets_by_document,
-                                              gold_sets, labels, variant, filters.label)}  # fmt: skip
+        computed = _refresh_notes(
+            sessions, stale, fingerprints, settled, sets_by_document, gold_sets, labels, variant,
+            filters.label, definitions,
+        )  # fmt: skip
+        records = {**stored, **computed}
         pooled = pooled_report(
             {str(d): records[d] for d in worked},
             labels,
@@ -417,6 +469,7 @@ def project_metrics(
             agreement_resamples=agreement_resamples,
             time_resamples=time_resamples,
             seed=seed,
+            question_kinds=definitions.questions,
         )
         # As it reads back when stored (tuples become lists), so a report never depends on where it came from.
         pooled = json.loads(json.dumps(pooled))

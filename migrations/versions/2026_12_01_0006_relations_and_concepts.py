@@ -1,4 +1,5 @@
-"""relations pre-labelled like spans (status, confidence); concept vocabularies with trigram search
+"""relations pre-labelled like spans (status, confidence, accept and reject events); concept
+vocabularies with trigram search
 
 Revision ID: 0006
 Revises: 0005
@@ -15,6 +16,17 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+KINDS_BEFORE = (
+    "open", "close", "visible", "hidden", "activity", "add", "delete", "modify", "relabel", "accept", "reject",
+    "accept_all", "undo", "redo", "relation_add", "relation_delete", "attribute_set", "concept_set", "answer",
+    "note", "submit", "skip",
+)  # fmt: skip
+KINDS_AFTER = (*KINDS_BEFORE, "relation_accept", "relation_reject")
+
+
+def _kinds(kinds: tuple[str, ...]) -> str:
+    return "kind IN (" + ", ".join(f"'{kind}'" for kind in kinds) + ")"
+
 
 def upgrade() -> None:
     op.add_column(
@@ -22,6 +34,8 @@ def upgrade() -> None:
     )
     op.add_column("relations", sa.Column("confidence", sa.Double(), nullable=True))
     op.create_check_constraint("status", "relations", "status IN ('pending', 'confirmed')")
+    op.drop_constraint("kind", "edit_events", type_="check")
+    op.create_check_constraint("kind", "edit_events", _kinds(KINDS_AFTER))
 
     # Fuzzy concept search; an external server needs the extension installed (pg_trgm ships with PostgreSQL).
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
@@ -124,6 +138,9 @@ def downgrade() -> None:
     op.drop_table("concept_terms")
     op.drop_table("concepts")
     op.drop_table("vocabularies")
+    op.execute("DELETE FROM edit_events WHERE kind IN ('relation_accept', 'relation_reject')")
+    op.drop_constraint("kind", "edit_events", type_="check")
+    op.create_check_constraint("kind", "edit_events", _kinds(KINDS_BEFORE))
     op.drop_constraint("status", "relations", type_="check")
     op.drop_column("relations", "confidence")
     op.drop_column("relations", "status")

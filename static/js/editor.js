@@ -83,7 +83,9 @@
 
   function readItem(li) {
     return { uid: li.dataset.uid, label: li.dataset.label, status: li.dataset.status,
-      fragments: JSON.parse(li.dataset.fragments), li, marks: [] };
+      fragments: JSON.parse(li.dataset.fragments), li, marks: [],
+      attributes: JSON.parse(li.dataset.attributes || "{}"),
+      concept: li.dataset.concept ? JSON.parse(li.dataset.concept) : null };
   }
   function prepareItem(li) {
     li.id = `span-${li.dataset.uid}`;
@@ -190,10 +192,12 @@
   }
 
   function selectSpan(uid, scroll = true) {
+    if (linking && uid && uid !== linking.head && spans.has(uid)) { linking.candidate = uid; }
     const previous = selectedUid ? spans.get(selectedUid) : null;
     if (previous) { previous.li.setAttribute("aria-selected", "false"); previous.li.classList.remove("selected"); previous.marks.forEach((m) => m.classList.remove("selected")); }
     selectedUid = uid && spans.has(uid) ? uid : null;
     noteText.removeAttribute("aria-activedescendant");
+    showDetails();
     if (!selectedUid) return;
     if (selection) { selection = null; drawSelection(); delete noteText.dataset.selection; }
     const span = spans.get(selectedUid);
@@ -216,7 +220,8 @@
   let inFlight = false;
   let undoStack = [];
   let redoStack = [];
-  const UNDOABLE = new Set(["add", "delete", "reject", "accept", "accept_all", "relabel", "modify", "note"]);
+  const UNDOABLE = new Set(["add", "delete", "reject", "accept", "accept_all", "relabel", "modify", "note",
+    "relation_add", "relation_delete", "relation_accept", "relation_reject", "attribute_set", "concept_set", "answer"]);
 
   function toast(message) {
     toastEl.textContent = message;
@@ -242,7 +247,9 @@
   }
 
   function applicable(command) { // after a conflict: may this edit still be made?
-    if (["delete", "reject", "accept", "relabel", "modify"].includes(command.kind)) return spans.has(command.uid);
+    if (["delete", "reject", "accept", "relabel", "modify", "attribute_set", "concept_set"].includes(command.kind)) return spans.has(command.uid);
+    if (["relation_delete", "relation_accept", "relation_reject"].includes(command.kind)) return relations.has(command.uid);
+    if (command.kind === "relation_add") return spans.has(command.head) && spans.has(command.tail);
     return true;
   }
 
@@ -256,6 +263,10 @@
     version = Number(fresh.dataset.version);
     setStatus(fresh.dataset.status);
     loadList(fresh);
+    if (document.getElementById("relation-list-container")) {
+      const answer = await fetch(`${base}/relations`, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+      if (answer.ok) { const box = document.createElement("div"); box.innerHTML = await answer.text(); takeRelations(box); }
+    }
   }
 
   function applyResult(html) {
@@ -264,7 +275,7 @@
     const result = holder.firstElementChild;
     const list = document.getElementById("span-list");
     const changed = [];
-    result.querySelectorAll("li").forEach((li) => {
+    result.querySelectorAll(":scope > ol > li").forEach((li) => { // the spans; the relation list follows
       const uid = li.dataset.uid;
       const old = spans.get(uid);
       if (old) { old.marks.forEach((m) => m.remove()); old.li.remove(); spans.delete(uid); }
@@ -278,9 +289,251 @@
       changed.push(uid);
     });
     redraw(changed);
+    takeRelations(result);
     updateCounts(Number(result.dataset.pending));
     setStatus(result.dataset.status);
+    showDetails();
     return changed;
+  }
+
+  // ---- relations: the server renders the list, this script keeps a map and highlights on hover ---------
+  const relations = new Map(); // uid -> {uid, type, head, tail, status, li}
+  function readRelations() {
+    relations.clear();
+    document.querySelectorAll("#relation-list > li").forEach((li) => relations.set(li.dataset.uid,
+      { uid: li.dataset.uid, type: li.dataset.type, head: li.dataset.head, tail: li.dataset.tail, status: li.dataset.status, li }));
+  }
+  function takeRelations(holder) {
+    const fresh = holder.querySelector("#relation-list-container");
+    const current = document.getElementById("relation-list-container");
+    if (!fresh || !current) return;
+    current.replaceWith(fresh);
+    readRelations();
+  }
+  function highlight(uids, on) {
+    for (const uid of uids) { const span = spans.get(uid); if (span) span.marks.forEach((m) => m.classList.toggle("related", on)); }
+  }
+  const relationsBox = document.querySelector(".relations-section");
+  if (relationsBox) {
+    relationsBox.addEventListener("mouseover", (event) => {
+      const li = event.target.closest("#relation-list > li");
+      if (li) highlight([li.dataset.head, li.dataset.tail], true);
+    });
+    relationsBox.addEventListener("mouseout", (event) => {
+      const li = event.target.closest("#relation-list > li");
+      if (li) highlight([li.dataset.head, li.dataset.tail], false);
+    });
+    relationsBox.addEventListener("click", (event) => {
+      const button = event.target.closest("[data-relation-action]");
+      const li = event.target.closest("#relation-list > li");
+      if (!li) return;
+      if (button) {
+        highlight([li.dataset.head, li.dataset.tail], false);
+        send({ kind: `relation_${button.dataset.relationAction}`, uid: li.dataset.uid });
+      } else selectSpan(li.dataset.head);
+    });
+  }
+
+  let linking = null; // {head, type, candidate}: a relation being made
+  const hint = document.getElementById("relation-hint");
+  function startLink() {
+    const head = spans.get(selectedUid);
+    if (!head) { toast("Select the span the relation starts from."); return; }
+    const types = data.relation_types.filter((t) => t.head_types.includes(head.label));
+    if (!types.length) { toast(`No relation starts from ${head.label}.`); return; }
+    const menu = document.getElementById("relation-type-menu");
+    menu.replaceChildren(...types.map((t, i) => {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.relationType = t.name;
+      button.dataset.testid = `relation-type-${t.name}`;
+      button.textContent = `${i + 1}  ${t.name} → ${t.tail_types.join(" / ")}`;
+      li.appendChild(button);
+      return li;
+    }));
+    const dialog = document.getElementById("relation-types");
+    dialog.dataset.head = head.uid;
+    dialog.showModal();
+    menu.querySelector("button").focus();
+  }
+  function chooseType(name) {
+    const dialog = document.getElementById("relation-types");
+    dialog.close();
+    linking = { head: dialog.dataset.head, type: data.relation_types.find((t) => t.name === name), candidate: null };
+    hint.hidden = false;
+    hint.textContent = `${name}: now select the ${linking.type.tail_types.join(" or ")} it goes to (Enter or click), Esc cancels.`;
+    document.querySelector(".editor").classList.add("linking");
+  }
+  function finishLink(tail) {
+    if (!linking) return;
+    const { head, type } = linking;
+    const target = spans.get(tail);
+    if (!target || tail === head) return;
+    if (!type.tail_types.includes(target.label)) { toast(`A ${type.name} relation ends at ${type.tail_types.join(" or ")}, not ${target.label}.`); return; }
+    cancelLink();
+    const uid = `r${pageSession.slice(1, 9)}${(++counter).toString(36)}`;
+    send({ kind: "relation_add", uid, label: type.name, head, tail });
+  }
+  function cancelLink() {
+    linking = null;
+    hint.hidden = true;
+    document.querySelector(".editor").classList.remove("linking");
+  }
+  const typeDialog = document.getElementById("relation-types");
+  typeDialog.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-relation-type]");
+    if (button) chooseType(button.dataset.relationType);
+  });
+  typeDialog.addEventListener("keydown", (event) => {
+    const n = Number(event.key);
+    const buttons = typeDialog.querySelectorAll("[data-relation-type]");
+    if (n >= 1 && n <= buttons.length) { event.preventDefault(); chooseType(buttons[n - 1].dataset.relationType); }
+  });
+  const linkButton = document.getElementById("relation-start");
+  if (linkButton) linkButton.addEventListener("click", startLink);
+
+  // ---- the selected span's attributes and concept code ----------------------------------------
+  const details = document.getElementById("span-details");
+  const attributeBox = document.getElementById("detail-attributes");
+  function showDetails() {
+    const span = selectedUid ? spans.get(selectedUid) : null;
+    details.hidden = !span || (!data.attributes.length && !data.coding && !data.relation_types.length);
+    if (!span) return;
+    const applicable = data.attributes.filter((a) => !a.applies_to.length || a.applies_to.includes(span.label));
+    attributeBox.replaceChildren(...applicable.map((a) => {
+      const label = document.createElement("label");
+      label.textContent = `${a.name} `;
+      const select = document.createElement("select");
+      select.dataset.attribute = a.name;
+      select.dataset.testid = `attribute-${a.name}`;
+      select.append(new Option("—", ""), ...a.values.map((v) => new Option(v, v)));
+      select.value = span.attributes[a.name] || "";
+      label.appendChild(select);
+      return label;
+    }));
+    const current = document.getElementById("concept-current");
+    if (current) current.textContent = span.concept ? `${span.concept.system}:${span.concept.code} ${span.concept.name}` : "none";
+  }
+  attributeBox.addEventListener("change", (event) => {
+    const select = event.target.closest("select[data-attribute]");
+    const span = spans.get(selectedUid);
+    if (!select || !span) return;
+    send({ kind: "attribute_set", uid: span.uid, attribute: select.dataset.attribute, value: select.value || null });
+    noteText.focus({ preventScroll: true });
+  });
+
+  const conceptSearch = document.getElementById("concept-search");
+  const conceptResults = document.getElementById("concept-results");
+  let conceptTimer = null;
+  let conceptQuery = 0;
+  let conceptActive = -1;
+  async function lookUp(query) {
+    const asked = ++conceptQuery;
+    const response = await fetch(`${base}/concepts?q=${encodeURIComponent(query)}`, { credentials: "same-origin" });
+    if (!response.ok || asked !== conceptQuery) return;
+    const { results } = await response.json();
+    conceptActive = results.length ? 0 : -1;
+    conceptResults.replaceChildren(...results.map((r, i) => {
+      const li = document.createElement("li");
+      li.dataset.system = r.system;
+      li.dataset.code = r.code;
+      li.dataset.testid = "concept-result";
+      li.setAttribute("role", "option");
+      li.setAttribute("aria-selected", String(i === 0));
+      li.textContent = `${r.system}:${r.code} ${r.preferred_term}${r.term && r.term !== r.preferred_term ? ` (${r.term})` : ""}`;
+      return li;
+    }));
+    conceptSearch.setAttribute("aria-expanded", String(results.length > 0));
+  }
+  function chooseConcept(li) {
+    const span = spans.get(selectedUid);
+    if (!li || !span) return;
+    send({ kind: "concept_set", uid: span.uid, concept_system: li.dataset.system, concept_code: li.dataset.code });
+    conceptResults.replaceChildren();
+    conceptSearch.value = "";
+    conceptSearch.setAttribute("aria-expanded", "false");
+    noteText.focus({ preventScroll: true });
+  }
+  if (conceptSearch) {
+    conceptSearch.addEventListener("input", () => {
+      clearTimeout(conceptTimer);
+      const query = conceptSearch.value.trim();
+      conceptTimer = setTimeout(() => { if (query) lookUp(query); else conceptResults.replaceChildren(); }, 150);
+    });
+    conceptSearch.addEventListener("keydown", (event) => {
+      const items = [...conceptResults.children];
+      if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        if (!items.length) return;
+        conceptActive = (conceptActive + (event.key === "ArrowDown" ? 1 : -1) + items.length) % items.length;
+        items.forEach((li, i) => li.setAttribute("aria-selected", String(i === conceptActive)));
+      } else if (event.key === "Enter") {
+        event.preventDefault();
+        chooseConcept(items[conceptActive]);
+      } else if (event.key === "Escape") {
+        conceptResults.replaceChildren();
+        noteText.focus({ preventScroll: true });
+      }
+    });
+    conceptResults.addEventListener("click", (event) => chooseConcept(event.target.closest("li")));
+    document.getElementById("concept-clear").addEventListener("click", () => {
+      const span = spans.get(selectedUid);
+      if (span && span.concept) send({ kind: "concept_set", uid: span.uid, concept_code: null });
+    });
+  }
+
+  // ---- document questions ----------------------------------------------------------------------
+  const questions = document.getElementById("questions");
+  function evidenceOf(list) { return JSON.parse(list.dataset.evidence || "[]"); }
+  function drawEvidence(list) {
+    list.replaceChildren(...evidenceOf(list).map((uid) => {
+      const li = document.createElement("li");
+      const span = spans.get(uid);
+      li.dataset.uid = uid;
+      li.dataset.testid = "evidence-item";
+      li.textContent = span ? span.li.querySelector(".span-text").textContent : uid;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "small";
+      remove.textContent = "×";
+      remove.title = "Remove this evidence";
+      remove.dataset.evidenceRemove = uid;
+      li.appendChild(remove);
+      return li;
+    }));
+  }
+  if (questions) {
+    questions.querySelectorAll(".evidence-list").forEach(drawEvidence);
+    questions.addEventListener("change", (event) => {
+      const fieldset = event.target.closest("fieldset.question");
+      if (!fieldset || fieldset.dataset.kind === "evidence") return;
+      const key = fieldset.dataset.key, kind = fieldset.dataset.kind;
+      let value = null;
+      if (kind === "multi_choice") value = [...fieldset.querySelectorAll("input:checked")].map((i) => i.value);
+      else if (kind === "text") value = fieldset.querySelector("textarea").value;
+      else {
+        const checked = fieldset.querySelector("input:checked");
+        value = checked ? (kind === "scale" ? Number(checked.value) : checked.value) : null;
+      }
+      send({ kind: "answer", key, value: Array.isArray(value) && !value.length ? null : value });
+    });
+    questions.addEventListener("click", (event) => {
+      const add = event.target.closest("[data-evidence-add]");
+      const remove = event.target.closest("[data-evidence-remove]");
+      const fieldset = event.target.closest("fieldset.question");
+      if (!fieldset || (!add && !remove)) return;
+      const list = fieldset.querySelector(".evidence-list");
+      let value = evidenceOf(list);
+      if (add) {
+        if (!selectedUid) { toast("Select the span that is evidence first."); return; }
+        if (value.includes(selectedUid)) return;
+        value = [...value, selectedUid];
+      } else value = value.filter((uid) => uid !== remove.dataset.evidenceRemove);
+      list.dataset.evidence = JSON.stringify(value);
+      drawEvidence(list);
+      send({ kind: "answer", key: fieldset.dataset.key, value: value.length ? value : null });
+    });
   }
 
   function updateCounts(pending) {
@@ -463,6 +716,7 @@
     const again = lastClick && lastClick.u === u ? (lastClick.i + 1) % here.length : 0;
     lastClick = { u, i: again };
     setSelection(null);
+    if (linking) { finishLink(here[again].uid); return; }
     selectSpan(here[again].uid, false);
   });
   let hoverTimer = null;
@@ -482,6 +736,7 @@
   noteText.addEventListener("mouseleave", () => { tooltip.hidden = true; });
   document.getElementById("span-list-container").parentElement.addEventListener("click", (event) => {
     const li = event.target.closest("#span-list > li");
+    if (li && linking) { finishLink(li.dataset.uid); return; }
     if (li) { setSelection(null); selectSpan(li.dataset.uid); noteText.focus({ preventScroll: true }); }
   });
   document.querySelector(".palette").addEventListener("click", (event) => {
@@ -524,7 +779,20 @@
     if (ctrl && (key.toLowerCase() === "y" || (key.toLowerCase() === "z" && event.shiftKey))) { event.preventDefault(); redo(); return; }
     if (ctrl || (event.altKey && !event.shiftKey)) return;
     if (key === "?") { event.preventDefault(); document.getElementById("guidelines").showModal(); return; }
-    if (key === "Escape") { setSelection(null); selectSpan(null); keyAnchor = keyFocus = null; return; }
+    if (key === "Escape") { cancelLink(); setSelection(null); selectSpan(null); keyAnchor = keyFocus = null; return; }
+    if (event.shiftKey && key === "R" && data.relation_types.length) { event.preventDefault(); startLink(); return; }
+    if (event.shiftKey && key === "A") {
+      const first = attributeBox.querySelector("select");
+      if (first) { event.preventDefault(); first.focus(); }
+      return;
+    }
+    if (event.shiftKey && key === "C" && conceptSearch) {
+      if (!selectedUid) { toast("Select a span to code first."); return; }
+      event.preventDefault();
+      conceptSearch.focus();
+      return;
+    }
+    if (key === "Enter" && linking && !event.shiftKey) { event.preventDefault(); finishLink(selectedUid); return; }
     if (key === "Tab") {
       const order = orderedUids();
       if (!order.length) return;
@@ -625,6 +893,7 @@
 
   // ---- start -----------------------------------------------------------------------------------
   loadList(document);
+  readRelations();
   setStatus(data.status);
   let resizeTimer = null;
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => { redraw(); drawSelection(); }, 100); });

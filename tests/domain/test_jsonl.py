@@ -5,16 +5,22 @@ import json
 import pytest
 
 from app.domain.jsonl import (
+    AnsweredDocument,
+    ImportedRelationState,
     JsonlConcept,
     JsonlDocument,
     JsonlError,
     JsonlRelation,
     JsonlSpan,
+    answered,
+    check_answers,
     parse_jsonl,
     parse_jsonl_with_problems,
     write_jsonl,
 )
+from app.domain.label_schema import DocumentQuestion
 from app.domain.spans import Fragment
+from app.domain.uploads import ImportedDocument, ImportedRelation
 
 NOTE = {
     "id": "n1",
@@ -127,6 +133,42 @@ BAD_LINES = [
         "relations[0].type",
         "",
     ),
+    (
+        "relation status neither pending nor confirmed",
+        line(relations=[{"id": "R1", "type": "X", "head": "T2", "tail": "T1", "status": "accepted"}]),
+        1,
+        "relations[0].status",
+        "'pending' or 'confirmed'",
+    ),
+    (
+        "relation confidence above 1",
+        line(relations=[{"id": "R1", "type": "X", "head": "T2", "tail": "T1", "confidence": 1.5}]),
+        1,
+        "relations[0].confidence",
+        "less than or equal to 1",
+    ),
+    (
+        "relation confidence as a string",
+        line(relations=[{"id": "R1", "type": "X", "head": "T2", "tail": "T1", "confidence": "0.5"}]),
+        1,
+        "relations[0].confidence",
+        "valid number",
+    ),
+    ("answers not an object", line(answers=["angina"]), 1, "answers", "dictionary"),
+    (
+        "concept system with a colon",
+        span_line(0, concept={"system": "UMLS:2024", "code": "C1"}),
+        1,
+        "spans[0].concept.system",
+        "one word without ':'",
+    ),
+    (
+        "concept code with a space",
+        span_line(0, concept={"system": "ICD-10", "code": "E11 9"}),
+        1,
+        "spans[0].concept.code",
+        "one word",
+    ),
     ("document id twice", line() + "\n\n" + line(), 3, "id", "already the id of line 1"),
     ("unpaired surrogate", '{"id": "a", "text": "x\\ud83d"}', 1, "text", "surrogate"),
 ]
@@ -189,3 +231,135 @@ def test_write_builds_from_models_and_refuses_inconsistent_documents():
     )
     with pytest.raises(ValueError, match="relations\\[0\\].tail"):
         write_jsonl([bad])
+
+
+ANSWERED = {
+    "id": "n1",
+    "text": "Chest pain, no dyspnea; nitroglycerin helped.",
+    "spans": [
+        {
+            "id": "T1",
+            "label": "Problem",
+            "fragments": [[0, 10]],
+            "attributes": {"certainty": "possible"},
+            "concept": {"system": "SNOMED-CT", "code": "29857009", "name": "Chest pain"},
+        },
+        {"id": "T2", "label": "Problem", "fragments": [[15, 22]], "attributes": {"negated": "true"}},
+        {
+            "id": "T3",
+            "label": "Drug",
+            "fragments": [[24, 37]],
+            "concept": {"system": "RxNorm", "code": "4917"},
+        },
+    ],
+    "relations": [
+        {"id": "R1", "type": "Treats", "head": "T3", "tail": "T1", "status": "pending", "confidence": 0.7},
+        {"id": "R2", "type": "Treats", "head": "T3", "tail": "T2"},
+    ],
+    "answers": {"primary_diagnosis": "angina", "evidence": ["T1", "T3"], "confidence": 4},
+}
+
+
+def test_relation_states_and_answers_are_read_and_written_back():
+    (document,) = parse_jsonl("\n" + json.dumps(ANSWERED) + "\n", "notes.jsonl")
+    imported = document.to_imported("notes.jsonl")
+    assert isinstance(imported, AnsweredDocument) and imported.line == 2  # where to point a later problem
+    assert imported.answers == ANSWERED["answers"] and imported.has_annotations
+    assert [(r.id, r.status, r.confidence) for r in imported.relations] == [
+        ("R1", "pending", 0.7),
+        ("R2", None, None),  # its layer decides
+    ]
+    assert imported.spans[1].attributes == {"negated": "true"}
+    assert (imported.spans[0].concept_system, imported.spans[0].concept_name) == ("SNOMED-CT", "Chest pain")
+    written = json.loads(write_jsonl([document]))
+    assert written["answers"] == ANSWERED["answers"]
+    assert written["relations"] == ANSWERED["relations"]  # status and confidence only where given
+    assert parse_jsonl(write_jsonl([document])) == [document]
+
+
+def test_answers_alone_make_an_annotated_note():
+    (document,) = parse_jsonl(json.dumps({"id": "a", "text": "fever", "answers": {"confidence": 2}}))
+    assert document.to_imported("x.jsonl").has_annotations
+
+
+def test_any_reader_s_document_becomes_an_answered_one():
+    plain = ImportedDocument("a", "fever", "a.txt", relations=[ImportedRelation("R1", "X", "T1", "T2")])
+    document = answered(plain)
+    assert isinstance(document, AnsweredDocument) and (document.answers, document.line) == ({}, None)
+    assert document.relations == [ImportedRelationState("R1", "X", "T1", "T2")]
+    assert answered(document) is document
+
+
+QUESTIONS = [
+    DocumentQuestion(key="diagnosis", prompt="Primary diagnosis", kind="choice", choices=["angina", "MI"]),
+    DocumentQuestion(
+        key="alternatives", prompt="Alternatives", kind="multi_choice", choices=["MI", "GERD", "PE"]
+    ),
+    DocumentQuestion(key="comment", prompt="Comment", kind="text"),
+    DocumentQuestion(key="confidence", prompt="Confidence", kind="scale", scale_min=1, scale_max=5),
+    DocumentQuestion(key="evidence", prompt="Supporting evidence", kind="evidence"),
+]
+
+# (what, answers, stored, [(field, words)])
+ANSWER_CASES = [
+    (
+        "every kind answered",
+        {
+            "diagnosis": "MI",
+            "alternatives": ["PE", "MI"],
+            "comment": "typical",
+            "confidence": 5,
+            "evidence": ["T2"],
+        },
+        {
+            "diagnosis": "MI",
+            "alternatives": ["MI", "PE"],
+            "comment": "typical",
+            "confidence": 5,
+            "evidence": ["T2"],
+        },
+        [],
+    ),
+    ("null, blank and empty are no answer", {"diagnosis": None, "comment": " ", "alternatives": []}, {}, []),
+    ("evidence named twice is named once", {"evidence": ["T2", "T1", "T2"]}, {"evidence": ["T2", "T1"]}, []),
+    ("an unknown key", {"diagnose": "MI"}, {}, [("answers.diagnose", "not a question of this project")]),
+    (
+        "a choice not offered",
+        {"diagnosis": "gout"},
+        {},
+        [("answers.diagnosis", '"gout" is not one of angina, MI')],
+    ),
+    ("a choice that is not text", {"diagnosis": 1}, {}, [("answers.diagnosis", "1 is not one of")]),
+    ("multiple choices not a list", {"alternatives": "MI"}, {}, [("answers.alternatives", "must be a list")]),
+    ("one of several not offered", {"alternatives": ["MI", "flu"]}, {}, [("answers.alternatives", '"flu"')]),
+    ("scale above its top", {"confidence": 6}, {}, [("answers.confidence", "6 is outside the scale 1 to 5")]),
+    ("scale below its bottom", {"confidence": 0}, {}, [("answers.confidence", "outside the scale")]),
+    ("scale not whole", {"confidence": 4.5}, {}, [("answers.confidence", "whole number from 1 to 5")]),
+    ("scale as true", {"confidence": True}, {}, [("answers.confidence", "whole number")]),
+    ("text not a string", {"comment": ["a"]}, {}, [("answers.comment", "must be text")]),
+    ("text too long", {"comment": "x" * 5001}, {}, [("answers.comment", "at most 5000 characters")]),
+    (
+        "evidence of an unknown span",
+        {"evidence": ["T1", "T9"]},
+        {},
+        [("answers.evidence", "no span has the id 'T9'")],
+    ),
+    ("evidence not a list of ids", {"evidence": "T1"}, {}, [("answers.evidence", "list of span ids")]),
+    (
+        "each bad answer reported, the good kept",
+        {"confidence": 9, "diagnosis": "MI", "other": 1},
+        {"diagnosis": "MI"},
+        [("answers.confidence", "outside"), ("answers.other", "not a question")],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "answers,stored,expected", [c[1:] for c in ANSWER_CASES], ids=[c[0] for c in ANSWER_CASES]
+)
+def test_answers_are_checked_against_the_schema_s_questions(answers, stored, expected):
+    got, problems = check_answers(QUESTIONS, answers, ["T1", "T2"])
+    assert got == stored
+    assert [field for field, _ in problems] == [field for field, _ in expected]
+    for (_, message), (_, words) in zip(problems, expected, strict=True):
+        assert words in message, message

@@ -119,7 +119,14 @@ def test_every_nav_page_is_self_contained(browser, demo_server, role, username, 
         expected = {
             "annotator": {"/annotate", "/account/tokens"},
             "lead": {"/lead", "/account/tokens"},
-            "admin": {"/lead", "/admin", "/admin/batches", "/admin/endpoints", "/account/tokens"},
+            "admin": {
+                "/lead",
+                "/admin",
+                "/admin/batches",
+                "/admin/endpoints",
+                "/admin/vocabularies",
+                "/account/tokens",
+            },
         }[role]
         assert set(targets) == expected
 

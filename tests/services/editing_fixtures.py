@@ -25,11 +25,45 @@ class EditingWorld:
     pre_set_id: int
 
 
-def build_world(sessions, password_hash: str, study_settings: dict | None = None) -> EditingWorld:
+SEVERITIES = ["mild", "moderate", "severe"]
+FINDINGS = ["fever", "rash", "nausea"]
+# The editing project's entity types, with relations, span attributes and one question of each kind.
+ANNOTATION_SCHEMA = {
+    "entity_types": [
+        {"name": "Drug", "color": "#1f77b4", "hotkey": "d"},
+        {"name": "Strength", "color": "#ff7f0e", "hotkey": "s"},
+        {"name": "Reason", "color": "#2ca02c", "hotkey": "r"},
+        {"name": "ADE", "color": "#d62728", "hotkey": "a"},
+    ],
+    "relation_types": [
+        {"name": "Strength-Drug", "head_types": ["Strength"], "tail_types": ["Drug"]},
+        {"name": "Reason-Drug", "head_types": ["Reason", "ADE"], "tail_types": ["Drug"]},
+    ],
+    "span_attributes": [
+        {"name": "negation", "values": ["affirmed", "negated"], "default": "affirmed"},
+        {"name": "certainty", "values": ["certain", "possible"], "applies_to": ["Reason", "ADE"]},
+    ],
+    "document_questions": [
+        {"key": "primary_diagnosis", "prompt": "Primary diagnosis", "kind": "text", "required": True},
+        {"key": "severity", "prompt": "Severity", "kind": "choice", "choices": SEVERITIES},
+        {"key": "findings", "prompt": "Findings", "kind": "multi_choice", "choices": FINDINGS},
+        {"key": "confidence", "prompt": "Confidence", "kind": "scale", "scale_min": 1, "scale_max": 5},
+        {"key": "evidence", "prompt": "Supporting evidence", "kind": "evidence"},
+    ],
+}  # fmt: skip
+
+
+def build_world(
+    sessions, password_hash: str, study_settings: dict | None = None, label_schema: dict | None = None
+) -> EditingWorld:
     with sessions.begin() as db:
         annotator = User(username="dr.a", display_name="Dr A", role="annotator", password_hash=password_hash)
         other = User(username="dr.b", display_name="Dr B", role="annotator", password_hash=password_hash)
-        project = Project(name="Editing", label_schema=MEDICATION_SCHEMA, study_settings=study_settings or {})
+        project = Project(
+            name="Editing",
+            label_schema=label_schema or MEDICATION_SCHEMA,
+            study_settings=study_settings or {},
+        )
         db.add_all([annotator, other, project])
         db.flush()
         run = PreAnnotationRun(project_id=project.id, name="llm", method="imported", status="succeeded")

@@ -18,6 +18,7 @@ from app.db.models import (
     AuditEvent,
     Batch,
     Document,
+    DocumentAnswer,
     PreAnnotationRun,
     Relation,
     Span,
@@ -38,6 +39,16 @@ SCHEMA = {
     ],
     "relation_types": [{"name": "Strength-Drug", "head_types": ["Strength"], "tail_types": ["Drug"]}],
     "span_attributes": [{"name": "certainty", "values": ["certain", "possible"], "applies_to": ["Reason"]}],
+    "document_questions": [
+        {
+            "key": "primary_diagnosis",
+            "prompt": "Primary diagnosis",
+            "kind": "choice",
+            "choices": ["angina", "MI"],
+        },
+        {"key": "evidence", "prompt": "Supporting evidence", "kind": "evidence"},
+        {"key": "confidence", "prompt": "Confidence", "kind": "scale", "scale_min": 1, "scale_max": 5},
+    ],
 }
 
 CLEAN = "Aspirin 81 mg daily for chest pain."
@@ -51,6 +62,20 @@ ANN = (
     "N1\tReference T1 RxNorm:1191\tAspirin\n"
     "#1\tAnnotatorNotes T1\tconfidence=0.9\n"
 )
+
+
+def jsonl_of(**changes) -> bytes:
+    """A JSONL upload: a bare note on line 1, then note n2 (CLEAN, annotated) with ``changes``."""
+    note = {
+        "id": "n2",
+        "text": CLEAN,
+        "spans": [
+            {"id": "T1", "label": "Drug", "fragments": [[0, 7]]},
+            {"id": "T3", "label": "Reason", "fragments": [[24, 29], [30, 34]]},
+        ],
+        **changes,
+    }
+    return (json.dumps({"id": "n1", "text": "Heparin 5000 units"}) + "\n" + json.dumps(note) + "\n").encode()
 
 
 def zip_of(entries: dict[str, str | bytes]) -> bytes:
@@ -74,11 +99,18 @@ def counts(sessions) -> dict[str, int]:
     with sessions() as db:
         return {
             model.__tablename__: db.scalar(select(func.count()).select_from(model))
-            for model in (Document, Batch, AnnotationSet, Span, Relation)
+            for model in (Document, Batch, AnnotationSet, Span, Relation, DocumentAnswer)
         }
 
 
-NOTHING = {"documents": 0, "batches": 0, "annotation_sets": 0, "spans": 0, "relations": 0}
+NOTHING = {
+    "documents": 0,
+    "batches": 0,
+    "annotation_sets": 0,
+    "spans": 0,
+    "relations": 0,
+    "document_answers": 0,
+}
 
 
 def events(sessions, action: str) -> list[AuditEvent]:
@@ -170,6 +202,110 @@ REFUSALS = {
         [("a.txt", CLEAN.encode())],
         "silver",
         [("(batch)", None, "layer: pre:NAME, gold or annotator:LOGIN")],
+    ),
+    "an answer to a question the schema does not ask": (
+        [("notes.jsonl", jsonl_of(answers={"diagnosis": "angina"}))],
+        "gold",
+        [("notes.jsonl", 2, "answers.diagnosis: 'diagnosis' is not a question of this project")],
+    ),
+    "a choice the question does not offer": (
+        [("notes.jsonl", jsonl_of(answers={"primary_diagnosis": "gout"}))],
+        "gold",
+        [("notes.jsonl", 2, 'answers.primary_diagnosis: "gout" is not one of angina, MI')],
+    ),
+    "a scale answer outside its scale": (
+        [("notes.jsonl", jsonl_of(answers={"confidence": 7}))],
+        "gold",
+        [("notes.jsonl", 2, "answers.confidence: 7 is outside the scale 1 to 5")],
+    ),
+    "evidence pointing to no span of the note": (
+        [("notes.jsonl", jsonl_of(answers={"evidence": ["T1", "T9"]}))],
+        "gold",
+        [("notes.jsonl", 2, "answers.evidence: no span has the id 'T9'")],
+    ),
+    "a relation status that is neither pending nor confirmed": (
+        [
+            (
+                "notes.jsonl",
+                jsonl_of(
+                    relations=[
+                        {
+                            "id": "R1",
+                            "type": "Strength-Drug",
+                            "head": "T3",
+                            "tail": "T1",
+                            "status": "accepted",
+                        }
+                    ]
+                ),  # fmt: skip
+            )
+        ],
+        "gold",
+        [("notes.jsonl", 2, "relations[0].status: Input should be 'pending' or 'confirmed'")],
+    ),
+    "an attribute value the schema does not offer": (
+        [
+            (
+                "notes.jsonl",
+                jsonl_of(
+                    spans=[
+                        {
+                            "id": "T3",
+                            "label": "Reason",
+                            "fragments": [[24, 34]],
+                            "attributes": {"certainty": "likely"},
+                        }
+                    ]
+                ),  # fmt: skip
+            )
+        ],
+        "gold",
+        [("notes.jsonl", 2, "spans[0].attributes.certainty: 'likely' is not one of certain, possible")],
+    ),
+    "an attribute on a type it does not apply to": (
+        [("a.txt", CLEAN.encode()), ("a.ann", b"T1\tDrug 0 7\tAspirin\nA1\tcertainty T1 possible\n")],
+        "gold",
+        [("a.txt", None, "T1 certainty: does not apply to Drug (only to Reason)")],
+    ),
+    "a binary attribute line for an attribute with values": (
+        [("a.txt", CLEAN.encode()), ("a.ann", b"T3\tReason 24 34\tchest pain\nA1\tcertainty T3\n")],
+        "gold",
+        [("a.txt", None, "T3 certainty: needs a value, one of certain, possible")],
+    ),
+    "brat answers to a question the schema does not ask": (
+        [
+            (
+                "set.zip",
+                zip_of({"set/a.txt": CLEAN, "set/a.ann": ANN, "set/a.answers.json": '{"diagnosis": "MI"}'}),
+            )
+        ],
+        "gold",
+        [("set/a.answers.json", None, "answers.diagnosis: 'diagnosis' is not a question of this project")],
+    ),
+    "brat evidence naming no T line of its .ann": (
+        [
+            (
+                "set.zip",
+                zip_of({"set/a.txt": CLEAN, "set/a.ann": ANN, "set/a.answers.json": '{"evidence": ["T7"]}'}),
+            )
+        ],
+        "gold",
+        [("set/a.answers.json", None, "answers.evidence: no span has the id 'T7'")],
+    ),
+    "brat answers that are not JSON": (
+        [("a.txt", CLEAN.encode()), ("a.ann", ANN.encode()), ("a.answers.json", b"{\n'confidence': 4}")],
+        "gold",
+        [("a.answers.json", 2, "not JSON")],
+    ),
+    "brat answers without their note": (
+        [
+            (
+                "set.zip",
+                zip_of({"set/a.txt": CLEAN, "set/a.ann": ANN, "set/c.answers.json": '{"confidence": 4}'}),
+            )
+        ],
+        "gold",
+        [("set/c.answers.json", None, "answers need their note beside them: no set/c.txt")],
     ),
 }
 
@@ -408,13 +544,8 @@ def test_pairs_imported_as_a_named_pre_annotation_run(sessions, runtime, project
     )
     assert annotation_set.annotator_id is None
     check_annotations(spans, fragments, relations, "pending")
-    assert counts(sessions) == {
-        "documents": 2,
-        "batches": 1,
-        "annotation_sets": 2,
-        "spans": 3,
-        "relations": 1,
-    }
+    assert counts(sessions) == {**NOTHING, "documents": 2, "batches": 1, "annotation_sets": 2, "spans": 3,
+                                "relations": 1}  # fmt: skip
 
 
 def test_a_second_upload_to_the_same_source_reuses_its_run(sessions, runtime, project):
@@ -461,13 +592,73 @@ def test_held_pairs_keep_their_annotations_until_released(sessions, runtime, pro
     release_batch(sessions, outcome.batch_id, REASON, actor_id=None, now=NOW)
     _, spans, fragments, relations = stored_layer(sessions)
     check_annotations(spans, fragments, relations, "pending")
-    assert counts(sessions) == {
-        "documents": 2,
-        "batches": 1,
-        "annotation_sets": 2,
-        "spans": 3,
-        "relations": 1,
-    }
+    assert counts(sessions) == {**NOTHING, "documents": 2, "batches": 1, "annotation_sets": 2, "spans": 3,
+                                "relations": 1}  # fmt: skip
+
+
+# ---- answers, relation states and attributes -------------------------------------------------------
+
+
+def stored_answers(sessions) -> dict[str, dict]:
+    """Note id -> question key -> stored answer."""
+    with sessions() as db:
+        rows = db.execute(
+            select(Document.external_id, DocumentAnswer.question_key, DocumentAnswer.value)
+            .join(AnnotationSet, AnnotationSet.document_id == Document.id)
+            .join(DocumentAnswer, DocumentAnswer.annotation_set_id == AnnotationSet.id)
+        ).all()
+    answers: dict[str, dict] = {}
+    for external_id, key, value in rows:
+        answers.setdefault(external_id, {})[key] = value
+    return answers
+
+
+def test_jsonl_answers_and_relation_states_are_stored(sessions, runtime, project):
+    content = jsonl_of(
+        spans=[
+            # Not a uid the app can keep: stored as s0, and the evidence that names it follows.
+            {"id": "mention 1", "label": "Drug", "fragments": [[0, 7]]},
+            {"id": "T2", "label": "Strength", "fragments": [[8, 13]]},
+            {"id": "T3", "label": "Reason", "fragments": [[24, 34]], "attributes": {"certainty": "possible"}},
+        ],
+        relations=[
+            {
+                "id": "R1",
+                "type": "Strength-Drug",
+                "head": "T2",
+                "tail": "mention 1",
+                "status": "confirmed",
+                "confidence": 0.8,
+            },
+            {"id": "R2", "type": "Strength-Drug", "head": "T2", "tail": "mention 1"},
+        ],  # fmt: skip
+        answers={"primary_diagnosis": "MI", "evidence": ["T3", "mention 1"], "confidence": None},
+    )
+    outcome = upload(sessions, runtime, project, [("notes.jsonl", content)], layer="pre:model")
+    assert (outcome.status, outcome.stored, outcome.warnings) == ("accepted", 2, [])
+    with sessions() as db:
+        relations = {
+            r.uid: (r.status, r.confidence) for r in db.scalars(select(Relation).order_by(Relation.uid))
+        }
+        spans = {s.uid: s.attributes for s in db.scalars(select(Span))}
+    assert relations == {"R1": ("confirmed", 0.8), "R2": ("pending", None)}  # R2: as its pre-labelled spans
+    assert spans == {"s0": {}, "T2": {}, "T3": {"certainty": "possible"}}
+    # A null is no answer: nothing stored for it.
+    assert stored_answers(sessions) == {"n2": {"primary_diagnosis": "MI", "evidence": ["T3", "s0"]}}
+    assert counts(sessions)["document_answers"] == 2
+
+
+def test_brat_answers_beside_the_ann_wait_with_a_held_batch(sessions, runtime, project):
+    pairs = {**PAIRS, "export/b.txt": PHI, "export/a.answers.json": '{"evidence": ["T3"], "confidence": 5}'}
+    outcome = hold(sessions, runtime, project, [("export.zip", zip_of(pairs))], layer="pre:ctakes")
+    assert outcome.warnings == []  # the sidecar is read, not left out as "not a note"
+    assert counts(sessions) == {**NOTHING, "batches": 1}
+    release_batch(sessions, outcome.batch_id, REASON, actor_id=None, now=NOW)
+    assert stored_answers(sessions) == {"a": {"evidence": ["T3"], "confidence": 5}}
+    _, spans, fragments, relations = stored_layer(sessions)
+    check_annotations(spans, fragments, relations, "pending")
+    with sessions() as db:
+        assert {r.status for r in db.scalars(select(Relation))} == {"pending"}
 
 
 # ---- the admin's pages -------------------------------------------------------------------------------

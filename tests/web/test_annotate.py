@@ -59,7 +59,7 @@ def test_scratch_page_holds_nothing_of_the_pre_labels(web, world, sessions):
     assert html.select("[data-testid=span-item]") == []
     assert "pending" not in html.select_one("#span-list").decode()
     assert not any(uid in response.text for uid in pre_uids)
-    assert "confidence" not in response.text
+    assert html.select("[data-testid=confidence]") == []  # no model confidence of a pre-label either
 
 
 def test_another_physicians_note_is_forbidden(web, world, sessions, password_hashes):

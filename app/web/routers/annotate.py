@@ -9,9 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from app.domain.editing import EditRefused, SpanState
+from app.domain.editing import EditRefused, SetState, SpanState
 from app.domain.vocabulary import EditKind, Role, SpanStatus
-from app.services import editing, metrics
+from app.services import editing, metrics, vocabularies
 from app.services.queues import annotator_queue, next_unfinished
 from app.web.deps import CurrentIdentity, Now, Sessions, require_role
 from app.web.templating import render
@@ -47,7 +47,8 @@ def _context(sessions, set_id: int, user_id: int) -> dict[str, Any]:
             raise HTTPException(status_code=403, detail="This note is not assigned to you.") from None
         state = editing.load_state(db, context.annotation_set)
         time = editing.session_time_so_far(db, set_id, context.study.idle_threshold_seconds)
-    return {"context": context, "state": state, "previous_active_seconds": time}
+        coding = editing.project_codes_spans(db, context.project.id)
+    return {"context": context, "state": state, "previous_active_seconds": time, "coding": coding}
 
 
 def span_rows(text: str, spans: dict[str, SpanState], uids=None) -> list[dict[str, Any]]:
@@ -63,11 +64,45 @@ def span_rows(text: str, spans: dict[str, SpanState], uids=None) -> list[dict[st
             "confidence": span.confidence,
             "start": min(a for a, _ in span.fragments),
             "end": max(b for _, b in span.fragments),
+            "attributes": dict(span.attributes),
+            "concept": dict(zip(("system", "code", "name"), span.concept, strict=True))
+            if span.concept
+            else None,
         }
         for uid, span in chosen.items()
     ]
     rows.sort(key=lambda r: (r["start"], -r["end"], r["label"], r["uid"]))
     return rows
+
+
+def relation_rows(text: str, state: SetState) -> list[dict[str, Any]]:
+    """The relation list: type, the two spans' texts, status; in the text order of their heads."""
+
+    def covered(uid: str) -> str:
+        return " … ".join(text[a:b] for a, b in state.spans[uid].fragments)
+
+    rows = [
+        {
+            "uid": uid,
+            "type": relation.type,
+            "head": relation.head,
+            "tail": relation.tail,
+            "head_text": covered(relation.head),
+            "tail_text": covered(relation.tail),
+            "pending": relation.status == SpanStatus.pending.value,
+            "start": min(a for a, _ in state.spans[relation.head].fragments),
+        }
+        for uid, relation in state.relations.items()
+    ]
+    rows.sort(key=lambda r: (r["start"], r["type"], r["uid"]))
+    return rows
+
+
+def _pending(state: SetState) -> int:
+    pending = SpanStatus.pending.value
+    return sum(1 for s in state.spans.values() if s.status == pending) + sum(
+        1 for r in state.relations.values() if r.status == pending
+    )
 
 
 @router.get("/sets/{set_id}")
@@ -90,6 +125,20 @@ def document_page(request: Request, set_id: int, identity: CurrentIdentity, sess
         "require_decided": context.study.require_prelabels_decided,
         "idle_threshold_seconds": context.study.idle_threshold_seconds,
         "previous_active_seconds": data["previous_active_seconds"],
+        "relation_types": [
+            {
+                "name": r.name,
+                "head_types": r.head_types,
+                "tail_types": r.tail_types,
+                "description": r.description,
+            }
+            for r in schema.relation_types
+        ],
+        "attributes": [
+            {"name": a.name, "values": a.values, "applies_to": a.applies_to, "default": a.default}
+            for a in schema.span_attributes
+        ],
+        "coding": data["coding"],
     }
     return render(
         request,
@@ -99,7 +148,12 @@ def document_page(request: Request, set_id: int, identity: CurrentIdentity, sess
             "state": state,
             "labels": labels,
             "spans": span_rows(text, state.spans),
-            "pending_count": sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value),
+            "relations": relation_rows(text, state),
+            "relation_types": schema.relation_types,
+            "questions": [q.model_dump(mode="json") for q in schema.document_questions],
+            "answers": state.answers,
+            "coding": data["coding"],
+            "pending_count": _pending(state),
             "editor": editor,
         },
     )
@@ -118,9 +172,55 @@ def span_list(request: Request, set_id: int, identity: CurrentIdentity, sessions
             "state": state,
             "labels": [],
             "spans": span_rows(context.document.text, state.spans),
-            "pending_count": sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value),
+            "pending_count": _pending(state),
         },
         block_name="span_list",
+    )
+
+
+@router.get("/sets/{set_id}/relations")
+def relation_list(request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """The relation list as it is stored: what a page reloads after a conflict."""
+    data = _context(sessions, set_id, identity.user.id)
+    return render(
+        request,
+        "annotate/document.html",
+        {
+            "state": data["state"],
+            "spans": [],
+            "removed": [],
+            "relations": relation_rows(data["context"].document.text, data["state"]),
+            "outcome": {"version": data["context"].annotation_set.version, "duplicate": False},
+            "pending_count": _pending(data["state"]),
+        },
+        block_name="edit_result",
+    )
+
+
+@router.get("/sets/{set_id}/concepts")
+def concept_lookup(set_id: int, identity: CurrentIdentity, sessions: Sessions, q: str = "") -> JSONResponse:
+    """Codes of the project's vocabularies for a search box: exact synonyms first, then prefix, then fuzzy."""
+    data = _context(sessions, set_id, identity.user.id)
+    query = q.strip()[:200]
+    if not query:
+        return JSONResponse({"results": []})
+    results = vocabularies.search_concepts(
+        sessions, vocabularies.project_vocabulary_ids(sessions, data["context"].project.id), query, limit=10
+    )
+    return JSONResponse(
+        {
+            "results": [
+                {
+                    "system": r.system,
+                    "code": r.code,
+                    "preferred_term": r.preferred_term,
+                    "term": r.term,
+                    "semantic_type": r.semantic_type,
+                    "match": str(r.match),
+                }  # fmt: skip
+                for r in results
+            ]
+        }
     )
 
 
@@ -137,6 +237,13 @@ class EditIn(BaseModel):
     text: str | None = None
     uids: list[str] | None = None
     target: str | None = Field(default=None, max_length=64)
+    head: str | None = Field(default=None, max_length=64)
+    tail: str | None = Field(default=None, max_length=64)
+    attribute: str | None = Field(default=None, max_length=64)
+    key: str | None = Field(default=None, max_length=64)
+    value: str | int | list[str] | None = None
+    concept_system: str | None = Field(default=None, max_length=100)
+    concept_code: str | None = Field(default=None, max_length=100)
 
     @field_validator("uid")
     @classmethod
@@ -179,6 +286,13 @@ def edit(
                 text=body.text,
                 uids=tuple(body.uids) if body.uids is not None else None,
                 target=body.target,
+                head=body.head,
+                tail=body.tail,
+                attribute=body.attribute,
+                key=body.key,
+                value=body.value,
+                concept_system=body.concept_system,
+                concept_code=body.concept_code,
             ),
             now=now,
         )
@@ -198,8 +312,9 @@ def edit(
             "state": state,
             "spans": rows,
             "removed": removed,
+            "relations": relation_rows(outcome.text, state),
             "outcome": outcome,
-            "pending_count": sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value),
+            "pending_count": _pending(state),
         },
         block_name="edit_result",
     )
