@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.domain.label_schema import LabelSchema
+from app.domain.label_schema import AnswerRefused, LabelSchema, checked_answer
 from app.domain.vocabulary import EditKind, SetStatus, SpanStatus
 
 Fragments = tuple[tuple[int, int], ...]
@@ -317,9 +317,6 @@ class Command:
     concept: tuple[str, str, str] | None = None
 
 
-MAX_ANSWER_LENGTH = 5_000
-
-
 def _relation_type(schema: LabelSchema, name: str):
     relation_type = schema.relation_type(name)
     if relation_type is None:
@@ -368,37 +365,10 @@ def _check_answer(schema: LabelSchema, state: SetState, key: str, value: Any) ->
     question = schema.question(key)
     if question is None:
         raise EditRefused(f"key: '{key}' is not a question of this project")
-    if value is None:
-        return None
-    kind = question.kind.value
-    if kind == "text":
-        if not isinstance(value, str) or len(value) > MAX_ANSWER_LENGTH:
-            raise EditRefused(f"value: the answer to {key} is text of at most {MAX_ANSWER_LENGTH} characters")
-        return value if value.strip() else None
-    if kind == "choice":
-        if value not in question.choices:
-            raise EditRefused(f"value: the answer to {key} is one of {', '.join(question.choices)}")
-        return value
-    if kind == "multi_choice":
-        if not isinstance(value, list) or any(v not in question.choices for v in value):
-            raise EditRefused(f"value: the answer to {key} is a list among {', '.join(question.choices)}")
-        # In the schema's order, each once: the same choices always make the same answer.
-        return [c for c in question.choices if c in value] or None
-    if kind == "scale":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise EditRefused(f"value: the answer to {key} is a whole number")
-        if not question.scale_min <= value <= question.scale_max:
-            raise EditRefused(
-                f"value: the answer to {key} is from {question.scale_min} to {question.scale_max}"
-            )
-        return value
-    # evidence: spans of this set
-    if not isinstance(value, list) or not all(isinstance(uid, str) for uid in value):
-        raise EditRefused(f"value: the evidence for {key} is a list of span uids")
-    missing = [uid for uid in value if uid not in state.spans]
-    if missing:
-        raise EditRefused(f"value: no span {missing[0]} in this set")
-    return list(dict.fromkeys(value)) or None
+    try:
+        return checked_answer(question, value, state.spans)
+    except AnswerRefused as refused:
+        raise EditRefused(f"value: {key}: {refused}") from None
 
 
 def plan(

@@ -32,12 +32,11 @@ from pydantic import (
     field_validator,
 )
 
-from app.domain.label_schema import DocumentQuestion, QuestionKind
+from app.domain.label_schema import AnswerRefused, DocumentQuestion, checked_answer
 from app.domain.spans import Fragment
 from app.domain.uploads import ImportedDocument, ImportedRelation, ImportedSpan
 
 # The longest text answer the editor takes; an import may not store what the editor would refuse.
-MAX_ANSWER_LENGTH = 5_000
 Confidence = Annotated[float, Strict(), Field(ge=0, le=1)]
 
 
@@ -290,50 +289,13 @@ def check_answers(
             offered = ", ".join(by_key) or "none"
             problems.append((where, f"'{key}' is not a question of this project (its questions: {offered})"))
             continue
-        if value is None:
+        try:
+            answer = checked_answer(question, value, known_spans)
+        except AnswerRefused as refused:
+            problems.append((where, str(refused)))
             continue
-        kind = question.kind
-        if kind == QuestionKind.text:
-            if not isinstance(value, str) or len(value) > MAX_ANSWER_LENGTH:
-                problems.append((where, f"must be text of at most {MAX_ANSWER_LENGTH} characters"))
-            elif value.strip():
-                stored[key] = value
-        elif kind == QuestionKind.choice:
-            if not isinstance(value, str) or value not in question.choices:
-                problems.append((where, f"{json.dumps(value)} is not one of {', '.join(question.choices)}"))
-            else:
-                stored[key] = value
-        elif kind == QuestionKind.multi_choice:
-            if not isinstance(value, list):
-                problems.append((where, f"must be a list of choices among {', '.join(question.choices)}"))
-                continue
-            others = [v for v in value if not isinstance(v, str) or v not in question.choices]
-            if others:
-                problems.append(
-                    (where, f"{json.dumps(others[0])} is not one of {', '.join(question.choices)}")
-                )
-            elif value:
-                stored[key] = [c for c in question.choices if c in value]
-        elif kind == QuestionKind.scale:
-            if isinstance(value, bool) or not isinstance(value, int):
-                problems.append(
-                    (where, f"must be a whole number from {question.scale_min} to {question.scale_max}")
-                )
-            elif not question.scale_min <= value <= question.scale_max:
-                problems.append(
-                    (where, f"{value} is outside the scale {question.scale_min} to {question.scale_max}")
-                )
-            else:
-                stored[key] = value
-        else:  # evidence: spans of the same note
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                problems.append((where, "must be a list of span ids"))
-                continue
-            missing = [v for v in value if v not in known_spans]
-            if missing:
-                problems.append((where, f"no span has the id '{missing[0]}'"))
-            elif value:
-                stored[key] = list(dict.fromkeys(value))
+        if answer is not None:
+            stored[key] = answer
     return stored, problems
 
 

@@ -4,7 +4,9 @@ A lead writes the schema as JSON; every error names the field it is about
 (``entity_types[2].hotkey``) so it can be fixed without guessing.
 """
 
+import json
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -105,6 +107,53 @@ class DocumentQuestion(_Strict):
         if self.kind == QuestionKind.scale and self.scale_min >= self.scale_max:
             raise ValueError("scale_min must be below scale_max")
         return self
+
+
+MAX_ANSWER_LENGTH = 5_000
+
+
+class AnswerRefused(ValueError):
+    """An answer a question does not take; the message says what it takes."""
+
+
+def checked_answer(question: DocumentQuestion, value: Any, span_uids: Iterable[str] = ()) -> Any:
+    """The answer as it is stored, None for no answer (null, blank, empty), or AnswerRefused.
+
+    One rule for the editor and for imports: multiple choices in the schema's order, each once;
+    evidence as span uids of the note (``span_uids``), each once.
+    """
+    if value is None:
+        return None
+    kind = question.kind
+    if kind == QuestionKind.text:
+        if not isinstance(value, str) or len(value) > MAX_ANSWER_LENGTH:
+            raise AnswerRefused(f"must be text of at most {MAX_ANSWER_LENGTH} characters")
+        return value if value.strip() else None
+    if kind == QuestionKind.choice:
+        if not isinstance(value, str) or value not in question.choices:
+            raise AnswerRefused(f"{json.dumps(value)} is not one of {', '.join(question.choices)}")
+        return value
+    if kind == QuestionKind.multi_choice:
+        if not isinstance(value, list):
+            raise AnswerRefused(f"must be a list of choices among {', '.join(question.choices)}")
+        others = [v for v in value if not isinstance(v, str) or v not in question.choices]
+        if others:
+            raise AnswerRefused(f"{json.dumps(others[0])} is not one of {', '.join(question.choices)}")
+        return [c for c in question.choices if c in value] or None
+    if kind == QuestionKind.scale:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AnswerRefused(f"must be a whole number from {question.scale_min} to {question.scale_max}")
+        if not question.scale_min <= value <= question.scale_max:
+            raise AnswerRefused(f"{value} is outside the scale {question.scale_min} to {question.scale_max}")
+        return value
+    # evidence: spans of the same note
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AnswerRefused("must be a list of span ids")
+    known = set(span_uids)
+    missing = [v for v in value if v not in known]
+    if missing:
+        raise AnswerRefused(f"no span has the id '{missing[0]}'")
+    return list(dict.fromkeys(value)) or None
 
 
 class LabelSchema(_Strict):

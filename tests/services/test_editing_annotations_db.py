@@ -327,15 +327,15 @@ def test_each_kind_of_question_is_answered_changed_and_cleared(sessions, world, 
 
 # (question key, a bad answer, the start of the refusal)
 BAD_ANSWERS = [
-    ("primary_diagnosis", 7, "value: the answer to primary_diagnosis is text"),
-    ("primary_diagnosis", "x" * 5001, "value: the answer to primary_diagnosis is text"),
-    ("severity", "critical", "value: the answer to severity is one of"),
-    ("findings", ["fever", "cough"], "value: the answer to findings is a list among"),
-    ("confidence", 9, "value: the answer to confidence is from 1 to 5"),
-    ("confidence", True, "value: the answer to confidence is a whole number"),
-    ("confidence", 2.5, "value: the answer to confidence is a whole number"),
-    ("evidence", ["ghost"], "value: no span ghost"),
-    ("evidence", "drug", "value: the evidence for evidence is a list"),
+    ("primary_diagnosis", 7, "value: primary_diagnosis: must be text of at most 5000 characters"),
+    ("primary_diagnosis", "x" * 5001, "value: primary_diagnosis: must be text of at most 5000 characters"),
+    ("severity", "critical", 'value: severity: "critical" is not one of'),
+    ("findings", ["fever", "cough"], 'value: findings: "cough" is not one of'),
+    ("confidence", 9, "value: confidence: 9 is outside the scale 1 to 5"),
+    ("confidence", True, "value: confidence: must be a whole number from 1 to 5"),
+    ("confidence", 2.5, "value: confidence: must be a whole number from 1 to 5"),
+    ("evidence", ["ghost"], "value: evidence: no span has the id 'ghost'"),
+    ("evidence", "drug", "value: evidence: must be a list of span ids"),
     ("allergies", "none", "key: 'allergies' is not a question"),
 ]
 
