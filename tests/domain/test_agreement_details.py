@@ -132,3 +132,50 @@ def test_unanswered_questions_and_uncoded_spans_are_left_out():
         "matched_spans": 1,
         "observed_agreement": 1.0,
     }
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_strict_relation_f1_equals_an_independent_count(seed):
+    """Strict relation agreement: same type, and both arguments with the same label and fragments,
+    one-to-one; computed here as a multiset intersection of those keys, note by note."""
+    from collections import Counter
+
+    from app.domain.evaluation import RelationData
+
+    rng = random.Random(seed)
+    annotations, relations, texts = {}, {}, {}
+    matched = size = 0
+    per_type: dict[str, list[int]] = {}
+    for d in range(25):
+        document = f"n{d}"
+        texts[document] = "word " * 40
+        spans = [SpanData(rng.choice(LABELS), (Fragment(k * 10, k * 10 + 4),)) for k in range(6)]
+        annotations[document] = {"dr.a": spans, "dr.b": spans}
+        sides = {}
+        for who in ("dr.a", "dr.b"):
+            sides[who] = [
+                RelationData(rng.choice(["treats", "causes"]), rng.choice(spans), rng.choice(spans))
+                for _ in range(rng.randint(0, 5))
+            ]
+        relations[document] = sides
+
+        def keys(items):
+            return Counter(
+                (r.type, r.head.label, r.head.fragments, r.tail.label, r.tail.fragments) for r in items
+            )
+
+        a, b = keys(sides["dr.a"]), keys(sides["dr.b"])
+        matched += sum((a & b).values())
+        size += sum(a.values()) + sum(b.values())
+        for kind in ("treats", "causes"):
+            counts = per_type.setdefault(kind, [0, 0])
+            counts[0] += sum(v for k, v in (a & b).items() if k[0] == kind)
+            counts[1] += sum(v for k, v in a.items() if k[0] == kind) + sum(
+                v for k, v in b.items() if k[0] == kind
+            )
+    report = agreement_report(annotations, relations, texts, LABELS, resamples=5)
+    [pair] = report["pairs"]
+    strict = pair["relation_f1"]["strict"]
+    assert strict["overall"]["value"] == pytest.approx(2 * matched / size, abs=1e-12)
+    for kind, (kind_matched, kind_size) in per_type.items():
+        assert strict["per_label"][kind]["value"] == pytest.approx(2 * kind_matched / kind_size, abs=1e-12)
