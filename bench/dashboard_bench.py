@@ -411,6 +411,25 @@ def touch_sets(runtime, project_id: int, notes: int) -> int:
         ).rowcount
 
 
+def time_cli(runtime, loads: int) -> list[float]:
+    """Wall time of the command line's report on this database, as a script would run it."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "CLINANN_DATABASE_URL": runtime.database.url}
+    command = [sys.executable, "-m", "app.cli", "metrics", "--project", "Dashboard bench", "--json"]
+    times = []
+    for _ in range(loads):
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"clinann metrics failed: {done.stderr[-500:]}")
+        if json.loads(done.stdout)["documents"] <= 0:
+            raise SystemExit("clinann metrics reported no documents")
+    return times
+
+
 def profile_project_metrics(runtime, project_id: int, top: int) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
@@ -537,6 +556,13 @@ def main() -> None:
         print_breakdown(breakdown)
         print(f"  peak memory so far: {rss_mb():,.0f} MB")
 
+        cli = time_cli(runtime, args.loads)
+        print(
+            f"\n`clinann metrics --project 'Dashboard bench' --json` as a separate process: median "
+            f"{statistics.median(cli):.2f} s wall (each: {', '.join(f'{t:.2f}' for t in cli)} s; "
+            "process start, imports and connection included)"
+        )
+
         if args.profile:
             profile_project_metrics(runtime, project_id, args.profile_top)
 
@@ -572,6 +598,7 @@ def main() -> None:
                     "project_metrics_first_s": round(cold, 3),
                     "project_metrics_s": round(wall, 3),
                     "project_metrics_after_changes_s": round(changed, 3),
+                    "clinann_metrics_cli_median_s": round(statistics.median(cli), 3),
                     "dashboard_server_median_ms": {k: round(v, 1) for k, v in pages.items()},
                     "peak_rss_mb": round(rss_mb()),
                 }
