@@ -205,10 +205,16 @@ class ChatClient:
         response_format: dict[str, Any] | None = None,
         temperature: float = 0.0,
         max_tokens: int | None = None,
+        keep: Callable[[Completion], Awaitable[None]] | None = None,
     ) -> Completion:
-        """Send a chat completion, retrying what may pass; LlmError (RetryableLlmError) if no answer came."""
+        """Send a chat completion, retrying what may pass; LlmError (RetryableLlmError) if no answer came.
+
+        ``keep`` runs on the answer while its request still holds the endpoint's slot: a caller that
+        stores answers there (the response cache) never has more answers unstored than the endpoint's
+        concurrency, so a crash loses at most that many.
+        """
         return await self._complete(
-            messages, response_format, temperature, max_tokens, self.config.max_attempts
+            messages, response_format, temperature, max_tokens, self.config.max_attempts, keep
         )
 
     async def test_connection(self) -> str:
@@ -228,6 +234,7 @@ class ChatClient:
         temperature: float,
         max_tokens: int | None,
         max_attempts: int,
+        keep: Callable[[Completion], Awaitable[None]] | None = None,
     ) -> Completion:
         attempts = 0
         retries = 0
@@ -245,7 +252,7 @@ class ChatClient:
             if sent_format is not None:
                 body["response_format"] = sent_format
             try:
-                return await self._attempt(body, attempts)
+                return await self._attempt(body, attempts, keep)
             except _Retryable as failure:
                 cause, wait = failure.cause, failure.delay
             except _StructuredRefused:
@@ -264,20 +271,29 @@ class ChatClient:
             logger.info("LLM %s attempt %d: %s; retrying in %.2f s", self._url, attempts, cause, delay)
             await self._sleep(delay)
 
-    async def _attempt(self, body: dict[str, Any], attempt: int) -> Completion:
-        """One HTTP request under the endpoint's concurrency limit."""
+    async def _attempt(
+        self, body: dict[str, Any], attempt: int, keep: Callable[[Completion], Awaitable[None]] | None = None
+    ) -> Completion:
+        """One HTTP request under the endpoint's concurrency limit, and ``keep`` on its answer."""
         async with endpoint_semaphore(self.config):
-            started = time.perf_counter()
-            try:
-                # httpx's time-out is per network operation; this bounds the whole exchange, so a server
-                # trickling bytes cannot hold a worker forever.
-                async with asyncio.timeout(self.config.timeout_seconds):
-                    response = await self._http.post(self._url, json=body)
-            except (TimeoutError, httpx.TimeoutException):
-                raise _Retryable(f"timed out after {self.config.timeout_seconds:g} s") from None
-            except httpx.TransportError as error:
-                raise _Retryable(f"connection failed ({type(error).__name__})") from None
-            latency_ms = (time.perf_counter() - started) * 1000
+            completion = await self._exchange(body, attempt)
+            if keep is not None:
+                await keep(completion)
+            return completion
+
+    async def _exchange(self, body: dict[str, Any], attempt: int) -> Completion:
+        """One HTTP request and its answer read (the caller holds the endpoint's slot)."""
+        started = time.perf_counter()
+        try:
+            # httpx's time-out is per network operation; this bounds the whole exchange, so a server
+            # trickling bytes cannot hold a worker forever.
+            async with asyncio.timeout(self.config.timeout_seconds):
+                response = await self._http.post(self._url, json=body)
+        except (TimeoutError, httpx.TimeoutException):
+            raise _Retryable(f"timed out after {self.config.timeout_seconds:g} s") from None
+        except httpx.TransportError as error:
+            raise _Retryable(f"connection failed ({type(error).__name__})") from None
+        latency_ms = (time.perf_counter() - started) * 1000
         status = response.status_code
         logger.info("LLM %s attempt %d: status %d in %.0f ms", self._url, attempt, status, latency_ms)
         if status == 200:

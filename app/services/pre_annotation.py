@@ -572,6 +572,19 @@ async def _ask(
         "messages": messages,
     }
     threshold = work.configuration.get("fuzzy_threshold", FUZZY_THRESHOLD)
+
+    def resolve(text: str):
+        return _RESOLVERS[prompt_schema](text, chunk_text, work.label_schema, fuzzy_threshold=threshold)
+
+    async def keep(completion) -> None:
+        # Cached before the endpoint's slot is released, and only if it resolves: a crash then loses at
+        # most the answers of requests in flight, and garbage is never cached.
+        try:
+            resolve(completion.text)
+        except UnparseableOutput:
+            return
+        await asyncio.to_thread(cache.put, fingerprint, model, completion)
+
     for attempt in range(UNPARSEABLE_ATTEMPTS):
         if attempt > 0:
             cached = None  # a garbage answer is never taken from the cache again
@@ -581,7 +594,7 @@ async def _ask(
             )  # fmt: skip
             record["cached"] = True
         else:
-            completion = await client.complete(messages, response_format=fmt, temperature=0.0)
+            completion = await client.complete(messages, response_format=fmt, temperature=0.0, keep=keep)
             text = completion.text
             prompt_tokens, completion_tokens, latency = (
                 completion.prompt_tokens, completion.completion_tokens, completion.latency_ms,
@@ -589,16 +602,12 @@ async def _ask(
             record["cached"] = False
             record["attempts"] = completion.attempts
         try:
-            resolved = _RESOLVERS[prompt_schema](
-                text, chunk_text, work.label_schema, fuzzy_threshold=threshold
-            )
+            resolved = resolve(text)
         except UnparseableOutput:
             record.setdefault("unparseable", []).append(text[:2000])
             if cached is not None:
                 await asyncio.to_thread(cache.forget, fingerprint)
             continue
-        if cached is None:
-            await asyncio.to_thread(cache.put, fingerprint, model, completion)
         record.update(
             output=text,
             prompt_tokens=prompt_tokens,

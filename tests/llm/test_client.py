@@ -191,6 +191,25 @@ def test_concurrency_is_limited_per_endpoint(serve):
     assert server.max_in_flight == 2
 
 
+def test_keep_runs_on_each_answer_while_its_request_still_holds_the_endpoints_slot(serve):
+    """What the response cache relies on: with a limit of 1, the next request waits until the answer
+    before it has been kept, so a crash never loses more unkept answers than the limit."""
+    server = serve(latency_ms=20)
+    config = _config(server, max_concurrency=1)
+    kept: list[int] = []
+
+    async def run() -> None:
+        async def keep(completion: Completion) -> None:
+            await asyncio.sleep(0.1)  # a slow cache write
+            kept.append(server.request_count)  # no further request reached the server meanwhile
+
+        async with ChatClient(config) as client:
+            await asyncio.gather(*(client.complete(MESSAGES, keep=keep) for _ in range(3)))
+
+    asyncio.run(run())
+    assert kept == [1, 2, 3]
+
+
 @pytest.mark.parametrize(
     ("fields", "scheme", "api_key_header", "api_version"),
     [
