@@ -378,16 +378,6 @@ def _write_answers(db: Session, set_id: int, change: Change) -> None:
             )
 
 
-def project_codes_spans(db: Session, project_id: int) -> bool:
-    """Whether the project's physicians code spans: it has at least one vocabulary."""
-    return (
-        db.scalar(
-            select(ProjectVocabulary.vocabulary_id).where(ProjectVocabulary.project_id == project_id).limit(1)
-        )
-        is not None
-    )
-
-
 def project_concept(db: Session, project_id: int, system: str, code: str) -> tuple[str, str, str]:
     """(system, code, preferred term) of a code in one of the project's vocabularies; the preferred
     term always comes from the vocabulary, never from the browser."""

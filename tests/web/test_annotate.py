@@ -77,6 +77,8 @@ def test_another_physicians_note_is_forbidden(web, world, sessions, password_has
     log_in(web, "dr.c", PASSWORDS["annotator"])
     for condition, set_id in world.sets.items():
         assert web.get(f"/annotate/sets/{set_id}").status_code == 403, condition
+        for part in ("spans", "relations", "concepts?q=metf"):  # what the editor page fetches
+            assert web.get(f"/annotate/sets/{set_id}/{part}").status_code == 403, (condition, part)
         assert _edit(web, set_id, 0, kind="add", uid="x", label="Drug", fragments=[[1, 3]]).status_code == 403
     assert web.get(f"/annotate/sets/{world.pre_set_id}").status_code == 403
     with sessions() as db:

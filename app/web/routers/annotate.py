@@ -39,16 +39,19 @@ def continue_work(identity: CurrentIdentity, sessions: Sessions) -> Response:
     return RedirectResponse(f"/annotate/sets/{set_id}" if set_id else "/annotate", status_code=303)
 
 
+def _editor_context(db, set_id: int, user_id: int) -> editing.EditorContext:
+    try:
+        return editing.editor_context(db, set_id, user_id)
+    except editing.NotYourNote:
+        raise HTTPException(status_code=403, detail="This note is not assigned to you.") from None
+
+
 def _context(sessions, set_id: int, user_id: int) -> dict[str, Any]:
     with sessions() as db:
-        try:
-            context = editing.editor_context(db, set_id, user_id)
-        except editing.NotYourNote:
-            raise HTTPException(status_code=403, detail="This note is not assigned to you.") from None
+        context = _editor_context(db, set_id, user_id)
         state = editing.load_state(db, context.annotation_set)
         time = editing.session_time_so_far(db, set_id, context.study.idle_threshold_seconds)
-        coding = editing.project_codes_spans(db, context.project.id)
-    return {"context": context, "state": state, "previous_active_seconds": time, "coding": coding}
+    return {"context": context, "state": state, "previous_active_seconds": time}
 
 
 def span_rows(text: str, spans: dict[str, SpanState], uids=None) -> list[dict[str, Any]]:
@@ -111,6 +114,7 @@ def document_page(request: Request, set_id: int, identity: CurrentIdentity, sess
     context, state = data["context"], data["state"]
     text = context.document.text
     schema = context.schema
+    coding = bool(vocabularies.project_vocabulary_ids(sessions, context.project.id))
     labels = [
         {"name": e.name, "color": e.color, "hotkey": e.hotkey, "description": e.description}
         for e in schema.entity_types
@@ -138,7 +142,7 @@ def document_page(request: Request, set_id: int, identity: CurrentIdentity, sess
             {"name": a.name, "values": a.values, "applies_to": a.applies_to, "default": a.default}
             for a in schema.span_attributes
         ],
-        "coding": data["coding"],
+        "coding": coding,
     }
     return render(
         request,
@@ -152,7 +156,7 @@ def document_page(request: Request, set_id: int, identity: CurrentIdentity, sess
             "relation_types": schema.relation_types,
             "questions": [q.model_dump(mode="json") for q in schema.document_questions],
             "answers": state.answers,
-            "coding": data["coding"],
+            "coding": coding,
             "pending_count": _pending(state),
             "editor": editor,
         },
@@ -200,12 +204,14 @@ def relation_list(request: Request, set_id: int, identity: CurrentIdentity, sess
 @router.get("/sets/{set_id}/concepts")
 def concept_lookup(set_id: int, identity: CurrentIdentity, sessions: Sessions, q: str = "") -> JSONResponse:
     """Codes of the project's vocabularies for a search box: exact synonyms first, then prefix, then fuzzy."""
-    data = _context(sessions, set_id, identity.user.id)
+    # Every keystroke of the search box comes here: check access, without reading the set.
+    with sessions() as db:
+        project_id = _editor_context(db, set_id, identity.user.id).project.id
     query = q.strip()[:200]
     if not query:
         return JSONResponse({"results": []})
     results = vocabularies.search_concepts(
-        sessions, vocabularies.project_vocabulary_ids(sessions, data["context"].project.id), query, limit=10
+        sessions, vocabularies.project_vocabulary_ids(sessions, project_id), query, limit=10
     )
     return JSONResponse(
         {
