@@ -230,6 +230,13 @@ class AnnotationSet(Base):
             name="pre_annotation_set_has_run",
         ),
         CheckConstraint("base_set_id IS NULL OR base_set_id <> id", name="base_is_another_set"),
+        # One adjudicated gold set per note (every lead continues it); imported gold has no adjudicator.
+        Index(
+            "uq_annotation_sets_adjudicated_gold",
+            "document_id",
+            unique=True,
+            postgresql_where=text("origin = 'gold' AND annotator_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -296,6 +303,8 @@ class Span(Base):
     base_span_id: Mapped[int | None] = mapped_column(ForeignKey("spans.id", ondelete="SET NULL"), index=True)
     status: Mapped[str] = mapped_column(String(16), server_default=SpanStatus.confirmed.value)
     confidence: Mapped[float | None] = mapped_column(Double)
+    # Gold only: a genuinely ambiguous span keeps how many physicians gave each label ("O": none).
+    label_distribution: Mapped[dict[str, int] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = created_at()
 
     annotation_set: Mapped[AnnotationSet] = relationship(back_populates="spans")

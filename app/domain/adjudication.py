@@ -3,16 +3,18 @@
 Spans of all physicians are grouped into *candidates*: maximal runs of spans whose extents (first
 start to last end) overlap; spans whose extents do not overlap never compete for the same gold
 span. Within a candidate, a *version* is one exact (label, fragments) and the physicians who marked
-exactly it. A candidate is *agreed* when every physician who submitted the note marked it, once, the
-same way: those are proposed for gold. Everything else is a disagreement the adjudicator settles: by
-picking a version, editing, or keeping it as genuinely ambiguous with its label distribution.
+exactly it. A candidate is *agreed* when every physician who submitted the note marked exactly the
+same spans there, each once (nested spans everyone marked agree too): those are proposed for gold.
+Everything else is a disagreement the adjudicator settles: by picking a version, editing, or keeping
+it as genuinely ambiguous with its label distribution.
 
 The physicians' sets are never changed here or anywhere by adjudication; gold is a set of its own.
 """
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 Fragments = tuple[tuple[int, int], ...]
 
@@ -25,6 +27,8 @@ class Mark:
     uid: str
     label: str
     fragments: Fragments
+    attributes: tuple[tuple[str, Any], ...] = ()
+    concept: tuple[str, str, str] | None = None  # (system, code, preferred name)
 
     @property
     def start(self) -> int:
@@ -42,6 +46,34 @@ class Version:
     label: str
     fragments: Fragments
     annotators: tuple[str, ...]
+    marks: tuple[Mark, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The attributes every physician of this version set the same way."""
+        if not self.marks:
+            return {}
+        common = dict(self.marks[0].attributes)
+        for mark in self.marks[1:]:
+            theirs = dict(mark.attributes)
+            common = {name: value for name, value in common.items() if theirs.get(name) == value}
+        return common
+
+    @property
+    def attribute_disputes(self) -> tuple[str, ...]:
+        """Attributes its physicians set differently (one unset counts as different)."""
+        names = sorted({name for mark in self.marks for name, _ in mark.attributes})
+        return tuple(n for n in names if len({dict(m.attributes).get(n) for m in self.marks}) > 1)
+
+    @property
+    def concept(self) -> tuple[str, str, str] | None:
+        """The concept code, when all its physicians gave the same one."""
+        codes = {m.concept for m in self.marks}
+        return codes.pop() if len(codes) == 1 else None
+
+    @property
+    def concept_disputed(self) -> bool:
+        return len({m.concept for m in self.marks}) > 1
 
 
 @dataclass(frozen=True)
@@ -60,10 +92,10 @@ class Candidate:
 
     @property
     def agreed(self) -> bool:
-        if len(self.versions) != 1:
-            return False
-        marked = self.versions[0].annotators
-        return len(marked) == len(set(marked)) and set(marked) == set(self.annotators)
+        return all(
+            len(v.annotators) == len(set(v.annotators)) and set(v.annotators) == set(self.annotators)
+            for v in self.versions
+        )
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -101,11 +133,14 @@ def candidates(marks: Mapping[str, Sequence[Mark]]) -> list[Candidate]:
             reach = mark.end
     result = []
     for run in runs:
-        by_version: dict[tuple[str, Fragments], list[str]] = {}
+        by_version: dict[tuple[str, Fragments], list[Mark]] = {}
         for mark in run:
-            by_version.setdefault((mark.label, tuple(sorted(mark.fragments))), []).append(mark.annotator)
+            by_version.setdefault((mark.label, tuple(sorted(mark.fragments))), []).append(mark)
         versions = sorted(
-            (Version(label, fragments, tuple(sorted(who))) for (label, fragments), who in by_version.items()),
+            (
+                Version(label, fragments, tuple(sorted(m.annotator for m in who)), tuple(who))
+                for (label, fragments), who in by_version.items()
+            ),
             key=lambda v: (-len(set(v.annotators)), v.fragments, v.label),
         )
         result.append(
@@ -116,7 +151,7 @@ def candidates(marks: Mapping[str, Sequence[Mark]]) -> list[Candidate]:
 
 def proposed_gold(found: Iterable[Candidate]) -> list[Version]:
     """What every physician agrees on: proposed for gold as it is."""
-    return [candidate.versions[0] for candidate in found if candidate.agreed]
+    return [version for candidate in found if candidate.agreed for version in candidate.versions]
 
 
 def agreement_share(found: Sequence[Candidate]) -> float | None:
@@ -150,3 +185,84 @@ def gold_votes(
             row[annotator] = best
         votes[uid] = row
     return votes
+
+
+def _cells(fragments: Fragments) -> set[int]:
+    cells: set[int] = set()
+    for start, end in fragments:
+        cells.update(range(start, end))
+    return cells
+
+
+def competes(label: str, fragments: Fragments, other_label: str, other_fragments: Fragments) -> bool:
+    """Whether two spans are rival readings of the same text, so that keeping one drops the other:
+    they overlap, and either cover the same text, cross each other, or have the same label (a
+    boundary dispute). A span of another type nested inside (an anatomy inside a problem) does not."""
+    mine, theirs = _cells(fragments), _cells(other_fragments)
+    if not mine & theirs:
+        return False
+    if mine == theirs or label == other_label:
+        return True
+    return not (mine <= theirs or theirs <= mine)
+
+
+def distribution_over(fragments: Fragments, marks: Mapping[str, Sequence[Mark]]) -> dict[str, int]:
+    """How many physicians gave each label to spans overlapping ``fragments`` ("O" for each who
+    marked nothing there); what a gold span marked ambiguous keeps."""
+    cells = _cells(fragments)
+    votes: Counter = Counter()
+    for annotator in sorted(marks):
+        labels = {m.label for m in marks[annotator] if cells & _cells(m.fragments)}
+        votes.update(labels or {"O"})
+    return dict(sorted(votes.items(), key=lambda item: (-item[1], item[0])))
+
+
+def distribution_of_votes(votes: Mapping[str, str | None]) -> dict[str, int]:
+    """A gold span's label distribution from its votes (None: "O", the physician marked nothing)."""
+    counted = Counter(label or "O" for label in votes.values())
+    return dict(sorted(counted.items(), key=lambda item: (-item[1], item[0])))
+
+
+@dataclass(frozen=True)
+class RelationMark:
+    """One physician's relation, its spans named by what they are (label and fragments)."""
+
+    annotator: str
+    uid: str
+    type: str
+    head: tuple[str, Fragments]
+    tail: tuple[str, Fragments]
+
+    @property
+    def key(self) -> tuple[str, tuple[str, Fragments], tuple[str, Fragments]]:
+        return (self.type, self.head, self.tail)
+
+
+def agreed_relations(
+    relations: Mapping[str, Sequence[RelationMark]], annotators: Sequence[str]
+) -> list[tuple[str, tuple[str, Fragments], tuple[str, Fragments]]]:
+    """Relations every physician drew the same way (same type between the same spans), in text order."""
+    who: dict[tuple, set[str]] = {}
+    for annotator in annotators:
+        for relation in relations.get(annotator, ()):
+            who.setdefault(relation.key, set()).add(annotator)
+    everyone = set(annotators)
+    return sorted(
+        (key for key, marked in who.items() if marked == everyone and everyone),
+        key=lambda k: (min(s for s, _ in k[1][1]), k[0], k[1], k[2]),
+    )
+
+
+def agreed_answers(answers: Mapping[str, Mapping[str, Any]], annotators: Sequence[str], skip=()) -> dict:
+    """The document answers every physician gave the same way (questions in ``skip``, such as
+    evidence naming each physician's own spans, are left to the adjudicator)."""
+    if not annotators:
+        return {}
+    first = answers.get(annotators[0], {})
+    return {
+        key: value
+        for key, value in first.items()
+        if key not in skip
+        and value is not None
+        and all(answers.get(other, {}).get(key) == value for other in annotators[1:])
+    }

@@ -33,6 +33,8 @@ class SpanState:
     attributes: tuple[tuple[str, Any], ...] = ()
     confidence: float | None = None  # of a pre-label; kept through edits so undo restores it
     concept: tuple[str, str, str] | None = None  # (system, code, preferred name) of its concept code
+    # Gold only: kept as genuinely ambiguous, with how many physicians gave each label ("O": none).
+    distribution: tuple[tuple[str, int], ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -45,6 +47,8 @@ class SpanState:
             out["confidence"] = self.confidence
         if self.concept is not None:
             out["concept"] = dict(zip(("system", "code", "name"), self.concept, strict=True))
+        if self.distribution is not None:
+            out["distribution"] = dict(self.distribution)
         return out
 
     @classmethod
@@ -57,7 +61,13 @@ class SpanState:
             attributes=tuple(sorted((data.get("attributes") or {}).items())),
             confidence=data.get("confidence"),
             concept=(concept["system"], concept["code"], concept.get("name") or "") if concept else None,
+            distribution=distribution_items(data["distribution"]) if data.get("distribution") else None,
         )
+
+
+def distribution_items(distribution: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """A label distribution in its canonical order: most votes first, then by label."""
+    return tuple(sorted(((str(k), int(v)) for k, v in distribution.items()), key=lambda i: (-i[1], i[0])))
 
 
 @dataclass(frozen=True)
@@ -315,6 +325,13 @@ class Command:
     value: Any = None
     # concept_set: (system, code, preferred name) as the server looked it up, None clears
     concept: tuple[str, str, str] | None = None
+    # propose / adopt: what the server built from the physicians' sets (never from the browser);
+    # adopt replaces the spans named in ``uids``.
+    spans: Mapping[str, SpanState] | None = None
+    relations: Mapping[str, RelationState] | None = None
+    answers: Mapping[str, Any] | None = None
+    # ambiguous: the distribution the server counted (None clears)
+    distribution: tuple[tuple[str, int], ...] | None = None
 
 
 def _relation_type(schema: LabelSchema, name: str):
@@ -518,6 +535,19 @@ def plan(
             before_set={"status": state.status, "skip_reason": state.skip_reason},
             after_set={"status": SetStatus.skipped.value, "skip_reason": reason},
         )
+    if kind in (EditKind.propose, EditKind.adopt):
+        return _adoption(command, state, text_length, schema)
+    if kind == EditKind.ambiguous:
+        _open(state)
+        span = _existing(state, command.uid or "")
+        if command.distribution is not None and not command.distribution:
+            raise EditRefused("value: an ambiguous span needs the labels it was given")
+        after = replace(span, distribution=command.distribution, status=SpanStatus.confirmed.value)
+        return Change({command.uid: span}, {command.uid: after})
+    if kind == EditKind.reopen:
+        if state.status != SetStatus.submitted.value:
+            raise EditRefused(f"status: the note is {state.status}, not submitted")
+        return Change(before_set={"status": state.status}, after_set={"status": SetStatus.open.value})
     if kind == EditKind.submit:
         _open(state)
         undecided = sum(1 for s in state.spans.values() if s.status == SpanStatus.pending.value)
@@ -531,6 +561,51 @@ def plan(
             raise EditRefused(f"answers: answer {', '.join(unanswered)} before submitting")
         return Change(before_set={"status": state.status}, after_set={"status": SetStatus.submitted.value})
     raise EditRefused(f"kind: '{kind}' is not an edit")
+
+
+def _adoption(command: Command, state: SetState, text_length: int, schema: LabelSchema) -> Change:
+    """propose and adopt: spans, relations and answers taken into gold in one change. adopt drops
+    the gold spans it replaces (with their relations and evidence, as a delete does)."""
+    _open(state)
+    new_spans = dict(command.spans or {})
+    new_relations = dict(command.relations or {})
+    replaced = set(command.uids or ())
+    if command.kind == EditKind.propose and (state.spans or state.relations or replaced):
+        raise EditRefused("kind: a proposal starts an empty gold set")
+    if not new_spans and not new_relations and command.kind == EditKind.adopt:
+        raise EditRefused("uid: nothing to keep")
+    for uid in replaced:
+        _existing(state, uid)
+    for uid, span in new_spans.items():
+        if uid in state.spans:
+            raise EditRefused(f"uid: span {uid} exists already")
+        _label(schema, span.label)
+        check_fragments(span.fragments, text_length)
+    spans_after = {**{u: s for u, s in state.spans.items() if u not in replaced}, **new_spans}
+    relations, gone, answers_before, answers_after = _removing_spans(state, replaced, schema)
+    kept_relations = {u: r for u, r in state.relations.items() if u not in relations}
+    for uid, relation in new_relations.items():
+        if uid in state.relations:
+            raise EditRefused(f"uid: relation {uid} exists already")
+        if relation.head not in spans_after or relation.tail not in spans_after:
+            raise EditRefused(f"uid: relation {uid} links a span that is not in gold")
+        _check_arguments(schema, relation, spans_after)
+        for other in kept_relations.values():
+            if (other.type, other.head, other.tail) == (relation.type, relation.head, relation.tail):
+                raise EditRefused("uid: gold links these spans the same way already")
+    for key, value in (command.answers or {}).items():
+        answers_before[key] = state.answers.get(key)
+        answers_after[key] = _check_answer(schema, replace(state, spans=spans_after), key, value)
+    return Change(
+        {**{u: state.spans[u] for u in replaced}, **dict.fromkeys(new_spans)},
+        {**dict.fromkeys(replaced), **new_spans},
+        {},
+        {},
+        {**relations, **dict.fromkeys(new_relations)},
+        {**gone, **new_relations},
+        answers_before,
+        answers_after,
+    )
 
 
 UNDOABLE = frozenset(
@@ -550,5 +625,7 @@ UNDOABLE = frozenset(
         EditKind.attribute_set,
         EditKind.concept_set,
         EditKind.answer,
+        EditKind.adopt,
+        EditKind.ambiguous,
     }
 )

@@ -137,7 +137,7 @@ def note_statistics(
     return {"layout": LAYOUT, "sets": sets, "agreement": agreement}
 
 
-def _evaluation_json(evaluation: Evaluation) -> dict[str, Any]:
+def evaluation_json(evaluation: Evaluation) -> dict[str, Any]:
     def counts(c) -> dict[str, Any]:
         return {"tp": c.tp, "fp": c.fp, "fn": c.fn, "precision": c.precision, "recall": c.recall,
                 "f1": c.f1, "f2": c.f2}  # fmt: skip
@@ -158,7 +158,7 @@ def _quality(shares: list[Mapping], labels: Sequence[str]) -> dict[str, Any]:
     """An evaluation pooled over sets: how many, and the strict, lenient and token figures."""
     figures = None
     if shares:
-        figures = {mode: _evaluation_json(e) for mode, e in evaluations_from_counts(shares, labels).items()}
+        figures = {mode: evaluation_json(e) for mode, e in evaluations_from_counts(shares, labels).items()}
     return {"documents": len(shares), "figures": figures}
 
 

@@ -92,6 +92,11 @@ class EditKind(StrEnum):
     note = "note"
     submit = "submit"
     skip = "skip"
+    # adjudication (gold sets only)
+    propose = "propose"  # the gold set's first event: what every physician agreed on
+    adopt = "adopt"  # keep a physician's version (a span with its attributes, or a relation)
+    ambiguous = "ambiguous"  # keep a gold span as genuinely ambiguous, with its label distribution
+    reopen = "reopen"  # a submitted gold set opened again for more adjudication
 
 
 def values(enum: type[StrEnum]) -> list[str]:

@@ -28,6 +28,7 @@ from app.db.models import (
     Relation,
     Span,
     SpanFragment,
+    User,
     Vocabulary,
 )
 from app.domain.active_time import SessionTime, TimeEvent, session_times
@@ -42,17 +43,21 @@ from app.domain.editing import (
     StateMismatch,
     apply_change,
     check_evidence,
+    distribution_items,
     plan,
     replay,
     starting_state,
 )
 from app.domain.label_schema import LabelSchema, StudySettings
-from app.domain.vocabulary import EditKind, SetOrigin
+from app.domain.vocabulary import EditKind, Role, SetOrigin
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TIME_KINDS = frozenset({EditKind.open, EditKind.close, EditKind.visible, EditKind.hidden, EditKind.activity})
 EDIT_KINDS = frozenset(EditKind) - TIME_KINDS
 MAX_TIME_EVENTS = 200
+ADJUDICATOR_ROLES = frozenset({Role.lead.value, Role.admin.value})
+# Edits only adjudication makes; the rest of the editor's kinds work on gold too, except skip.
+GOLD_KINDS = frozenset({EditKind.propose, EditKind.adopt, EditKind.ambiguous, EditKind.reopen})
 
 
 class NotYourNote(PermissionError):
@@ -90,6 +95,8 @@ class EditRequest:
     value: Any = None  # attribute_set, answer
     concept_system: str | None = None  # concept_set: the code chosen from the lookup (None clears)
     concept_code: str | None = None
+    source_set: int | None = None  # adopt: the physician's set, and the span or relation to keep
+    source_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,9 @@ def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False
     whether an assignment holds it.
     """
     assigned = select(Assignment.id).where(Assignment.annotation_set_id == AnnotationSet.id).exists()
+    role = select(User.role).where(User.id == user_id, User.is_active).scalar_subquery()
     query = (
-        select(AnnotationSet, Document, Project, assigned)
+        select(AnnotationSet, Document, Project, assigned, role)
         .join(Document, Document.id == AnnotationSet.document_id)
         .join(Project, Project.id == Document.project_id)
         .where(AnnotationSet.id == set_id)
@@ -137,8 +145,13 @@ def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False
     row = db.execute(query).first()
     if row is None:
         raise NotYourNote(set_id)
-    annotation_set, document, project, is_assigned = row
-    if (
+    annotation_set, document, project, is_assigned, user_role = row
+    if annotation_set.origin == SetOrigin.gold.value:
+        # Gold is the project's: any lead (or admin) continues an adjudication. Imported gold has
+        # no adjudicator and no edit log to replay, so it is not edited here.
+        if annotation_set.annotator_id is None or user_role not in ADJUDICATOR_ROLES:
+            raise NotYourNote(set_id)
+    elif (
         annotation_set.origin != SetOrigin.annotator.value
         or annotation_set.annotator_id != user_id
         or not is_assigned
@@ -170,6 +183,7 @@ def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
             Span.concept_system,
             Span.concept_code,
             Span.concept_name,
+            Span.label_distribution,
             SpanFragment.start,
             SpanFragment.end,
         )
@@ -180,7 +194,9 @@ def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
     spans: dict[str, SpanState] = {}
     fragments: list[tuple[int, int]] = []
     for index, row in enumerate(rows):
-        span_id, uid, label, status, attributes, confidence, system, code, name, start, end = row
+        span_id, uid, label, status, attributes, confidence, system, code, name, distribution, start, end = (
+            row
+        )
         if start is not None:
             fragments.append((start, end))
         if index + 1 < len(rows) and rows[index + 1][0] == span_id:
@@ -192,6 +208,7 @@ def load_spans(db: Session, set_id: int) -> dict[str, SpanState]:
             attributes=tuple(sorted(attributes.items())) if attributes else (),
             confidence=confidence,
             concept=(system or "", code, name or "") if code is not None else None,
+            distribution=distribution_items(distribution) if distribution else None,
         )
         fragments = []
     return spans
@@ -270,7 +287,7 @@ def _base_span_id(db: Session, annotation_set: AnnotationSet, uid: str) -> int |
     )
 
 
-def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[str, ...]:
+def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[str, ...]:
     """Make the stored spans and set fields what the change says."""
     touched = []
     for uid, after in change.after_spans.items():
@@ -286,6 +303,7 @@ def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[
             span.label, span.status = after.label, after.status
             span.attributes = dict(after.attributes)
             span.concept_system, span.concept_code, span.concept_name = after.concept or (None, None, None)
+            span.label_distribution = dict(after.distribution) if after.distribution is not None else None
             if before.fragments != after.fragments:
                 db.execute(delete(SpanFragment).where(SpanFragment.span_id == span.id))
                 db.add_all(
@@ -304,6 +322,7 @@ def _write(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[
                     concept_system=after.concept[0] if after.concept else None,
                     concept_code=after.concept[1] if after.concept else None,
                     concept_name=after.concept[2] if after.concept else None,
+                    label_distribution=dict(after.distribution) if after.distribution is not None else None,
                     # a restored copy (undo of a delete) still comes from its base span, by uid
                     base_span_id=_base_span_id(db, annotation_set, uid),
                     fragments=[
@@ -482,25 +501,38 @@ def apply_edit(
                     f"target: the note changed since that edit, so it cannot be {request.kind}ne: {mismatch}"
                 ) from None
         else:
+            is_gold = annotation_set.origin == SetOrigin.gold.value
+            if request.kind in GOLD_KINDS and not is_gold:
+                raise EditRefused(f"kind: {request.kind} is an adjudication edit, for gold only")
+            if is_gold and request.kind in (EditKind.skip, EditKind.propose):
+                raise EditRefused(
+                    f"kind: gold is not {'skipped' if request.kind == EditKind.skip else 'proposed again'}"
+                )
             concept = None
             if request.kind == EditKind.concept_set and request.concept_code is not None:
                 concept = project_concept(
                     db, context.project.id, request.concept_system or "", request.concept_code
                 )
-            command = Command(
-                kind=request.kind,
-                uid=request.uid,
-                label=request.label,
-                fragments=request.fragments,
-                text=request.text,
-                uids=request.uids,
-                head=request.head,
-                tail=request.tail,
-                attribute=request.attribute,
-                key=request.key,
-                value=request.value,
-                concept=concept,
-            )
+            if request.kind in (EditKind.adopt, EditKind.ambiguous):
+                # What gold keeps comes from the physicians' stored sets, never from the browser.
+                from app.services.adjudication import adjudication_command
+
+                command = adjudication_command(db, context, state, request)
+            else:
+                command = Command(
+                    kind=request.kind,
+                    uid=request.uid,
+                    label=request.label,
+                    fragments=request.fragments,
+                    text=request.text,
+                    uids=request.uids,
+                    head=request.head,
+                    tail=request.tail,
+                    attribute=request.attribute,
+                    key=request.key,
+                    value=request.value,
+                    concept=concept,
+                )
             change = plan(
                 command,
                 state,
@@ -509,7 +541,7 @@ def apply_edit(
                 require_decided=context.study.require_prelabels_decided,
             )
             new_state = apply_change(state, change)
-        touched = _write(db, annotation_set, change)
+        touched = write_change(db, annotation_set, change)
         annotation_set.version += 1
         if request.kind == EditKind.submit:
             annotation_set.submitted_at = now

@@ -2,6 +2,10 @@
 
 A layer is ``gold``, ``annotator:LOGIN`` or ``pre:NAME`` (a pre-annotation run or imported source).
 Every annotator's set is its own layer, so disagreement between physicians survives the export.
+``gold`` is the gold that counts, a note's latest submitted gold set (``app.services.gold``); any other
+gold set of the note (an adjudication still open, a superseded gold layer) is ``gold:<set id>``.
+The JSONL of every layer also gives, per note with gold and submitted physician sets, each gold
+span's votes (every physician's label there) and its label distribution, for models of disagreement.
 brat gets each span's attributes (A lines) and concept (N lines) and the set's relations (R lines);
 its document answers go in ``<note>.answers.json`` beside the ``.ann``, which an import reads back.
 """
@@ -30,6 +34,7 @@ from app.db.models import (
     SpanFragment,
     User,
 )
+from app.domain.adjudication import Mark, distribution_of_votes, gold_votes
 from app.domain.brat import (
     ANSWERS_SUFFIX,
     BratAnnotations,
@@ -45,8 +50,9 @@ from app.domain.brat import (
 from app.domain.conll import write_conll
 from app.domain.label_schema import LabelSchema, QuestionKind
 from app.domain.spans import Fragment
-from app.domain.vocabulary import SetOrigin
+from app.domain.vocabulary import SetOrigin, SetStatus
 from app.services import audit
+from app.services.gold import current_gold_sets
 
 FORMATS = ("brat", "jsonl", "conll", "events-csv", "events-jsonl")
 _T_ID = re.compile(r"^T\d+$")
@@ -69,10 +75,16 @@ class LayerSpan:
     concept_name: str | None
     notes: list[str]
     confidence: float | None
+    # Gold only: a span kept as genuinely ambiguous, with how many physicians gave each label.
+    label_distribution: dict[str, int] | None = None
 
     @property
     def start(self) -> int:
         return min(f.start for f in self.fragments)
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.label_distribution is not None
 
 
 @dataclass
@@ -120,9 +132,12 @@ class ExportDocument:
     sets: list[LayerSet]
 
 
-def _layer_name(annotation_set: AnnotationSet, usernames: dict[int, str], runs: dict[int, str]) -> str:
+def _layer_name(
+    annotation_set: AnnotationSet, usernames: dict[int, str], runs: dict[int, str], current_gold: set[int]
+) -> str:
+    """``current_gold``: the ids of the gold sets that count (``current_gold_sets``)."""
     if annotation_set.origin == SetOrigin.gold.value:
-        return "gold"
+        return "gold" if annotation_set.id in current_gold else f"gold:{annotation_set.id}"
     if annotation_set.origin == SetOrigin.annotator.value:
         return f"annotator:{usernames.get(annotation_set.annotator_id, annotation_set.annotator_id)}"
     if annotation_set.origin == SetOrigin.pre_annotation.value:
@@ -156,10 +171,11 @@ def load_project(
             .order_by(AnnotationSet.id)
         )
     )
+    current_gold = {set_id for _, set_id in db.execute(current_gold_sets(project_id))}
     layer_sets: dict[int, LayerSet] = {}
     by_document: dict[int, list[LayerSet]] = {}
     for annotation_set in sets:
-        name = _layer_name(annotation_set, usernames, runs)
+        name = _layer_name(annotation_set, usernames, runs, current_gold)
         if layer is not None and name != layer:
             continue
         item = LayerSet(
@@ -202,6 +218,7 @@ def load_project(
                 row.concept_name,
                 list(row.notes or []),
                 row.confidence,
+                _ordered(row.label_distribution) if row.label_distribution is not None else None,
             )
             spans_by_id[row.id] = (row.annotation_set_id, span)
             layer_sets[row.annotation_set_id].spans.append(span)
@@ -225,6 +242,16 @@ def load_project(
         for d in documents
     ]
     return project, result
+
+
+def _ordered(distribution: dict[str, int]) -> dict[str, int]:
+    """Most votes first, then by label: the order of ``app.domain.adjudication`` (JSONB keeps none)."""
+    return dict(sorted(distribution.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _ambiguity_note(distribution: dict[str, int]) -> str:
+    """The AnnotatorNotes text of an ambiguous gold span: ``ambiguous: Problem=1, O=1``."""
+    return "ambiguous: " + ", ".join(f"{label}={count}" for label, count in distribution.items())
 
 
 def _attribute_line(schema: LabelSchema, target: str, name: str, value: Any) -> BratAttribute | None:
@@ -271,6 +298,8 @@ def _brat(text: str, layer_set: LayerSet, schema: LabelSchema) -> tuple[str, dic
             )
         for note in span.notes:
             annotations.annotator_notes.append(BratNote("", ident, note))
+        if layer_set.origin == SetOrigin.gold.value and span.label_distribution is not None:
+            annotations.annotator_notes.append(BratNote("", ident, _ambiguity_note(span.label_distribution)))
     for relation in layer_set.relations:
         ident = relation.uid if _R_ID.match(relation.uid) else ""
         annotations.relations.append(
@@ -325,8 +354,62 @@ def _span_json(span: LayerSpan) -> dict[str, Any]:
     return item
 
 
+def _layer_span_json(layer_set: LayerSet, span: LayerSpan) -> dict[str, Any]:
+    """A span in the JSONL of every layer; a gold span says whether it was kept as ambiguous."""
+    item = {**_span_json(span), "status": span.status, "confidence": span.confidence}
+    if layer_set.origin == SetOrigin.gold.value:
+        item["ambiguous"] = span.ambiguous
+        if span.label_distribution is not None:
+            item["label_distribution"] = span.label_distribution
+    return item
+
+
+def _adjudication(document: ExportDocument) -> dict[str, Any] | None:
+    """Each span of the note's gold with every physician's vote there (their label, or None for
+    nothing) and its label distribution: the stored one of an ambiguous span, else the votes'.
+    None for a note without gold or without a submitted physician set."""
+    gold = next((s for s in document.sets if s.layer == "gold"), None)
+    latest: dict[str, LayerSet] = {}  # a physician with two submitted sets of one note: the latest
+    for layer_set in document.sets:
+        if (
+            layer_set.origin == SetOrigin.annotator.value
+            and layer_set.status == SetStatus.submitted.value
+            and layer_set.annotator is not None
+        ):
+            latest[layer_set.annotator] = layer_set
+    if gold is None or not latest:
+        return None
+    marks = {
+        login: [
+            Mark(login, s.uid, s.label, tuple((f.start, f.end) for f in s.fragments)) for s in physician.spans
+        ]
+        for login, physician in latest.items()
+    }
+    votes = gold_votes(
+        [(s.uid, s.label, tuple((f.start, f.end) for f in s.fragments)) for s in gold.spans], marks
+    )
+    return {
+        "gold_layer": gold.layer,
+        "physicians": sorted(latest),
+        "spans": {
+            span.uid: {
+                "label": span.label,
+                "votes": votes[span.uid],
+                "label_distribution": (
+                    span.label_distribution
+                    if span.label_distribution is not None
+                    else distribution_of_votes(votes[span.uid])
+                ),
+                "ambiguous": span.ambiguous,
+            }
+            for span in gold.spans
+        },
+    }
+
+
 def export_jsonl(documents: list[ExportDocument], layer: str | None) -> str:
-    """With a layer: the import format (spans at top level). Without: every layer of every note."""
+    """With a layer: the import format (spans at top level). Without: every layer of every note, and
+    for a note with gold and submitted physician sets its ``adjudication``: each gold span's votes."""
     lines = []
     for document in documents:
         if layer is not None:
@@ -342,30 +425,30 @@ def export_jsonl(documents: list[ExportDocument], layer: str | None) -> str:
                     }
                 )
             continue
-        lines.append(
-            {
-                "id": document.external_id,
-                "text": document.text,
-                "metadata": document.metadata,
-                "layers": [
-                    {
-                        "layer": s.layer,
-                        "origin": s.origin,
-                        "annotator": s.annotator,
-                        "status": s.status,
-                        "condition": s.condition,
-                        "note": s.note,
-                        "spans": [
-                            {**_span_json(x), "status": x.status, "confidence": x.confidence} for x in s.spans
-                        ],
-                        "relations": [r.to_json() for r in s.relations],
-                        "answers": s.answers,
-                        "unmodelled": s.unmodelled,
-                    }
-                    for s in document.sets
-                ],
-            }
-        )
+        line: dict[str, Any] = {
+            "id": document.external_id,
+            "text": document.text,
+            "metadata": document.metadata,
+            "layers": [
+                {
+                    "layer": s.layer,
+                    "origin": s.origin,
+                    "annotator": s.annotator,
+                    "status": s.status,
+                    "condition": s.condition,
+                    "note": s.note,
+                    "spans": [_layer_span_json(s, x) for x in s.spans],
+                    "relations": [r.to_json() for r in s.relations],
+                    "answers": s.answers,
+                    "unmodelled": s.unmodelled,
+                }
+                for s in document.sets
+            ],
+        }
+        adjudication = _adjudication(document)
+        if adjudication is not None:
+            line["adjudication"] = adjudication
+        lines.append(line)
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
 
 

@@ -381,6 +381,7 @@ def project_metrics(
             select(AnnotationSet.document_id, AnnotationSet.id, AnnotationSet.version)
             .where(
                 AnnotationSet.origin == SetOrigin.gold.value,
+                AnnotationSet.status == SetStatus.submitted.value,  # an adjudication in progress is not gold
                 _among(AnnotationSet.document_id, document_ids),
             )
             .order_by(AnnotationSet.id)

@@ -54,6 +54,7 @@ from app.domain.resolver import (
 )
 from app.domain.vocabulary import RunStatus, SetOrigin, SetStatus, SpanStatus
 from app.services import audit
+from app.services.gold import current_gold_set_ids
 
 log = logging.getLogger("clinann.pre_annotation")
 
@@ -172,16 +173,7 @@ def _configuration(db: Session, project: Project, request: RunRequest) -> dict[s
         "label_schema": project.label_schema,
         # The adjudicated sets few-shot examples may come from, fixed now so every worker (and a
         # rerun) offers the model the same examples however the gold grows meanwhile.
-        "few_shot_sets": list(
-            db.scalars(
-                select(AnnotationSet.id)
-                .join(Document, Document.id == AnnotationSet.document_id)
-                .where(Document.project_id == project.id, AnnotationSet.origin == SetOrigin.gold.value)
-                .order_by(AnnotationSet.id)
-            )
-        )
-        if request.few_shot
-        else [],
+        "few_shot_sets": sorted(db.scalars(current_gold_set_ids(project.id))) if request.few_shot else [],
     }
 
 

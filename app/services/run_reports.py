@@ -23,7 +23,8 @@ from app.db.models import (
 from app.domain.evaluation import Evaluation, evaluate_all
 from app.domain.label_schema import parse_label_schema
 from app.domain.spans import Fragment, SpanData
-from app.domain.vocabulary import RunStatus, SetOrigin
+from app.domain.vocabulary import RunStatus
+from app.services.gold import current_gold_set_ids
 
 
 @dataclass(frozen=True)
@@ -234,14 +235,13 @@ def _spans_by_document(db: Session, set_filter, document_ids: set[int] | None) -
 
 
 def gold_documents(sessions: sessionmaker[Session], project_id: int) -> list[tuple[int, str]]:
-    """Notes of the project that have a gold set, (id, external id)."""
+    """Notes of the project that have gold, (id, external id)."""
     with sessions() as db:
         return list(
             db.execute(
                 select(Document.id, Document.external_id)
                 .join(AnnotationSet, AnnotationSet.document_id == Document.id)
-                .where(Document.project_id == project_id, AnnotationSet.origin == SetOrigin.gold.value)
-                .distinct()
+                .where(AnnotationSet.id.in_(current_gold_set_ids(project_id)))
                 .order_by(Document.external_id)
             ).all()
         )
@@ -267,11 +267,7 @@ def evaluate_runs(
     with sessions() as db:
         project = db.get(Project, project_id)
         labels = [e.name for e in parse_label_schema(project.label_schema).entity_types]
-        gold_sets = (
-            select(AnnotationSet.id)
-            .join(Document)
-            .where(Document.project_id == project_id, AnnotationSet.origin == SetOrigin.gold.value)
-        )
+        gold_sets = current_gold_set_ids(project_id)
         gold_ids = set(db.scalars(select(AnnotationSet.document_id).where(AnnotationSet.id.in_(gold_sets))))
         runs = {r.id: r for r in db.scalars(select(PreAnnotationRun).where(PreAnnotationRun.id.in_(run_ids)))}
         covered = gold_ids

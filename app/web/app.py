@@ -19,7 +19,18 @@ from app import __version__
 from app.runtime import Runtime
 from app.settings import PROJECT_ROOT
 from app.web.deps import NotLoggedIn, verify_csrf
-from app.web.routers import account, admin, annotate, api, auth, lead, lead_dashboard, lead_runs, lead_study
+from app.web.routers import (
+    account,
+    admin,
+    annotate,
+    api,
+    auth,
+    lead,
+    lead_adjudication,
+    lead_dashboard,
+    lead_runs,
+    lead_study,
+)
 from app.web.routers.admin_vocabularies import router as admin_vocabularies_router
 from app.web.templating import render
 
@@ -120,7 +131,18 @@ def create_app(
     app.state.runtime = runtime
     app.state.clock = clock
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
-    for module in (auth, annotate, lead, lead_runs, lead_study, lead_dashboard, admin, account, api):
+    for module in (
+        auth,
+        annotate,
+        lead,
+        lead_runs,
+        lead_study,
+        lead_dashboard,
+        lead_adjudication,
+        admin,
+        account,
+        api,
+    ):
         app.include_router(module.router)
     app.include_router(admin_vocabularies_router)
 

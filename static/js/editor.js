@@ -15,7 +15,7 @@
   const data = JSON.parse(document.getElementById("editor-data").textContent);
   const text = data.text;
   const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRF-Token"] || "";
-  const base = `/annotate/sets/${data.set_id}`;
+  const base = data.base || `/annotate/sets/${data.set_id}`; // a lead's gold set lives under /lead/gold
   const pageSession = `p${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
   const noteText = document.getElementById("note-text");
   const layer = document.getElementById("note-layer");
@@ -221,7 +221,8 @@
   let undoStack = [];
   let redoStack = [];
   const UNDOABLE = new Set(["add", "delete", "reject", "accept", "accept_all", "relabel", "modify", "note",
-    "relation_add", "relation_delete", "relation_accept", "relation_reject", "attribute_set", "concept_set", "answer"]);
+    "relation_add", "relation_delete", "relation_accept", "relation_reject", "attribute_set", "concept_set", "answer",
+    "adopt", "ambiguous"]);
 
   function toast(message) {
     toastEl.textContent = message;
@@ -234,7 +235,7 @@
   function setSaving(state) { saveState.textContent = state; saveState.dataset.state = state; }
 
   function send(command) {
-    if (data.status !== "open" && command.kind !== "note") { toast(`This note is ${data.status}.`); return null; }
+    if (data.status !== "open" && !["note", "reopen"].includes(command.kind)) { toast(`This note is ${data.status}.`); return null; }
     const now = performance.now();
     command.client_id = `${pageSession}-e${++counter}`;
     command.page_session = pageSession;
@@ -553,10 +554,12 @@
     data.status = status;
     const el = document.querySelector("[data-testid=set-status]");
     el.dataset.status = status;
-    if (status === "submitted") el.textContent = "Submitted. Changes are closed.";
+    if (status === "submitted") el.textContent = data.gold ? "Submitted. Changes are closed. Reopen to adjudicate more." : "Submitted. Changes are closed.";
     else if (status === "skipped") el.textContent = "Skipped.";
     else el.textContent = "";
     document.querySelector(".editor").classList.toggle("closed", status !== "open");
+    const reopen = document.querySelector("[data-action=reopen]");
+    if (reopen) reopen.hidden = status !== "submitted";
   }
 
   async function pump() {
@@ -604,6 +607,7 @@
     if (command.kind === "undo") redoStack.push(command.client_id);
     else if (command.kind === "redo") undoStack.push(command.client_id);
     else if (UNDOABLE.has(command.kind)) { undoStack.push(command.client_id); redoStack = []; }
+    if (data.gold) refreshComparison(); // gold changed: what is kept and what is still disputed
     if (command.kind === "add") selectSpan(command.uid);
     else if (["relabel", "modify"].includes(command.kind) && changed.includes(command.uid)) selectSpan(command.uid, false);
   }
@@ -757,6 +761,24 @@
       const reason = window.prompt("Why do you skip this note?");
       if (reason && reason.trim()) send({ kind: "skip", text: reason.trim() });
     } else if (action === "submit") submit();
+    else if (action === "reopen") send({ kind: "reopen" });
+  });
+
+  // ---- adjudication (a lead's gold set): keep a physician's version, or keep it as ambiguous -------
+  const comparisonEl = document.getElementById("comparison");
+  async function refreshComparison() {
+    if (!comparisonEl) return;
+    const query = comparisonEl.dataset.hideNames === "true" ? "?hide_names=1" : "";
+    const response = await fetch(`${base}/comparison${query}`, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+    if (response.ok) comparisonEl.innerHTML = await response.text();
+  }
+  if (comparisonEl) comparisonEl.addEventListener("click", (event) => {
+    const adopt = event.target.closest("[data-adopt]");
+    const ambiguous = event.target.closest("[data-ambiguous]");
+    if (adopt) {
+      send({ kind: "adopt", source_set: Number(adopt.dataset.sourceSet), source_uid: adopt.dataset.sourceUid,
+        value: adopt.hasAttribute("data-ambiguous-keep") ? 1 : null });
+    } else if (ambiguous) send({ kind: "ambiguous", uid: ambiguous.dataset.ambiguous, value: ambiguous.dataset.value ? 1 : null });
   });
   function submit() {
     const pending = [...spans.values()].filter((s) => s.status === "pending").length;

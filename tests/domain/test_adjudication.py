@@ -5,7 +5,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.domain.adjudication import Mark, agreement_share, candidates, gold_votes, proposed_gold
+from app.domain.adjudication import (
+    Mark,
+    RelationMark,
+    agreed_answers,
+    agreed_relations,
+    agreement_share,
+    candidates,
+    competes,
+    distribution_of_votes,
+    distribution_over,
+    gold_votes,
+    proposed_gold,
+)
 
 
 def mark(annotator: str, label: str, *fragments: tuple[int, int], uid: str | None = None) -> Mark:
@@ -90,5 +102,79 @@ def test_candidates_partition_every_mark_into_non_overlapping_runs(raw):
         assert first.end <= second.start  # runs never overlap, so a key names one candidate
     for candidate in found:
         assert sum(candidate.label_distribution().values()) >= len(candidate.annotators)
-        if candidate.agreed:
-            assert candidate.missing == () and len(candidate.versions) == 1
+        if candidate.agreed:  # every physician marked each version of it, once
+            assert candidate.missing == ()
+            assert all(sorted(v.annotators) == sorted(marks) for v in candidate.versions)
+
+
+def test_nested_spans_everyone_marked_are_agreed_and_all_proposed():
+    marks = {who: [mark(who, "Problem", (0, 10)), mark(who, "Anatomy", (0, 5))] for who in ("ann", "bob")}
+    [candidate] = candidates(marks)
+    assert candidate.agreed
+    assert sorted(v.label for v in proposed_gold([candidate])) == ["Anatomy", "Problem"]
+    marks["bob"] = marks["bob"][:1]  # bob did not mark the anatomy: the stretch is disputed
+    assert not candidates(marks)[0].agreed
+
+
+def test_versions_keep_only_the_attributes_and_code_their_physicians_share():
+    code = ("RXNORM", "1191", "aspirin")
+    marks = {
+        "ann": [Mark("ann", "a", "Drug", ((0, 7),), (("negated", "no"), ("certainty", "high")), code)],
+        "bob": [Mark("bob", "b", "Drug", ((0, 7),), (("negated", "no"), ("certainty", "low")), code)],
+    }
+    [version] = candidates(marks)[0].versions
+    assert version.attributes == {"negated": "no"}
+    assert version.attribute_disputes == ("certainty",)
+    assert version.concept == code and not version.concept_disputed
+    marks["bob"] = [Mark("bob", "b", "Drug", ((0, 7),), (("negated", "no"),), None)]
+    [version] = candidates(marks)[0].versions
+    assert version.concept is None and version.concept_disputed
+    assert version.attribute_disputes == ("certainty",)  # set by one, unset by the other
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "rivals"),
+    [
+        (("Drug", ((0, 7),)), ("Dose", ((0, 7),)), True),  # same text, other label
+        (("Drug", ((0, 7),)), ("Drug", ((0, 4),)), True),  # a boundary dispute
+        (("Problem", ((0, 10),)), ("Anatomy", ((0, 5),)), False),  # a nested span of another type
+        (("Problem", ((0, 6),)), ("Anatomy", ((4, 10),)), True),  # crossing spans
+        (("Drug", ((0, 4),)), ("Drug", ((5, 9),)), False),  # no overlap
+        (("ADE", ((0, 4), (10, 14))), ("ADE", ((10, 14),)), True),
+    ],
+)
+def test_which_spans_compete(a, b, rivals):
+    assert competes(*a, *b) is rivals
+    assert competes(*b, *a) is rivals
+
+
+def test_distribution_over_a_stretch_counts_each_physician_once_per_label():
+    marks = {
+        "ann": [mark("ann", "Drug", (0, 4))],
+        "bob": [mark("bob", "Dose", (2, 6)), mark("bob", "Dose", (3, 8), uid="b2")],
+        "cy": [mark("cy", "Drug", (20, 24))],
+    }
+    assert distribution_over(((0, 5),), marks) == {"Dose": 1, "Drug": 1, "O": 1}
+    assert distribution_of_votes({"ann": "Drug", "bob": "Dose", "cy": None, "dee": "Drug"}) == {
+        "Drug": 2,
+        "Dose": 1,
+        "O": 1,
+    }
+
+
+def test_agreed_relations_and_answers():
+    drug, ade = ("Drug", ((0, 4),)), ("ADE", ((10, 14),))
+    relations = {
+        "ann": [
+            RelationMark("ann", "r1", "causes", drug, ade),
+            RelationMark("ann", "r2", "treats", drug, ade),
+        ],
+        "bob": [RelationMark("bob", "r9", "causes", drug, ade)],
+    }
+    assert agreed_relations(relations, ["ann", "bob"]) == [("causes", drug, ade)]
+    assert agreed_relations({}, []) == []
+    answers = {
+        "ann": {"smoker": "yes", "severity": 3, "evidence": ["a1"]},
+        "bob": {"smoker": "yes", "severity": 2, "evidence": ["b1"]},
+    }
+    assert agreed_answers(answers, ["ann", "bob"], skip={"evidence"}) == {"smoker": "yes"}

@@ -412,3 +412,31 @@ def test_a_csv_cell_that_looks_like_a_formula_is_kept_as_text(client, sessions, 
     response = client.get(f"/lead/projects/{timed_demo}/dashboard.csv", params={"section": "disagreement"})
     rows = list(csv.reader(io.StringIO(response.text)))
     assert rows[1][1] == "'=HYPERLINK(1)"
+
+
+def test_each_pre_annotation_run_is_shown_against_gold(client, sessions, demo):
+    """The demo's pre-labels against its gold: strict counts as exact (label, start, end) matches,
+    counted here directly from the stored spans."""
+    from app.db.models import PreAnnotationRun, Span, SpanFragment
+
+    def exact(origin: str) -> set[tuple]:
+        with sessions() as db:
+            rows = db.execute(
+                select(AnnotationSet.document_id, Span.label, SpanFragment.start, SpanFragment.end)
+                .join(Span, Span.annotation_set_id == AnnotationSet.id)
+                .join(SpanFragment, SpanFragment.span_id == Span.id)
+                .where(AnnotationSet.origin == origin)
+            ).all()
+        return set(rows)
+
+    gold, pre = exact("gold"), exact("pre_annotation")
+    log_in(client, "lead", "lead-password")
+    html = page(client.get(f"/lead/projects/{demo}/dashboard"))
+    with sessions() as db:
+        run_name = db.scalar(select(PreAnnotationRun.name))
+    [run] = html.select("[data-testid=run-gold]")
+    assert run["data-run"] == run_name
+    strict = run.select_one("[data-testid=run-gold-table] tr[data-mode=strict]")
+    tp, fp, fn = (int(cell.text) for cell in strict.select("td")[:3])
+    assert (tp, fp, fn) == (len(gold & pre), len(pre - gold), len(gold - pre))
+    assert tp > 0 and fp > 0 and fn > 0  # the simulated LLM is imperfect both ways

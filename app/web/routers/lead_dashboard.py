@@ -15,7 +15,9 @@ from sqlalchemy import select
 
 from app.db.models import Assignment, Batch, Project, User
 from app.domain.label_schema import parse_label_schema
+from app.domain.note_statistics import evaluation_json
 from app.domain.vocabulary import Condition, Role
+from app.services import run_reports
 from app.services.metrics import MetricsFilter, project_metrics
 from app.web import charts
 from app.web.deps import Sessions, project_or_404, require_role
@@ -168,7 +170,27 @@ def _context(request: Request, sessions, project_id: int) -> dict[str, Any]:
         "idle_value": f"{report['time']['idle_threshold_seconds']:.15g}",
         "sections": CSV_SECTIONS,
         "disagreement_rows": DISAGREEMENT_ROWS,
+        "runs_gold": runs_against_gold(sessions, project, filters.batch_id),
     }
+
+
+def runs_against_gold(sessions, project: Project, batch_id: int | None) -> list[dict[str, Any]]:
+    """Each finished pre-annotation run against gold, on the notes with gold it covered (of the batch
+    when one is chosen), in the report's figure layout."""
+    documents = run_reports.batch_documents(sessions, project.id, batch_id) if batch_id is not None else None
+    rows = []
+    for run in run_reports.list_runs(sessions, project.id):
+        if run.status != "succeeded":
+            continue
+        [evaluation] = run_reports.evaluate_runs(sessions, project.id, [run.id], documents)
+        rows.append(
+            {
+                "name": run.name,
+                "documents": evaluation.documents,
+                "figures": {mode: evaluation_json(e) for mode, e in evaluation.modes.items()} or None,
+            }
+        )
+    return rows
 
 
 @router.get("/projects/{project_id}/dashboard")

@@ -1,0 +1,379 @@
+"""The editor's endpoints, shared by a physician's set and a lead's gold set.
+
+Both edit through the same service and the same page script; each router mounts these routes under
+its own prefix and keeps its own role check, and the service decides who may edit which set.
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from app.domain.editing import EditRefused, SetState, SpanState
+from app.domain.vocabulary import EditKind, SpanStatus
+from app.services import editing, metrics, vocabularies
+from app.web.deps import CurrentIdentity, Now, Sessions
+from app.web.templating import render
+
+log = logging.getLogger("clinann.editor")
+DENIED = "This note is not assigned to you."
+
+
+def _editor_context(db, set_id: int, user_id: int) -> editing.EditorContext:
+    try:
+        return editing.editor_context(db, set_id, user_id)
+    except editing.NotYourNote:
+        raise HTTPException(status_code=403, detail=DENIED) from None
+
+
+def _context(sessions, set_id: int, user_id: int) -> dict[str, Any]:
+    with sessions() as db:
+        context = _editor_context(db, set_id, user_id)
+        state = editing.load_state(db, context.annotation_set)
+        time = editing.session_time_so_far(db, set_id, context.study.idle_threshold_seconds)
+    return {"context": context, "state": state, "previous_active_seconds": time}
+
+
+def span_rows(text: str, spans: dict[str, SpanState], uids=None) -> list[dict[str, Any]]:
+    """The side list, in text order: label, covered text, fragments, status, for each span."""
+    chosen = spans if uids is None else {u: spans[u] for u in uids if u in spans}
+    rows = [
+        {
+            "uid": uid,
+            "label": span.label,
+            "fragments": [list(f) for f in span.fragments],
+            "text": " … ".join(text[a:b] for a, b in span.fragments),
+            "pending": span.status == SpanStatus.pending.value,
+            "confidence": span.confidence,
+            "start": min(a for a, _ in span.fragments),
+            "end": max(b for _, b in span.fragments),
+            "attributes": dict(span.attributes),
+            "concept": dict(zip(("system", "code", "name"), span.concept, strict=True))
+            if span.concept
+            else None,
+            "distribution": dict(span.distribution) if span.distribution else None,
+        }
+        for uid, span in chosen.items()
+    ]
+    rows.sort(key=lambda r: (r["start"], -r["end"], r["label"], r["uid"]))
+    return rows
+
+
+def relation_rows(text: str, state: SetState) -> list[dict[str, Any]]:
+    """The relation list: type, the two spans' texts, status; in the text order of their heads."""
+
+    def covered(uid: str) -> str:
+        return " … ".join(text[a:b] for a, b in state.spans[uid].fragments)
+
+    rows = [
+        {
+            "uid": uid,
+            "type": relation.type,
+            "head": relation.head,
+            "tail": relation.tail,
+            "head_text": covered(relation.head),
+            "tail_text": covered(relation.tail),
+            "pending": relation.status == SpanStatus.pending.value,
+            "start": min(a for a, _ in state.spans[relation.head].fragments),
+        }
+        for uid, relation in state.relations.items()
+    ]
+    rows.sort(key=lambda r: (r["start"], r["type"], r["uid"]))
+    return rows
+
+
+def _pending(state: SetState) -> int:
+    pending = SpanStatus.pending.value
+    return sum(1 for s in state.spans.values() if s.status == pending) + sum(
+        1 for r in state.relations.values() if r.status == pending
+    )
+
+
+def editor_page(sessions, set_id: int, user_id: int, base: str) -> dict[str, Any]:
+    """What the editor page renders for a set: the note, its spans and relations, the script's data.
+    ``base`` is where the page's script sends its requests (the routes of ``add_editor_routes``)."""
+    data = _context(sessions, set_id, user_id)
+    context, state = data["context"], data["state"]
+    text = context.document.text
+    schema = context.schema
+    coding = bool(vocabularies.project_vocabulary_ids(sessions, context.project.id))
+    labels = [
+        {"name": e.name, "color": e.color, "hotkey": e.hotkey, "description": e.description}
+        for e in schema.entity_types
+    ]
+    editor = {
+        "set_id": set_id,
+        "base": base,
+        "gold": context.annotation_set.origin == "gold",
+        "text": text,
+        "version": context.annotation_set.version,
+        "status": state.status,
+        "labels": labels,
+        "snap": context.study.snap_to_tokens,
+        "require_decided": context.study.require_prelabels_decided,
+        "idle_threshold_seconds": context.study.idle_threshold_seconds,
+        "previous_active_seconds": data["previous_active_seconds"],
+        "relation_types": [
+            {
+                "name": r.name,
+                "head_types": r.head_types,
+                "tail_types": r.tail_types,
+                "description": r.description,
+            }
+            for r in schema.relation_types
+        ],
+        "attributes": [
+            {"name": a.name, "values": a.values, "applies_to": a.applies_to, "default": a.default}
+            for a in schema.span_attributes
+        ],
+        "coding": coding,
+    }
+    return {
+        "context": context,
+        "state": state,
+        "labels": labels,
+        "spans": span_rows(text, state.spans),
+        "relations": relation_rows(text, state),
+        "relation_types": schema.relation_types,
+        "questions": [q.model_dump(mode="json") for q in schema.document_questions],
+        "answers": state.answers,
+        "coding": coding,
+        "pending_count": _pending(state),
+        "editor": editor,
+    }
+
+
+def add_editor_routes(router: APIRouter, path: str) -> None:
+    """Mount the editor's endpoints on ``router`` under ``path`` (which holds ``{set_id}``)."""
+    router.add_api_route(f"{path}/spans", span_list, methods=["GET"])
+    router.add_api_route(f"{path}/relations", relation_list, methods=["GET"])
+    router.add_api_route(f"{path}/concepts", concept_lookup, methods=["GET"])
+    router.add_api_route(f"{path}/edits", edit, methods=["POST"])
+    router.add_api_route(f"{path}/events", time_events, methods=["POST"], status_code=204)
+
+
+def span_list(request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """The whole side list and the current version: what a page reloads after a conflict."""
+    data = _context(sessions, set_id, identity.user.id)
+    context, state = data["context"], data["state"]
+    return render(
+        request,
+        "annotate/document.html",
+        {
+            "context": context,
+            "state": state,
+            "labels": [],
+            "spans": span_rows(context.document.text, state.spans),
+            "pending_count": _pending(state),
+        },
+        block_name="span_list",
+    )
+
+
+def relation_list(request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """The relation list as it is stored: what a page reloads after a conflict."""
+    data = _context(sessions, set_id, identity.user.id)
+    return render(
+        request,
+        "annotate/document.html",
+        {
+            "state": data["state"],
+            "spans": [],
+            "removed": [],
+            "relations": relation_rows(data["context"].document.text, data["state"]),
+            "outcome": {"version": data["context"].annotation_set.version, "duplicate": False},
+            "pending_count": _pending(data["state"]),
+        },
+        block_name="edit_result",
+    )
+
+
+def concept_lookup(set_id: int, identity: CurrentIdentity, sessions: Sessions, q: str = "") -> JSONResponse:
+    """Codes of the project's vocabularies for a search box: exact synonyms first, then prefix, then fuzzy."""
+    # Every keystroke of the search box comes here: check access, without reading the set.
+    with sessions() as db:
+        project_id = _editor_context(db, set_id, identity.user.id).project.id
+    query = q.strip()[:200]
+    if not query:
+        return JSONResponse({"results": []})
+    results = vocabularies.search_concepts(
+        sessions, vocabularies.project_vocabulary_ids(sessions, project_id), query, limit=10
+    )
+    return JSONResponse(
+        {
+            "results": [
+                {
+                    "system": r.system,
+                    "code": r.code,
+                    "preferred_term": r.preferred_term,
+                    "term": r.term,
+                    "semantic_type": r.semantic_type,
+                    "match": str(r.match),
+                }  # fmt: skip
+                for r in results
+            ]
+        }
+    )
+
+
+class EditIn(BaseModel):
+    kind: str
+    client_id: str = Field(max_length=64)
+    page_session: str = Field(max_length=64)
+    version: int
+    monotonic_ms: float | None = Field(default=None, ge=0)
+    wall_time_ms: float | None = None
+    uid: str | None = Field(default=None, max_length=64)
+    label: str | None = Field(default=None, max_length=64)
+    fragments: list[tuple[int, int]] | None = None
+    text: str | None = None
+    uids: list[str] | None = None
+    target: str | None = Field(default=None, max_length=64)
+    head: str | None = Field(default=None, max_length=64)
+    tail: str | None = Field(default=None, max_length=64)
+    attribute: str | None = Field(default=None, max_length=64)
+    key: str | None = Field(default=None, max_length=64)
+    value: str | int | list[str] | None = None
+    concept_system: str | None = Field(default=None, max_length=100)
+    concept_code: str | None = Field(default=None, max_length=100)
+    source_set: int | None = None  # adopt (gold): the physician's set and the span or relation kept
+    source_uid: str | None = Field(default=None, max_length=64)
+
+    @field_validator("uid")
+    @classmethod
+    def _uid(cls, value: str | None) -> str | None:
+        if value is not None and not editing.CLIENT_ID.match(value):
+            raise ValueError("1-64 letters, digits, '.', '_', ':' or '-'")
+        return value
+
+
+def _wall(ms: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
+
+
+def edit(
+    request: Request,
+    set_id: int,
+    body: EditIn,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    now: Now,
+    background: BackgroundTasks,
+) -> Response:
+    """Apply one edit; answer with the re-rendered side-list items of the spans it changed."""
+    try:
+        outcome = editing.apply_edit(
+            sessions,
+            identity.user.id,
+            set_id,
+            editing.EditRequest(
+                kind=body.kind,
+                client_id=body.client_id,
+                page_session=body.page_session,
+                version=body.version,
+                monotonic_ms=body.monotonic_ms,
+                wall_time=_wall(body.wall_time_ms),
+                uid=body.uid,
+                label=body.label,
+                fragments=tuple(body.fragments) if body.fragments is not None else None,
+                text=body.text,
+                uids=tuple(body.uids) if body.uids is not None else None,
+                target=body.target,
+                head=body.head,
+                tail=body.tail,
+                attribute=body.attribute,
+                key=body.key,
+                value=body.value,
+                concept_system=body.concept_system,
+                concept_code=body.concept_code,
+                source_set=body.source_set,
+                source_uid=body.source_uid,
+            ),
+            now=now,
+        )
+    except editing.NotYourNote:
+        raise HTTPException(status_code=403, detail=DENIED) from None
+    except editing.VersionConflict as conflict:
+        return JSONResponse({"detail": str(conflict), "version": conflict.current_version}, status_code=409)
+    except EditRefused as refused:
+        return JSONResponse({"detail": str(refused)}, status_code=422)
+    state = outcome.state
+    rows = span_rows(outcome.text, state.spans, outcome.touched)
+    removed = [uid for uid in outcome.touched if uid not in state.spans]
+    response = render(
+        request,
+        "annotate/document.html",
+        {
+            "state": state,
+            "spans": rows,
+            "removed": removed,
+            "relations": relation_rows(outcome.text, state),
+            "outcome": outcome,
+            "pending_count": _pending(state),
+        },
+        block_name="edit_result",
+    )
+    response.headers["X-Set-Version"] = str(outcome.version)
+    if body.kind == EditKind.submit and not outcome.duplicate:
+        # After the answer: the physician never waits for the lead's figures.
+        background.add_task(_refresh_metrics, sessions, set_id)
+    return response
+
+
+def _refresh_metrics(sessions, set_id: int) -> None:
+    try:
+        metrics.refresh_after_submission(sessions, set_id)
+    except Exception:  # the submission is stored; the dashboard computes what it lacks on its next load
+        log.warning("could not queue the report refresh after set %s was submitted", set_id, exc_info=True)
+
+
+class TimeEventIn(BaseModel):
+    kind: str
+    client_id: str = Field(max_length=64)
+    monotonic_ms: float = Field(ge=0)
+    wall_time_ms: float | None = None
+
+
+class TimeEventsIn(BaseModel):
+    page_session: str = Field(max_length=64)
+    events: list[TimeEventIn] = Field(max_length=editing.MAX_TIME_EVENTS)
+
+
+async def _time_events_body(request: Request) -> TimeEventsIn:
+    # sendBeacon posts a form (it cannot set headers): the events come as a JSON field.
+    try:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            return TimeEventsIn.model_validate_json(await request.body())
+        form = await request.form()
+        return TimeEventsIn.model_validate_json(str(form.get("payload") or "{}"))
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_input=False)) from None
+
+
+def time_events(
+    set_id: int,
+    body: Annotated[TimeEventsIn, Depends(_time_events_body)],
+    identity: CurrentIdentity,
+    sessions: Sessions,
+) -> Response:
+    """Record open, close, visible, hidden and activity events of a page session."""
+    try:
+        editing.record_time_events(
+            sessions,
+            identity.user.id,
+            set_id,
+            body.page_session,
+            [
+                editing.TimeEventIn(e.kind, e.client_id, e.monotonic_ms, _wall(e.wall_time_ms))
+                for e in body.events
+            ],
+        )
+    except editing.NotYourNote:
+        raise HTTPException(status_code=403, detail=DENIED) from None
+    except EditRefused as refused:
+        return JSONResponse({"detail": str(refused)}, status_code=422)
+    return Response(status_code=204)
