@@ -636,3 +636,16 @@ class ProjectVocabulary(Base):
     vocabulary_id: Mapped[int] = mapped_column(
         ForeignKey("vocabularies.id", ondelete="CASCADE"), primary_key=True
     )
+
+
+class AdjudicationStatistics(Base):
+    """A note's agreement as the adjudication queue orders it, kept until its physicians' sets change
+    (``fingerprint``: a digest of the submitted sets' ids and versions)."""
+
+    __tablename__ = "adjudication_statistics"
+
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    candidates: Mapped[int] = mapped_column(Integer)  # stretches any physician marked
+    disputed: Mapped[int] = mapped_column(Integer)  # of those, where they did not all mark the same
+    computed_at: Mapped[datetime] = created_at()

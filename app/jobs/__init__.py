@@ -152,10 +152,13 @@ def defer_once_later(
 
 @job("refresh_metrics", queue="maintenance")
 def refresh_metrics(project_id: int) -> None:
-    """Compute a project's report after submissions, so the lead's next dashboard load reads it."""
+    """Compute a project's report after submissions, so the lead's next dashboard load reads it, and
+    the agreement of newly submitted notes for the adjudication queue."""
+    from app.services.adjudication import adjudication_queue
     from app.services.metrics import project_metrics
 
     project_metrics(runtime().sessions, project_id)
+    adjudication_queue(runtime().sessions, project_id)
 
 
 @job("verify_document_integrity", queue="maintenance")

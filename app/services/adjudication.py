@@ -6,25 +6,30 @@ Its first event, ``propose``, holds what every physician agreed on; ``adopt`` ke
 version; ``ambiguous`` keeps a span with its label distribution. The physicians' sets are only read.
 """
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import (
+    AdjudicationStatistics,
     AnnotationSet,
     Document,
     EditEvent,
     PreAnnotationRun,
+    Project,
     Span,
     SpanFragment,
     User,
     new_uid,
 )
+from app.domain.active_time import TimeEvent, session_times
 from app.domain.adjudication import (
     Fragments,
     Mark,
@@ -47,7 +52,7 @@ from app.domain.editing import (
     distribution_items,
     plan,
 )
-from app.domain.label_schema import LabelSchema
+from app.domain.label_schema import LabelSchema, StudySettings
 from app.domain.vocabulary import EditKind, SetOrigin, SetStatus
 from app.services import audit, editing
 
@@ -71,26 +76,11 @@ class QueueItem:
     candidates: int
     gold_set_id: int | None  # the adjudication, when started
     gold_status: str  # "not started", "open" or "submitted"
+    minutes: float | None = None  # the lead's active time on it so far (idle excluded)
 
 
-def _submitted_physician_sets(db: Session, where) -> list[tuple[int, int, str]]:
-    """(document_id, set_id, login) of submitted physician sets, in set order."""
-    return list(
-        db.execute(
-            select(AnnotationSet.document_id, AnnotationSet.id, User.username)
-            .join(User, User.id == AnnotationSet.annotator_id)
-            .where(
-                AnnotationSet.origin == SetOrigin.annotator.value,
-                AnnotationSet.status == SetStatus.submitted.value,
-                where,
-            )
-            .order_by(AnnotationSet.id)
-        ).all()
-    )
-
-
-def _marks_of_sets(db: Session, set_ids: list[int]) -> dict[int, list[Mark]]:
-    """The spans of many sets as marks, in one query (the queue reads every note's sets)."""
+def _marks_of_sets(db: Session, set_ids: list[int], login_of: dict[int, str]) -> dict[int, list[Mark]]:
+    """The spans of many sets as marks of their physicians, in one query (the queue reads every note)."""
     rows = db.execute(
         select(Span.annotation_set_id, Span.id, Span.uid, Span.label, SpanFragment.start, SpanFragment.end)
         .join(SpanFragment, SpanFragment.span_id == Span.id)
@@ -102,51 +92,90 @@ def _marks_of_sets(db: Session, set_ids: list[int]) -> dict[int, list[Mark]]:
         spans.setdefault(span_id, (set_id, uid, label, []))[3].append((start, end))
     by_set: dict[int, list[Mark]] = defaultdict(list)
     for set_id, uid, label, fragments in spans.values():
-        by_set[set_id].append(Mark("", uid, label, tuple(fragments)))
+        by_set[set_id].append(Mark(login_of[set_id], uid, label, tuple(fragments)))
     return by_set
 
 
+QUEUE_CHUNK = 500  # notes whose agreement is computed and kept in one transaction
+
+
 def adjudication_queue(sessions: sessionmaker[Session], project_id: int) -> list[QueueItem]:
-    """Notes with two or more submitted physician sets, the worst agreement first."""
+    """Notes with two or more submitted physician sets, the worst agreement first.
+
+    A note's agreement is kept (adjudication_statistics) until its physicians' sets change, so a load
+    reads only the notes submitted since the last one; a first load keeps its progress chunk by chunk.
+    """
     with sessions() as db:
-        rows = _submitted_physician_sets(
-            db,
-            AnnotationSet.document_id.in_(select(Document.id).where(Document.project_id == project_id)),
-        )
-        by_document: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for document_id, set_id, login in rows:
-            by_document[document_id].append((set_id, login))
-        eligible = {d: sets for d, sets in by_document.items() if len({login for _, login in sets}) >= 2}
+        rows = db.execute(
+            select(AnnotationSet.document_id, AnnotationSet.id, AnnotationSet.version, User.username)
+            .join(User, User.id == AnnotationSet.annotator_id)
+            .join(Document, Document.id == AnnotationSet.document_id)
+            .where(
+                Document.project_id == project_id,
+                AnnotationSet.origin == SetOrigin.annotator.value,
+                AnnotationSet.status == SetStatus.submitted.value,
+            )
+            .order_by(AnnotationSet.id)
+        ).all()
+        latest: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)  # a physician's latest set counts
+        for document_id, set_id, version, login in rows:
+            latest[document_id][login] = (set_id, version)
+        eligible = {d: sets for d, sets in latest.items() if len(sets) >= 2}
         if not eligible:
             return []
-        marks = _marks_of_sets(db, [set_id for sets in eligible.values() for set_id, _ in sets])
+        fingerprints = {d: _queue_fingerprint(sets) for d, sets in eligible.items()}
+        stored = {
+            d: (fingerprint, candidates_, disputed)
+            for d, fingerprint, candidates_, disputed in db.execute(
+                select(
+                    AdjudicationStatistics.document_id,
+                    AdjudicationStatistics.fingerprint,
+                    AdjudicationStatistics.candidates,
+                    AdjudicationStatistics.disputed,
+                )
+                .join(Document, Document.id == AdjudicationStatistics.document_id)
+                .where(Document.project_id == project_id)
+            )
+        }
         names = dict(
-            db.execute(select(Document.id, Document.external_id).where(Document.id.in_(list(eligible)))).all()
+            db.execute(
+                select(Document.id, Document.external_id).where(Document.project_id == project_id)
+            ).all()
         )
         gold = {
             document_id: (set_id, status)
             for document_id, set_id, status in db.execute(
-                select(AnnotationSet.document_id, AnnotationSet.id, AnnotationSet.status).where(
-                    AnnotationSet.document_id.in_(list(eligible)),
+                select(AnnotationSet.document_id, AnnotationSet.id, AnnotationSet.status)
+                .join(Document, Document.id == AnnotationSet.document_id)
+                .where(
+                    Document.project_id == project_id,
                     AnnotationSet.origin == SetOrigin.gold.value,
                     AnnotationSet.annotator_id.is_not(None),
                 )
             )
         }
+        minutes = _active_minutes(db, [set_id for set_id, _ in gold.values()], idle_threshold(db, project_id))
+    counts = {d: (c, disputed) for d, (f, c, disputed) in stored.items() if f == fingerprints.get(d)}
+    stale = sorted(d for d in eligible if d not in counts)
+    for begin in range(0, len(stale), QUEUE_CHUNK):
+        counts.update(
+            _keep_queue_statistics(sessions, stale[begin : begin + QUEUE_CHUNK], eligible, fingerprints)
+        )
     items = []
     for document_id, sets in eligible.items():
-        found = candidates(_by_physician(sets, marks))
+        found, disputed = counts[document_id]
         gold_set_id, status = gold.get(document_id, (None, "not started"))
         items.append(
             QueueItem(
                 document_id=document_id,
                 external_id=names[document_id],
                 physicians=len(sets),
-                agreement=agreement_share(found),
-                disputed=sum(not c.agreed for c in found),
-                candidates=len(found),
+                agreement=(found - disputed) / found if found else None,
+                disputed=disputed,
+                candidates=found,
                 gold_set_id=gold_set_id,
                 gold_status=status,
+                minutes=minutes.get(gold_set_id),
             )
         )
     # Worst agreement first; a note nobody marked anything on agrees fully.
@@ -154,12 +183,67 @@ def adjudication_queue(sessions: sessionmaker[Session], project_id: int) -> list
     return items
 
 
-def _by_physician(sets: list[tuple[int, str]], marks: dict[int, list[Mark]]) -> dict[str, list[Mark]]:
-    """Marks by physician login; a physician with two submitted sets of one note counts once, the latest."""
-    latest = {login: set_id for set_id, login in sets}
+def _queue_fingerprint(sets: dict[str, tuple[int, int]]) -> str:
+    return hashlib.sha256(repr(sorted(sets.items())).encode()).hexdigest()
+
+
+def _keep_queue_statistics(
+    sessions: sessionmaker[Session],
+    document_ids: list[int],
+    eligible: dict[int, dict[str, tuple[int, int]]],
+    fingerprints: dict[int, str],
+) -> dict[int, tuple[int, int]]:
+    """Compute and keep the (candidates, disputed) of these notes, in one transaction."""
+    login_of = {set_id: login for d in document_ids for login, (set_id, _) in eligible[d].items()}
+    result = {}
+    with sessions.begin() as db:
+        marks = _marks_of_sets(db, list(login_of), login_of)
+        for document_id in document_ids:
+            found = candidates(
+                {login: marks.get(set_id, []) for login, (set_id, _) in eligible[document_id].items()}
+            )
+            result[document_id] = (len(found), sum(not c.agreed for c in found))
+        statement = pg_insert(AdjudicationStatistics).values(
+            [
+                {"document_id": d, "fingerprint": fingerprints[d], "candidates": c, "disputed": disputed}
+                for d, (c, disputed) in result.items()
+            ]
+        )
+        db.execute(
+            statement.on_conflict_do_update(
+                index_elements=[AdjudicationStatistics.document_id],
+                set_={
+                    "fingerprint": statement.excluded.fingerprint,
+                    "candidates": statement.excluded.candidates,
+                    "disputed": statement.excluded.disputed,
+                    "computed_at": func.now(),
+                },
+            )
+        )
+    return result
+
+
+def idle_threshold(db: Session, project_id: int) -> float:
+    project = db.get(Project, project_id)
+    return StudySettings.model_validate(project.study_settings or {}).idle_threshold_seconds
+
+
+def _active_minutes(db: Session, set_ids: list[int], idle_seconds: float) -> dict[int, float]:
+    """Active minutes of each set (its page sessions' time, idle excluded), in one query."""
+    if not set_ids:
+        return {}
+    rows = db.execute(
+        select(EditEvent.annotation_set_id, EditEvent.page_session_id, EditEvent.kind,
+               EditEvent.client_monotonic_ms, EditEvent.id)
+        .where(EditEvent.annotation_set_id.in_(set_ids), EditEvent.client_monotonic_ms.is_not(None))
+        .order_by(EditEvent.id)
+    ).all()  # fmt: skip
+    events: dict[int, list[TimeEvent]] = defaultdict(list)
+    for set_id, page_session, kind, ms, seq in rows:
+        events[set_id].append(TimeEvent(page_session=page_session, kind=kind, monotonic_ms=ms, seq=seq))
     return {
-        login: [Mark(login, m.uid, m.label, m.fragments) for m in marks.get(set_id, [])]
-        for login, set_id in latest.items()
+        set_id: sum(s.active_seconds for s in session_times(events.get(set_id, []), idle_seconds)) / 60
+        for set_id in set_ids
     }
 
 
@@ -445,6 +529,7 @@ class VersionRow:
     gold_ambiguous: bool
     attributes: dict[str, Any]
     attribute_disputes: list[str]
+    dispute_detail: str  # who set the disputed attributes and codes how
     concept: tuple[str, str, str] | None
     concept_disputed: bool
     everyone: bool  # every physician marked it
@@ -565,6 +650,7 @@ def comparison(
                     gold_ambiguous=bool(in_gold and gold.spans[in_gold].distribution),
                     attributes=version.attributes,
                     attribute_disputes=list(version.attribute_disputes),
+                    dispute_detail=_dispute_detail(version, shown),
                     concept=version.concept,
                     concept_disputed=version.concept_disputed,
                     everyone=set(version.annotators) == set(candidate.annotators),
@@ -608,6 +694,19 @@ def comparison(
             "resolved": sum(1 for r in rows if not r.agreed and r.resolved),
         },
     )
+
+
+def _dispute_detail(version: Version, shown: dict[str, str]) -> str:
+    """'Dr A: certainty=certain; Dr B: certainty=possible' for what the version's physicians set apart."""
+    parts = []
+    for mark in version.marks:
+        values = dict(mark.attributes)
+        said = [f"{name}={values.get(name, '(unset)')}" for name in version.attribute_disputes]
+        if version.concept_disputed:
+            said.append(f"code={mark.concept[0]}:{mark.concept[1]}" if mark.concept else "code=(none)")
+        if said:
+            parts.append(f"{shown[mark.annotator]}: {', '.join(said)}")
+    return "; ".join(parts)
 
 
 def _relation_rows(

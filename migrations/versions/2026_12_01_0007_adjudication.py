@@ -1,4 +1,5 @@
-"""adjudication: gold sets edited by leads, ambiguous gold spans keeping their label distribution
+"""adjudication: gold sets edited by leads, ambiguous gold spans keeping their label distribution,
+and each note's agreement kept for the adjudication queue
 
 Revision ID: 0007
 Revises: 0006
@@ -41,9 +42,25 @@ def upgrade() -> None:
         unique=True,
         postgresql_where=sa.text("origin = 'gold' AND annotator_id IS NOT NULL"),
     )
+    op.create_table(
+        "adjudication_statistics",
+        sa.Column("document_id", sa.Integer(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("candidates", sa.Integer(), nullable=False),
+        sa.Column("disputed", sa.Integer(), nullable=False),
+        sa.Column("computed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["document_id"],
+            ["documents.id"],
+            name=op.f("fk_adjudication_statistics_document_id_documents"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("document_id", name=op.f("pk_adjudication_statistics")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("adjudication_statistics")
     op.drop_index("uq_annotation_sets_adjudicated_gold", table_name="annotation_sets")
     op.execute(f"DELETE FROM edit_events WHERE NOT ({_kinds(KINDS_BEFORE)})")
     op.drop_constraint("kind", "edit_events", type_="check")

@@ -228,3 +228,52 @@ def test_submitted_gold_feeds_the_metrics_and_an_open_one_does_not(sessions, wor
     edit(sessions, world.lead_id, gold_id, EditKind.reopen)
     assert editing.stored_state(sessions, gold_id).status == "open"
     assert project_metrics(sessions, world.project_id)["physicians_against_gold"] == {}
+
+
+def test_the_queue_keeps_each_notes_agreement_until_its_sets_change(sessions, world):
+    from app.db.models import AdjudicationStatistics, Span
+
+    [item] = adjudication.adjudication_queue(sessions, world.project_id)
+    assert (item.candidates, item.disputed) == (5, 2)
+    with sessions() as db:
+        kept = db.get(AdjudicationStatistics, world.document_id)
+        assert (kept.candidates, kept.disputed) == (5, 2)
+    # Behind the app's back (no version bump): the kept figures are used, so they really are read.
+    with sessions.begin() as db:
+        nausea = db.scalars(
+            select(Span).where(Span.annotation_set_id == world.sets["ana"], Span.label == "ADE")
+        ).all()
+        for span in nausea:
+            db.delete(span)
+    assert adjudication.adjudication_queue(sessions, world.project_id)[0].disputed == 2
+    # Any change through the app bumps the set's version: the note is computed again.
+    with sessions.begin() as db:
+        db.get(AnnotationSet, world.sets["ana"]).version += 1
+    [item] = adjudication.adjudication_queue(sessions, world.project_id)
+    assert (item.candidates, item.disputed) == (4, 1)  # Nausea is gone; diabetes is still disputed
+
+
+def test_the_comparison_says_who_set_an_agreed_spans_attributes_apart(sessions, world):
+    from app.db.models import Span
+
+    with sessions.begin() as db:
+        metformin = db.scalars(
+            select(Span).where(Span.annotation_set_id == world.sets["ben"], Span.label == "Drug")
+        ).all()
+        for span in metformin:
+            if span.attributes:
+                span.attributes = {"negation": "negated"}
+    gold_id = gold_of(sessions, world)
+    gold = editing.stored_state(sessions, gold_id)
+    assert dict(by_text(gold)[("Drug", (METFORMIN,))].attributes) == {}  # not proposed: they differ
+    with sessions() as db:
+        context = editing.editor_context(db, gold_id, world.lead_id)
+        shown = adjudication.comparison(db, context, gold)
+        hidden = adjudication.comparison(db, context, gold, hide_names=True)
+    [row] = [c for c in shown.candidates if c.start == METFORMIN[0]]
+    [version] = row.versions
+    assert row.agreed and version.attribute_disputes == ["negation"]
+    assert version.dispute_detail == "Dr Ana: negation=affirmed; Dr Ben: negation=negated"
+    [hidden_version] = [c for c in hidden.candidates if c.start == METFORMIN[0]][0].versions
+    assert hidden_version.dispute_detail == "Physician A: negation=affirmed; Physician B: negation=negated"
+    assert hidden_version.physicians == ["Physician A", "Physician B"]
