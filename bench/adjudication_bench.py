@@ -9,6 +9,8 @@ the comparison, and adopting a physician's version (the edit round trip), median
 """
 
 import argparse
+import cProfile
+import pstats
 import re
 import statistics
 import sys
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--notes", type=int, default=5, help="notes adjudicated (start, page, keep)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--port", type=int, default=8933)
+    parser.add_argument("--profile", action="store_true", help="cProfile the queue's first computation")
     args = parser.parse_args()
     args.events = args.events or args.documents * args.annotators  # the generator wants some
 
@@ -76,7 +79,13 @@ def main() -> None:
         print(f"data generation: {time.perf_counter() - started:.1f} s (not part of the figures)")
 
         started = time.perf_counter()
+        profile = cProfile.Profile() if args.profile else None
+        if profile:
+            profile.enable()
         items = adjudication.adjudication_queue(runtime.sessions, project_id)
+        if profile:
+            profile.disable()
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
         print(
             f"\nadjudication_queue (service): {(time.perf_counter() - started) * 1000:8.1f} ms, "
             f"{len(items):,} notes"

@@ -149,6 +149,42 @@ def candidates(marks: Mapping[str, Sequence[Mark]]) -> list[Candidate]:
     return result
 
 
+def stretch_counts(marks: Mapping[str, Sequence[tuple[str, Fragments]]]) -> tuple[int, int]:
+    """(candidates, disputed) of a note, as ``candidates`` would count them, without building them:
+    the adjudication queue counts every note of a study. ``marks``: each physician's (label,
+    fragments), fragments sorted."""
+    everyone = len(marks)
+    ordered = sorted(
+        (fragments[0][0], max(end for _, end in fragments), annotator, label, fragments)
+        for annotator, spans in marks.items()
+        for label, fragments in spans
+    )
+    found = disputed = 0
+    run: dict[str, list] = {}
+    reach = -1
+
+    def settle() -> None:
+        nonlocal found, disputed
+        found += 1
+        keys = [sorted(v) for v in run.values()]
+        agreed = (
+            len(run) == everyone
+            and all(len(set(k)) == len(k) for k in keys)
+            and all(k == keys[0] for k in keys[1:])
+        )
+        disputed += not agreed
+
+    for start, end, annotator, label, fragments in ordered:
+        if run and start >= reach:
+            settle()
+            run, reach = {}, -1
+        run.setdefault(annotator, []).append((label, fragments))
+        reach = max(reach, end)
+    if run:
+        settle()
+    return found, disputed
+
+
 def proposed_gold(found: Iterable[Candidate]) -> list[Version]:
     """What every physician agrees on: proposed for gold as it is."""
     return [version for candidate in found if candidate.agreed for version in candidate.versions]

@@ -41,6 +41,7 @@ from app.domain.adjudication import (
     candidates,
     competes,
     distribution_over,
+    stretch_counts,
 )
 from app.domain.editing import (
     Command,
@@ -79,20 +80,22 @@ class QueueItem:
     minutes: float | None = None  # the lead's active time on it so far (idle excluded)
 
 
-def _marks_of_sets(db: Session, set_ids: list[int], login_of: dict[int, str]) -> dict[int, list[Mark]]:
-    """The spans of many sets as marks of their physicians, in one query (the queue reads every note)."""
+def _spans_of_sets(db: Session, set_ids: list[int]) -> dict[int, list[tuple[str, Fragments]]]:
+    """(label, sorted fragments) of every span of many sets, in one query (the queue reads every note)."""
     rows = db.execute(
-        select(Span.annotation_set_id, Span.id, Span.uid, Span.label, SpanFragment.start, SpanFragment.end)
+        select(Span.annotation_set_id, Span.id, Span.label, SpanFragment.start, SpanFragment.end)
         .join(SpanFragment, SpanFragment.span_id == Span.id)
         .where(Span.annotation_set_id.in_(set_ids))
-        .order_by(Span.annotation_set_id, Span.id, SpanFragment.ordinal)
+        .order_by(Span.id, SpanFragment.start)
     ).all()
-    spans: dict[int, tuple[int, str, str, list]] = {}
-    for set_id, span_id, uid, label, start, end in rows:
-        spans.setdefault(span_id, (set_id, uid, label, []))[3].append((start, end))
-    by_set: dict[int, list[Mark]] = defaultdict(list)
-    for set_id, uid, label, fragments in spans.values():
-        by_set[set_id].append(Mark(login_of[set_id], uid, label, tuple(fragments)))
+    by_set: dict[int, list[tuple[str, Fragments]]] = defaultdict(list)
+    fragments: list[tuple[int, int]] = []
+    for index, (set_id, span_id, label, start, end) in enumerate(rows):
+        fragments.append((start, end))
+        if index + 1 < len(rows) and rows[index + 1][1] == span_id:
+            continue  # more fragments of this span follow
+        by_set[set_id].append((label, tuple(fragments)))
+        fragments = []
     return by_set
 
 
@@ -194,15 +197,14 @@ def _keep_queue_statistics(
     fingerprints: dict[int, str],
 ) -> dict[int, tuple[int, int]]:
     """Compute and keep the (candidates, disputed) of these notes, in one transaction."""
-    login_of = {set_id: login for d in document_ids for login, (set_id, _) in eligible[d].items()}
+    set_ids = [set_id for d in document_ids for set_id, _ in eligible[d].values()]
     result = {}
     with sessions.begin() as db:
-        marks = _marks_of_sets(db, list(login_of), login_of)
+        spans = _spans_of_sets(db, set_ids)
         for document_id in document_ids:
-            found = candidates(
-                {login: marks.get(set_id, []) for login, (set_id, _) in eligible[document_id].items()}
+            result[document_id] = stretch_counts(
+                {login: spans.get(set_id, []) for login, (set_id, _) in eligible[document_id].items()}
             )
-            result[document_id] = (len(found), sum(not c.agreed for c in found))
         statement = pg_insert(AdjudicationStatistics).values(
             [
                 {"document_id": d, "fingerprint": fingerprints[d], "candidates": c, "disputed": disputed}

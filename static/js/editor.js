@@ -775,7 +775,12 @@
   if (comparisonEl) comparisonEl.addEventListener("click", (event) => {
     const adopt = event.target.closest("[data-adopt]");
     const ambiguous = event.target.closest("[data-ambiguous]");
-    if (adopt) {
+    const show = event.target.closest("[data-show-start]");
+    if (show) { // select the stretch in the note, where a label key marks it in gold
+      setSelection([cpToU16(Number(show.dataset.showStart)), cpToU16(Number(show.dataset.showEnd))]);
+      if (selectionMarks[0]) selectionMarks[0].scrollIntoView({ block: "center" });
+      noteText.focus({ preventScroll: true });
+    } else if (adopt) {
       send({ kind: "adopt", source_set: Number(adopt.dataset.sourceSet), source_uid: adopt.dataset.sourceUid,
         value: adopt.hasAttribute("data-ambiguous-keep") ? 1 : null });
     } else if (ambiguous) send({ kind: "ambiguous", uid: ambiguous.dataset.ambiguous, value: ambiguous.dataset.value ? 1 : null });

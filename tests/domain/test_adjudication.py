@@ -17,6 +17,7 @@ from app.domain.adjudication import (
     distribution_over,
     gold_votes,
     proposed_gold,
+    stretch_counts,
 )
 
 
@@ -178,3 +179,30 @@ def test_agreed_relations_and_answers():
         "bob": {"smoker": "yes", "severity": 2, "evidence": ["b1"]},
     }
     assert agreed_answers(answers, ["ann", "bob"], skip={"evidence"}) == {"smoker": "yes"}
+
+
+@given(st.dictionaries(st.sampled_from(["ann", "bob", "cy"]), spans, min_size=1))
+def test_stretch_counts_count_what_candidates_find(raw):
+    """The queue's fast count equals the comparison's candidates on any marks (duplicates included)."""
+    marks = {
+        annotator: [mark(annotator, label, (start, start + width), uid=f"{annotator}{i}")
+                    for i, (label, start, width) in enumerate(items)]
+        for annotator, items in raw.items()
+    }  # fmt: skip
+    found = candidates(marks)
+    plain = {a: [(m.label, m.fragments) for m in ms] for a, ms in marks.items()}
+    assert stretch_counts(plain) == (len(found), sum(not c.agreed for c in found))
+
+
+def test_stretch_counts_of_the_worked_example():
+    marks = {
+        "ann": [("Drug", ((0, 9),)), ("Strength", ((10, 16),)), ("Route", ((17, 19),))],
+        "bob": [("Drug", ((0, 9),)), ("Dosage", ((10, 16),))],
+        "cy": [("Drug", ((0, 9),)), ("Strength", ((10, 13),))],
+    }
+    assert stretch_counts(marks) == (3, 2)
+    assert stretch_counts({"ann": [("ADE", ((0, 4), (10, 14)))], "bob": [("ADE", ((0, 4), (10, 14)))]}) == (
+        1,
+        0,
+    )
+    assert stretch_counts({"ann": [], "bob": []}) == (0, 0)

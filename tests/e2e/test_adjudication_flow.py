@@ -152,6 +152,11 @@ def test_a_lead_adjudicates_two_conflicting_sets_into_gold(page, db, world):
     expect(comparison).not_to_contain_text("Dr Ben")
     expect(page.locator("[data-testid=physician-name]")).to_have_text(["Physician A", "Physician B"])
 
+    # A stretch of the comparison selects its text in the note.
+    page.locator("[data-testid=candidate]", has_text="Nausea").locator(".candidate-text").click()
+    start, end = cp_range(TEXT, "Nausea")
+    expect(page.locator("[data-testid=note-text]")).to_have_attribute("data-selection", f"{start}-{end}")
+
     # Keep ana's Strength for 500 mg; keep Nausea as genuinely ambiguous.
     page.locator("[data-testid=version][data-label=Strength] [data-testid=keep]").click()
     settle(page)

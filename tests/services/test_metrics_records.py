@@ -140,5 +140,12 @@ def test_a_submission_queues_one_refresh_of_its_project_report(runtime, sessions
     # What the job does: the default view's figures, stored for the lead's next load.
     jobs.refresh_metrics(study)
     assert _counts(sessions)[1] == 1
+    # ...and the adjudication queue's agreement of every note two physicians submitted.
+    from app.db.models import AdjudicationStatistics
+    from app.services.adjudication import adjudication_queue
+
+    with sessions() as db:
+        kept = db.scalar(select(func.count()).select_from(AdjudicationStatistics))
+    assert kept == len(adjudication_queue(sessions, study)) > 0
     monkeypatch.setattr(metrics, "pooled_report", lambda *a, **k: pytest.fail("figures were recomputed"))
     project_metrics(sessions, study)

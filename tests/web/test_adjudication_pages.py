@@ -128,3 +128,26 @@ def test_a_note_with_one_physician_cannot_be_started(web, world, sessions):
     assert response.status_code == 422
     with sessions() as db:
         assert db.scalar(select(AnnotationSet.id).where(AnnotationSet.origin == "gold")) is None
+
+
+def test_the_queue_pages_and_filters_by_gold_status(web, world, sessions, monkeypatch):
+    from app.web.routers import lead_adjudication
+    from tests.services.adjudication_fixtures import METFORMIN, _span, add_note, physician_set
+
+    with sessions.begin() as db:
+        for name in ("note-2", "note-3"):
+            note = add_note(db, world.project_id, name)
+            for login in ("ana", "ben"):
+                physician_set(db, note.id, world.annotator_ids[login], [_span("Drug", METFORMIN)], [], {})
+    monkeypatch.setattr(lead_adjudication, "PAGE_SIZE", 2)
+    assert log_in(web, "lead", PASSWORDS["lead"]).status_code == 303
+    _start(web, world)
+    base = f"/lead/projects/{world.project_id}/adjudication"
+    first = page(web.get(base))
+    assert [r["data-external-id"] for r in first.select("[data-testid=queue-row]")] == ["note-1", "note-2"]
+    assert "1 in progress" in first.select_one("[data-testid=queue-counts]").text
+    second = page(web.get(f"{base}?page=2"))
+    assert [r["data-external-id"] for r in second.select("[data-testid=queue-row]")] == ["note-3"]
+    started = page(web.get(f"{base}?gold=open"))
+    assert [r["data-external-id"] for r in started.select("[data-testid=queue-row]")] == ["note-1"]
+    assert web.get(f"{base}?gold=maybe").status_code == 422

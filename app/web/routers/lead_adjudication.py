@@ -13,11 +13,37 @@ from app.web.templating import render
 router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
 
 
+PAGE_SIZE = 100
+GOLD_STATUSES = ("not started", "open", "submitted")
+
+
 @router.get("/projects/{project_id}/adjudication")
-def queue(request: Request, project_id: int, sessions: Sessions) -> Response:
+def queue(
+    request: Request, project_id: int, sessions: Sessions, page: int = 1, gold: str | None = None
+) -> Response:
+    """The queue, a page at a time; ``gold`` keeps only the notes whose gold is in that state."""
     project = project_or_404(sessions, project_id)
+    if gold is not None and gold not in GOLD_STATUSES:
+        raise HTTPException(status_code=422, detail=f"gold: one of {', '.join(GOLD_STATUSES)}")
     items = adjudication.adjudication_queue(sessions, project_id)
-    return render(request, "lead/adjudication.html", {"project": project, "items": items})
+    counts = {status: sum(1 for i in items if i.gold_status == status) for status in GOLD_STATUSES}
+    if gold is not None:
+        items = [i for i in items if i.gold_status == gold]
+    pages = max(1, -(-len(items) // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    return render(
+        request,
+        "lead/adjudication.html",
+        {
+            "project": project,
+            "items": items[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+            "total": len(items),
+            "counts": counts,
+            "gold": gold,
+            "page": page,
+            "pages": pages,
+        },
+    )
 
 
 @router.post("/projects/{project_id}/adjudication/{document_id}")
