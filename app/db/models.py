@@ -649,3 +649,66 @@ class AdjudicationStatistics(Base):
     candidates: Mapped[int] = mapped_column(Integer)  # stretches any physician marked
     disputed: Mapped[int] = mapped_column(Integer)  # of those, where they did not all mark the same
     computed_at: Mapped[datetime] = created_at()
+
+
+class AugmentationRun(Base):
+    """A structured-augmentation run (app.domain.augmentation) over a project's gold or submitted sets."""
+
+    __tablename__ = "augmentation_runs"
+    __table_args__ = (one_of("status", RunStatus),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    llm_endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("llm_endpoints.id", ondelete="SET NULL"))
+    # Everything the run was asked and with what: source, labels, variants, freedom, schema, endpoint.
+    configuration: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    status: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = created_at()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AugmentationResult(Base):
+    """One source set of a run: its status, its counts, and every answer with why it was not kept."""
+
+    __tablename__ = "augmentation_results"
+    __table_args__ = (one_of("status", RunStatus),)
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("augmentation_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    source_set_id: Mapped[int] = mapped_column(
+        ForeignKey("annotation_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+
+
+class SyntheticNote(Base):
+    """A note made by augmentation: synthetic, kept apart from documents so that no study, metric or
+    export of real notes ever holds it; it names the note and segment it was made from."""
+
+    __tablename__ = "synthetic_notes"
+    __table_args__ = (UniqueConstraint("run_id", "source_set_id", "segment_start", "variant"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("augmentation_runs.id", ondelete="CASCADE"), index=True)
+    source_set_id: Mapped[int] = mapped_column(ForeignKey("annotation_sets.id", ondelete="CASCADE"))
+    source_document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    segment_start: Mapped[int] = mapped_column(Integer)
+    segment_end: Mapped[int] = mapped_column(Integer)
+    variant: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    spans: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")  # label, fragments, id
+    relations: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")  # type, head, tail
+    created_at: Mapped[datetime] = created_at()

@@ -204,3 +204,15 @@ async def pre_annotate_note(run_id: int, document_id: int) -> str:
     from app.services.pre_annotation import pre_annotate_note as pre_annotate
 
     return await pre_annotate(runtime().sessions, run_id, document_id)
+
+
+@job(
+    "augment_set",
+    queue="augmentation",
+    retry=procrastinate.RetryStrategy(max_attempts=3, exponential_wait=2),
+)
+async def augment_set(run_id: int, source_set_id: int) -> str:
+    """Rewrite one source set's segments into synthetic notes (a set already written is skipped)."""
+    from app.services.augmentation import augment_set as augment
+
+    return await augment(runtime().sessions, run_id, source_set_id)

@@ -11,17 +11,25 @@ on retry (errors, time-outs, broken bodies) also hash the number of times that p
 
 ``served`` records what each request got, including ``returned_spans``: the spans (chunk offsets) that
 a correct resolver reads from the answer, so pipeline tests can compute the recall they should see.
+
+Augmentation prompts (app.domain.augmentation: AUGMENT_PHRASE in the system message) get the passage
+back with the segment reworded: clinical paraphrases of the text outside the markers, which depend on
+the variant asked for, and a lead-in ("Of note, ") where that alone would not make the variant new.
+The markers and their text are left exactly as they were. ``augment_faults`` (by chance) and
+``augment_fault_by_variant`` (always) spoil the answer in one of the ways AUGMENT_FAULTS name, each
+of which the app must reject.
 """
 
 import argparse
 import hashlib
+import itertools
 import json
 import re
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +40,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from app.domain.augmentation import (
+    AUGMENT_PHRASE,
+    PASSAGE_END,
+    PASSAGE_START,
+    REWRITE_CLOSE,
+    REWRITE_OPEN,
+)
 from app.domain.label_schema import LabelSchema
 from app.domain.tokens import Token, token_index_at, tokenize
 
@@ -43,6 +58,60 @@ GARBAGE_ANSWER = "I cannot help with that."
 QUIRKS = ("code_fence", "prose", "yaml_for_json", "wrong_case", "misspell")
 _WORD = re.compile(r"\w")
 _ALPHA_WORD = re.compile(r"[^\W\d_]{5,}")
+# How an augmentation answer can be spoiled; the reason app.domain.augmentation rejects each with is
+# in the comment (freedom "light" for change_entity_text).
+AUGMENT_FAULTS = (
+    "drop_marker",  # the first marker taken off its text: dropped_marker (lost_relation_argument)
+    "invent_marker",  # a word outside the markers marked with a new id: invented_marker
+    "unbalance",  # one closing ]] removed: unbalanced_marker
+    "break_marker",  # one header written [[Label #id without its colon: broken_marker
+    "change_context",  # a word of the context around the segment changed: changed_context
+    "wrong_label",  # one marker given another label of the schema: changed_label
+    "unknown_label",  # one marker given the label Nonsense: unknown_label
+    "change_entity_text",  # a word of one marker's text changed: changed_entity_text
+    "prose_only",  # prose, no passage: no_passage
+)
+PROSE_AUGMENT_ANSWER = "Here is a reworded version: the patient was started on the same medication."
+UNKNOWN_LABEL = "Nonsense"
+# A marker's header, or a run of closing brackets (which may hold the marked text's own "]").
+_MARKUP = re.compile(r"\[\[([A-Za-z][A-Za-z0-9_\-]*)#(\d+):[ ]?|\]{2,}")
+_VARIANT = re.compile(r"\bvariant (\d+) of \d+")
+# The fake model's clinical paraphrases; variant K says each the K-th way (in turn).
+_PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "reported": ("said", "stated", "noted"),
+    "reports": ("says", "states", "notes"),
+    "given": ("started on", "put on", "prescribed"),
+    "patient": ("pt",),
+    "daily": ("every day", "once a day", "each day"),
+    "with": ("alongside", "along with", "together with"),
+    "and": ("plus", "as well as"),
+    "started": ("began", "commenced"),
+    "stopped": ("discontinued", "held"),
+    "denies": ("reports no", "has no"),
+    "history of": ("hx of",),
+    "due to": ("because of", "owing to"),
+    "after": ("following",),
+    "increased": ("raised", "uptitrated"),
+    "decreased": ("lowered", "reduced"),
+}
+_PARAPHRASE = re.compile(
+    r"(?<!\w)(" + "|".join(sorted(map(re.escape, _PARAPHRASES), key=len, reverse=True)) + r")(?!\w)",
+    re.IGNORECASE,
+)
+# None is a prefix of another (lower-cased too), so different sequences of them are different strings.
+_LEAD_INS = (
+    "Of note, ",
+    "Also, ",
+    "Then ",
+    "In addition, ",
+    "Later, ",
+    "Again, ",
+    "Meanwhile, ",
+    "Notably, ",
+)
+_TITLE_WORD = re.compile(r"[A-Z][a-z]+(?![^\W\d_])")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_ALNUM = re.compile(r"[A-Za-z]+|[0-9]+")
 
 
 @dataclass
@@ -76,23 +145,35 @@ class FakeBehaviour:
     hang_first: int = 0  # the first N requests of each distinct prompt hang for hang_seconds
     malformed_first: int = 0  # the first N requests of each distinct prompt get a broken 200 body
     structured_output: bool = True  # False: a request with response_format gets 400, like older servers
+    # Augmentation answers: fault -> chance per request (at most one fault an answer; the chances add
+    # up, like errors'), and faults that variant K always gets (before any drawn by chance).
+    augment_faults: dict[str, float] = field(default_factory=dict)  # any of AUGMENT_FAULTS
+    augment_fault_by_variant: dict[int, str] = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.quirks) - set(QUIRKS))
         if unknown:
             raise ValueError(f"unknown quirks {unknown}; known: {', '.join(QUIRKS)}")
+        unknown = sorted(set(self.augment_faults) | set(self.augment_fault_by_variant.values()))
+        unknown = [name for name in unknown if name not in AUGMENT_FAULTS]
+        if unknown:
+            raise ValueError(f"unknown augment faults {unknown}; known: {', '.join(AUGMENT_FAULTS)}")
 
 
 @dataclass(frozen=True)
 class ServedAnswer:
     """What one chat-completion request got; spans are (label, start, end) in chunk offsets."""
 
-    chunk_text: str
-    prompt_schema: str | None  # "iob_token", "direct_chunk", or None when the prompt says neither
-    gold_spans_in_chunk: list[tuple[str, int, int]]
-    returned_spans: list[tuple[str, int, int]]  # what the answer means, after noise; [] for a fault
+    chunk_text: str  # for an augmentation: the segment without its markers
+    prompt_schema: str | None  # "iob_token", "direct_chunk", "augment", or None when the prompt says none
+    gold_spans_in_chunk: list[tuple[str, int, int]]  # for an augmentation: the segment's markers
+    # What the answer means, after noise; [] for a fault. For an augmentation: the spans the rewritten
+    # segment marks, in offsets of the rewritten segment without markers.
+    returned_spans: list[tuple[str, int, int]]
     status: int
+    variant: int | None = None  # an augmentation's variant K
+    augment_fault: str | None = None  # the one of AUGMENT_FAULTS the augmentation answer shows
 
 
 @dataclass(frozen=True)
@@ -105,6 +186,30 @@ class RequestSeen:
     api_version: str | None  # Azure's ``?api-version=``
     structured: bool  # the request carried a response_format
     model: str | None
+
+
+@dataclass(frozen=True)
+class AugmentPrompt:
+    """What an augmentation prompt asks for: the passage (context, marked segment) and the variant."""
+
+    left: str  # the context before the segment, as the passage has it
+    marked: str  # the segment, with its markers
+    right: str
+    variant: int  # K of "variant K of N"; 1 when the prompt does not say
+    text: str  # the segment without markers
+    spans: list[tuple[str, int, int]]  # its markers: (label, start, end) in ``text``
+
+
+@dataclass
+class _Piece:
+    """A piece of a marked segment: text, a marker's header, or a run of closing brackets."""
+
+    kind: str  # "text", "open" or "close"
+    raw: str
+    depth: int = 0  # text: how many markers are open around it
+    label: str = ""  # open
+    ident: int = 0  # open
+    closing: tuple[int, ...] = ()  # close: the opens (indices of pieces) the run closes
 
 
 @dataclass
@@ -149,6 +254,8 @@ def prompt_schema_of(messages: Sequence[dict[str, Any]], response_format: Any) -
     system = " ".join(
         _text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "system"
     )
+    if AUGMENT_PHRASE in system:
+        return "augment"
     if IOB_PHRASE in system:
         return "iob_token"
     if DIRECT_PHRASE in system:
@@ -158,6 +265,219 @@ def prompt_schema_of(messages: Sequence[dict[str, Any]], response_format: Any) -
         if name in ("iob_token", "direct_chunk"):
             return name
     return None
+
+
+def augment_prompt_of(messages: Sequence[dict[str, Any]]) -> AugmentPrompt | None:
+    """The passage of the last user message (between PASSAGE_START and the last PASSAGE_END), cut at the
+    first <rewrite> and the last </rewrite>, and the variant asked for before it; None without one."""
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    if not users:
+        return None
+    content = _text_of(users[-1].get("content"))
+    start = content.find(PASSAGE_START)
+    end = content.rfind(PASSAGE_END)
+    if start < 0 or end < start + len(PASSAGE_START):
+        return None
+    passage = content[start + len(PASSAGE_START) : end]
+    opened, closed = passage.find(REWRITE_OPEN), passage.rfind(REWRITE_CLOSE)
+    if opened < 0 or closed < opened + len(REWRITE_OPEN):
+        return None
+    marked = passage[opened + len(REWRITE_OPEN) : closed]
+    _, text, spans = _parsed(marked)
+    variant = _VARIANT.search(content[:start])  # not in the passage: the note may say "variant"
+    return AugmentPrompt(
+        left=passage[:opened],
+        marked=marked,
+        right=passage[closed + len(REWRITE_CLOSE) :],
+        variant=int(variant.group(1)) if variant else 1,
+        text=text,
+        spans=spans,
+    )
+
+
+def _parsed(marked: str) -> tuple[list[_Piece], str, list[tuple[str, int, int]]]:
+    """A marked segment's pieces, its text without markers, and the spans it marks (label, start, end).
+
+    Brackets of the text itself are read as app.domain.augmentation.decode documents: a "[" just before
+    a header is text, and a run of "]" closes the open markers innermost first, each after the "]" that
+    match its text's own "[" (with at least a "]]" left for it); a "]" left over is text after them.
+    """
+    pieces: list[_Piece] = []
+    plain: list[str] = []
+    stack: list[tuple[int, int]] = []  # (index of the open piece, where its text starts in plain)
+    spans: list[tuple[str, int, int]] = []
+    position = 0
+    for match in _MARKUP.finditer(marked):
+        if match.start() > position:
+            pieces.append(_Piece("text", marked[position : match.start()], depth=len(stack)))
+            plain.extend(marked[position : match.start()])
+        position = match.end()
+        if match.group(1) is not None:
+            stack.append((len(pieces), len(plain)))
+            pieces.append(_Piece("open", match.group(), label=match.group(1), ident=int(match.group(2))))
+            continue
+        left, closing = len(match.group()), []
+        while left >= 2 and stack:
+            opened, start = stack[-1]
+            inner = plain[start:]
+            if left >= 3 and inner.count("[") > inner.count("]"):
+                plain.append("]")
+                left -= 1
+                continue
+            stack.pop()
+            closing.append(opened)
+            spans.append((pieces[opened].label, start, len(plain)))
+            left -= 2
+        plain.extend("]" * left)
+        pieces.append(_Piece("close", match.group(), depth=len(stack), closing=tuple(closing)))
+    if position < len(marked):
+        pieces.append(_Piece("text", marked[position:], depth=len(stack)))
+        plain.extend(marked[position:])
+    return pieces, "".join(plain), sorted(spans, key=lambda span: (span[1], -span[2], span[0]))
+
+
+def _paraphrased(text: str, variant: int) -> str:
+    """Text with the words of the paraphrase table said the variant's way, in the word's case."""
+
+    def say(match: re.Match[str]) -> str:
+        word = match.group()
+        if not word.isascii():  # "ſ" matches "s" when cases are ignored; non-ASCII text stays as it is
+            return word
+        ways = _PARAPHRASES[word.lower()]
+        said = ways[(variant - 1) % len(ways)]
+        if word.isupper() and len(word) > 1:
+            return said.upper()
+        return said[0].upper() + said[1:] if word[0].isupper() else said
+
+    return _PARAPHRASE.sub(say, text)
+
+
+def _lead_ins() -> Iterator[str]:
+    """ "", then every lead-in, then every two of them ("Of note, also, "), and so on: all different."""
+    yield ""
+    for n in itertools.count(1):
+        for leads in itertools.product(_LEAD_INS, repeat=n):
+            yield leads[0] + "".join(lead[0].lower() + lead[1:] for lead in leads[1:])
+
+
+def _reworded(marked: str, variant: int) -> str:
+    """The marked segment reworded outside its markers, differently for each variant and never as it was.
+
+    Variant K says the table's words the K-th way; where that gives the segment back, or the text of a
+    variant before K, a lead-in goes first (the first of _lead_ins that makes it new)."""
+    pieces = _parsed(marked)[0]
+    used: set[str] = set()
+    result = marked
+    for k in range(1, max(variant, 1) + 1):
+        said = [
+            _paraphrased(piece.raw, k) if piece.kind == "text" and piece.depth == 0 else piece.raw
+            for piece in pieces
+        ]
+        for lead in _lead_ins():
+            result = _led_in(pieces, said, lead)
+            if result != marked and result not in used:
+                break
+        used.add(result)
+    return result
+
+
+def _led_in(pieces: list[_Piece], said: list[str], lead: str) -> str:
+    """The segment with a lead-in after its leading blanks, lower-casing the title-case ASCII word after."""
+    if not lead:
+        return "".join(said)
+    if not pieces or pieces[0].kind != "text":
+        return lead + "".join(said)
+    first = said[0]
+    blank = len(first) - len(first.lstrip())
+    rest = first[blank:]
+    if _TITLE_WORD.match(rest):
+        rest = rest[0].lower() + rest[1:]
+    return first[:blank] + lead + rest + "".join(said[1:])
+
+
+def _altered(text: str, draw: float) -> str:
+    """The text with one ASCII word's first letter in the other case or one number plus one (chosen by
+    `draw`), or with " too" after it when it has neither: always another text."""
+    found = list(_ALNUM.finditer(text))
+    if not found:
+        return f"{text} too"
+    match = found[int(draw * len(found))]
+    word = match.group()
+    new = str(int(word) + 1) if word.isdigit() else word[0].swapcase() + word[1:]
+    return text[: match.start()] + new + text[match.end() :]
+
+
+def _spoiled(fault: str, pieces: list[_Piece], labels: Sequence[str], *key: object) -> bool:
+    """Apply a fault (not change_context nor prose_only) to a marked segment's pieces, in place; False
+    when the segment has nothing it could apply to (no marker, or no other label for wrong_label)."""
+    draw, other_draw = _unit("augment_fault_at", *key), _unit("augment_fault_other", *key)
+    opens = [piece for piece in pieces if piece.kind == "open"]
+    closes = [piece for piece in pieces if piece.kind == "close" and piece.closing]
+    if fault == "invent_marker":
+        words = [
+            (piece, match)
+            for piece in pieces
+            if piece.kind == "text" and piece.depth == 0
+            for match in _LETTERS.finditer(piece.raw)
+        ]
+        if not words:
+            return False
+        piece, word = words[int(draw * len(words))]
+        names = sorted({p.label for p in opens}) or list(labels)
+        if not names:
+            return False
+        label = names[int(other_draw * len(names))]
+        ident = max((p.ident for p in opens), default=0) + 1
+        marker = f"[[{label}#{ident}: {word.group()}]]"
+        piece.raw = piece.raw[: word.start()] + marker + piece.raw[word.end() :]
+        return True
+    if fault == "change_entity_text":
+        texts = [piece for piece in pieces if piece.kind == "text" and piece.depth > 0 and piece.raw.strip()]
+        if not texts:
+            return False
+        piece = texts[int(draw * len(texts))]
+        piece.raw = _altered(piece.raw, other_draw)
+        return True
+    if not opens:
+        return False
+    if fault == "drop_marker":
+        first = pieces.index(opens[0])
+        opens[0].raw = ""
+        for piece in closes:
+            if first in piece.closing:
+                piece.raw = piece.raw[2:]
+        return True
+    if fault == "unbalance":
+        if not closes:
+            return False
+        piece = closes[int(draw * len(closes))]
+        piece.raw = piece.raw[2:]
+        return True
+    piece = opens[int(draw * len(opens))]
+    if fault == "break_marker":
+        piece.raw = f"[[{piece.label} #{piece.ident} "
+        return True
+    if fault == "wrong_label":
+        others = [label for label in labels if label != piece.label]
+        if not others:
+            return False
+        label = others[int(other_draw * len(others))]
+    elif fault == "unknown_label":
+        label = UNKNOWN_LABEL
+        while label in labels:
+            label += "x"
+    else:
+        raise ValueError(f"not a fault of the segment: {fault}")
+    piece.raw = piece.raw.replace(f"[[{piece.label}#", f"[[{label}#", 1)
+    return True
+
+
+def _changed_context(left: str, right: str, *key: object) -> tuple[str, str]:
+    """(left, right) with a word of one of them changed (one that has a word; the right one if neither)."""
+    sides = [side for side, context in (("left", left), ("right", right)) if _ALNUM.search(context)]
+    side = sides[int(_unit("augment_context_side", *key) * len(sides))] if sides else "right"
+    draw = _unit("augment_context_word", *key)
+    return (_altered(left, draw), right) if side == "left" else (left, _altered(right, draw))
 
 
 class _IndentedDumper(yaml.SafeDumper):
@@ -403,11 +723,60 @@ class FakeLlmServer:
             )
         return answer, returned
 
+    def augmentation(
+        self, prompt: AugmentPrompt, prompt_key: str
+    ) -> tuple[str, list[tuple[str, int, int]], str | None]:
+        """(answer, spans it marks in the rewritten segment without markers ([] for a fault), the fault)."""
+        b = self.behaviour
+        fault = b.augment_fault_by_variant.get(prompt.variant)
+        if fault is None:
+            draw = _unit("augment_fault", b.seed, prompt_key)
+            for name, chance in sorted(b.augment_faults.items()):
+                if draw < chance:
+                    fault = name
+                    break
+                draw -= chance
+        key = (b.seed, prompt_key, fault)
+        left, right = prompt.left, prompt.right
+        pieces = _parsed(_reworded(prompt.marked, prompt.variant))[0]
+        if fault == "change_context":
+            left, right = _changed_context(left, right, *key)
+        elif fault not in (None, "prose_only") and not _spoiled(fault, pieces, self.labels, *key):
+            fault = None  # nothing to spoil: the answer stays right
+        marked = "".join(piece.raw for piece in pieces)
+        if fault == "prose_only":
+            answer = PROSE_AUGMENT_ANSWER
+        else:
+            answer = f"{PASSAGE_START}{left}{REWRITE_OPEN}{marked}{REWRITE_CLOSE}{right}{PASSAGE_END}"
+        # The quirks of how an answer is written; the others would change the marked text.
+        if "code_fence" in b.quirks:
+            answer = f"```\n{answer}\n```"
+        if "prose" in b.quirks:
+            answer = f"Here is the rewritten passage.\n\n{answer}\n\nLet me know if anything is unclear."
+        return answer, [] if fault else _parsed(marked)[2], fault
+
     def _record(
-        self, chunk: str | None, schema: str | None, status: int, returned: list | None = None
+        self,
+        chunk: str | None,
+        schema: str | None,
+        status: int,
+        returned: list | None = None,
+        augment: AugmentPrompt | None = None,
+        fault: str | None = None,
     ) -> None:
-        gold = self.gold_in_chunk(chunk)[0] if chunk else []
-        answer = ServedAnswer(chunk or "", schema, gold, list(returned or []), status)
+        if augment is not None:
+            answer = ServedAnswer(
+                augment.text,
+                schema,
+                list(augment.spans),
+                list(returned or []),
+                status,
+                augment.variant,
+                fault,
+            )
+        else:
+            gold = self.gold_in_chunk(chunk)[0] if chunk else []
+            answer = ServedAnswer(chunk or "", schema, gold, list(returned or []), status)
         with self._lock:
             self._served.append(answer)
 
@@ -434,6 +803,13 @@ class FakeLlmServer:
         structured = isinstance(response_format, dict) and response_format.get("type") == "json_schema"
         chunk = chunk_of(messages)
         schema = prompt_schema_of(messages, response_format)
+        augment = augment_prompt_of(messages) if schema == "augment" else None
+        if augment is not None:
+            chunk = augment.text
+
+        def record(status: int, returned: list | None = None, fault: str | None = None) -> None:
+            self._record(chunk, schema, status, returned, augment, fault)
+
         prompt_key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode("utf-8")).hexdigest()
         with self._lock:
             seen_before = self._prompt_counts[prompt_key]
@@ -441,33 +817,36 @@ class FakeLlmServer:
         if b.latency_ms > 0:
             self._stopping.wait(b.latency_ms / 1000)
         if response_format is not None and not b.structured_output:
-            self._record(chunk, schema, 400)
+            record(400)
             return _error(400, "response_format is not supported")
         if seen_before < b.fail_first:
-            self._record(chunk, schema, b.fail_first_status)
+            record(b.fail_first_status)
             return _error(b.fail_first_status, "deterministic fault", b.retry_after_seconds)
         if seen_before < b.hang_first or _unit("timeout", b.seed, prompt_key, seen_before) < b.timeout_rate:
             self._stopping.wait(b.hang_seconds)
         draw = _unit("errors", b.seed, prompt_key, seen_before)
         for status, chance in sorted(b.errors.items()):
             if draw < chance:
-                self._record(chunk, schema, status)
+                record(status)
                 return _error(status, "random fault", b.retry_after_seconds)
             draw -= chance
         if (
             seen_before < b.malformed_first
             or _unit("malformed", b.seed, prompt_key, seen_before) < b.malformed_rate
         ):
-            self._record(chunk, schema, 200)
+            record(200)
             return 200, b'{"id": "chatcmpl-broken", "choices": [{"message": ', {}
         returned: list[tuple[str, int, int]] = []
-        if chunk is None or schema is None:
-            content = "OK"  # a connection probe, or a prompt that asks for neither schema
+        fault = None
+        if chunk is None or schema is None or (schema == "augment" and augment is None):
+            content = "OK"  # a connection probe, or a prompt that asks for no known answer
         elif seen_before < b.garbage_first or _unit("garbage", b.seed, chunk) < b.garbage_rate:
             content = GARBAGE_ANSWER
+        elif augment is not None:
+            content, returned, fault = self.augmentation(augment, prompt_key)
         else:
             content, returned = self.render(chunk, schema, structured)
-        self._record(chunk, schema, 200, returned)
+        record(200, returned, fault)
         prompt_chars = sum(len(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
         prompt_tokens, completion_tokens = max(1, prompt_chars // 4), max(1, len(content) // 4)
         body = {
@@ -747,6 +1126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retry-after", type=float, default=None, help="Retry-After seconds on 429/503")
     parser.add_argument("--error", action="append", default=[], metavar="STATUS=RATE", help="e.g. 429=0.1")
     parser.add_argument("--quirk", action="append", default=[], choices=QUIRKS)
+    parser.add_argument(
+        "--augment-fault",
+        action="append",
+        default=[],
+        metavar="VARIANT=FAULT",
+        help=f"augmentation variant K always gets FAULT, e.g. 2=drop_marker ({', '.join(AUGMENT_FAULTS)})",
+    )
+    parser.add_argument(
+        "--augment-fault-rate",
+        action="append",
+        default=[],
+        metavar="FAULT=RATE",
+        help="chance per augmentation answer, e.g. invent_marker=0.1",
+    )
     parser.add_argument("--no-structured-output", action="store_true", help="answer 400 to response_format")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -764,6 +1157,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors[int(status)] = float(rate)
         except ValueError:
             parser.error(f"--error {item!r}: expected STATUS=RATE, e.g. 429=0.1")
+    by_variant = {}
+    for item in args.augment_fault:
+        variant, _, fault = item.partition("=")
+        if not variant.isdigit() or fault not in AUGMENT_FAULTS:
+            parser.error(
+                f"--augment-fault {item!r}: expected VARIANT=FAULT, FAULT one of {', '.join(AUGMENT_FAULTS)}"
+            )
+        by_variant[int(variant)] = fault
+    augment_faults = {}
+    for item in args.augment_fault_rate:
+        fault, _, rate = item.partition("=")
+        try:
+            augment_faults[fault] = float(rate)
+        except ValueError:
+            parser.error(f"--augment-fault-rate {item!r}: expected FAULT=RATE, e.g. invent_marker=0.1")
+        if fault not in AUGMENT_FAULTS:
+            parser.error(f"--augment-fault-rate {item!r}: FAULT is one of {', '.join(AUGMENT_FAULTS)}")
     behaviour = FakeBehaviour(
         missed=args.missed,
         spurious=args.spurious,
@@ -779,6 +1189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         quirks=args.quirk,
         fail_first=args.fail_first,
         structured_output=not args.no_structured_output,
+        augment_faults=augment_faults,
+        augment_fault_by_variant=by_variant,
         seed=args.seed,
     )
     server = FakeLlmServer(

@@ -853,6 +853,31 @@ def _client_for(config):
     return _CLIENTS[key][0]
 
 
+async def ask_endpoint(sessions: sessionmaker[Session], endpoint_id: int, ask, *, make_client=None):
+    """``await ask(client)`` with a client of the endpoint: (its result, None), or (None, why) when the
+    endpoint is gone or the model gave no answer. The message never quotes the answer (it may quote
+    the note). A client made by ``make_client`` (tests) is closed after; the shared ones are kept."""
+    from app.llm.client import LlmError
+    from app.services.llm_endpoints import client_config
+
+    def endpoint_config():
+        with sessions() as db:
+            endpoint = db.get(LlmEndpoint, endpoint_id)
+            return client_config(endpoint) if endpoint else None
+
+    config = await asyncio.to_thread(endpoint_config)
+    if config is None:
+        return None, "the run's endpoint no longer exists"
+    client = make_client(config) if make_client else _client_for(config)
+    try:
+        return await ask(client), None
+    except LlmError as error:
+        return None, str(error)[:1000]
+    finally:
+        if make_client:
+            await client.aclose()
+
+
 async def pre_annotate_note(
     sessions: sessionmaker[Session], run_id: int, document_id: int, *, make_client=None
 ) -> str:
@@ -868,28 +893,16 @@ async def pre_annotate_note(
     if work.configuration["method"] == "lexicon":
         await asyncio.to_thread(finish_note, sessions, work, lexicon_outcome(work))
         return "done"
-    from app.llm.client import EndpointConfig, LlmError
-    from app.services.llm_endpoints import client_config
-
-    def endpoint_config() -> EndpointConfig | None:
-        with sessions() as db:
-            endpoint = db.get(LlmEndpoint, work.configuration["endpoint"]["id"])
-            return client_config(endpoint) if endpoint else None
-
-    config = await asyncio.to_thread(endpoint_config)
-    if config is None:
-        await asyncio.to_thread(finish_note, sessions, work, None, "the run's endpoint no longer exists")
+    outcome, error = await ask_endpoint(
+        sessions,
+        work.configuration["endpoint"]["id"],
+        lambda client: llm_outcome(work, client, ResponseCache(sessions)),
+        make_client=make_client,
+    )
+    if outcome is None:
+        await asyncio.to_thread(finish_note, sessions, work, None, error)
+        log.warning("run %s note %s failed", run_id, document_id)
         return "failed"
-    client = make_client(config) if make_client else _client_for(config)
-    try:
-        outcome = await llm_outcome(work, client, ResponseCache(sessions))
-    except LlmError as error:
-        await asyncio.to_thread(finish_note, sessions, work, None, str(error)[:1000])
-        log.warning("run %s note %s failed: %s", run_id, document_id, type(error).__name__)
-        return "failed"
-    finally:
-        if make_client:
-            await client.aclose()
     await asyncio.to_thread(finish_note, sessions, work, outcome)
     log.info("run %s note %s: %d pre-labels in %.1f s", run_id, document_id, len(outcome.spans),
              time.monotonic() - started)  # fmt: skip
