@@ -1,12 +1,13 @@
 """The admin's pages: accounts and the audit trail (uploads and endpoints come later)."""
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.domain.vocabulary import Role
-from app.services import users
+from app.services import audit, users
 from app.services.administration import admin_overview
 from app.web.deps import CurrentIdentity, Now, Sessions, client_address, require_role
 from app.web.templating import render
@@ -44,6 +45,85 @@ def add_user(
             status_code=422,
         )
     return RedirectResponse("/admin", status_code=303)
+
+
+# ---- the audit trail: read, filter, export (never changed: PostgreSQL refuses it) -------------------
+
+AUDIT_PAGE = 100
+
+
+def _audit_filter(request: Request) -> audit.AuditFilter:
+    query = request.query_params
+
+    def moment(name: str):
+        value = (query.get(name) or "").strip()
+        if not value:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise HTTPException(
+                status_code=422, detail=f"{name}: a date or time such as 2026-12-01"
+            ) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    def text(name: str):
+        return (query.get(name) or "").strip()[:200] or None
+
+    return audit.AuditFilter(
+        action=text("action"),
+        who=text("who"),
+        object_type=text("object_type"),
+        object_id=text("object_id"),
+        since=moment("since"),
+        until=moment("until"),
+    )
+
+
+@router.get("/audit")
+def audit_page(request: Request, sessions: Sessions, page: int = 1) -> Response:
+    wanted = _audit_filter(request)
+    page = max(page, 1)
+    rows, total = audit.audit_trail(sessions, wanted, limit=AUDIT_PAGE, offset=(page - 1) * AUDIT_PAGE)
+    query = {k: v for k, v in request.query_params.items() if k != "page" and v}
+    return render(
+        request,
+        "admin/audit.html",
+        {
+            "rows": rows,
+            "total": total,
+            "page": page,
+            "pages": max(1, -(-total // AUDIT_PAGE)),
+            "query": query,
+            "wanted": wanted,
+        },
+    )
+
+
+@router.get("/audit/export")
+def audit_export(
+    request: Request, identity: CurrentIdentity, sessions: Sessions, format: str = "csv"
+) -> Response:
+    """Every audit event the filters select, oldest first; the export is itself audited."""
+    if format not in ("csv", "jsonl"):
+        raise HTTPException(status_code=422, detail="format: csv or jsonl")
+    wanted = _audit_filter(request)
+    content = audit.export_audit_trail(sessions, wanted, format)
+    with sessions.begin() as db:
+        audit.record(
+            db,
+            "audit.exported",
+            user_id=identity.user.id,
+            client_address=client_address(request),
+            details={
+                "format": format,
+                "filters": {k: v for k, v in request.query_params.items() if k != "format"},
+            },
+        )
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+    return Response(
+        content, media_type=media, headers={"Content-Disposition": f'attachment; filename="audit.{format}"'}
+    )
 
 
 # ---- batches: upload, PHI report, release or reject -------------------------------------------
