@@ -185,6 +185,44 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    """pg_dump of the whole database (the embedded one, or the server of the URL)."""
+    from app.runtime import open_runtime
+    from app.services.backup import BackupError, backup
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    runtime = open_runtime(settings)
+    try:
+        size = backup(runtime.sessions, runtime.database.url, Path(args.file))
+    except BackupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.close()
+    print(f"backup written to {args.file} ({size:,} bytes); restore with `clinann db restore {args.file}`")
+    return 0
+
+
+def cmd_db_restore(args: argparse.Namespace) -> int:
+    """pg_restore into the configured database, which must be empty (no migrations run before)."""
+    from app.db.engine import open_database
+    from app.services.backup import BackupError, restore
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    database = open_database(settings)
+    try:
+        restore(database.url, Path(args.file))
+    except BackupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        database.stop()
+    print(f"restored {args.file}")
+    return 0
+
+
 def _with_sessions(args: argparse.Namespace, action) -> int:
     from app.runtime import open_runtime
     from app.services.users import AccountError
@@ -558,6 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade.add_argument("revision", nargs="?", default="head")
     data_dir(db_upgrade)
     db_upgrade.set_defaults(func=cmd_db_upgrade)
+    db_backup = db.add_parser("backup", help="write a pg_dump of the whole database (custom format)")
+    db_backup.add_argument("file", help="the dump to write, e.g. clinann-2026-12-01.dump")
+    data_dir(db_backup)
+    db_backup.set_defaults(func=cmd_db_backup)
+    db_restore = db.add_parser("restore", help="restore a dump into an empty database (all or nothing)")
+    db_restore.add_argument("file", help="a dump written by `clinann db backup` or pg_dump -Fc")
+    data_dir(db_restore)
+    db_restore.set_defaults(func=cmd_db_restore)
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(
         dest="user_command", required=True, metavar="ACTION"
