@@ -43,6 +43,7 @@ CONTENT_SECURITY_POLICY = (
     "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
     "base-uri 'none'; object-src 'none'"
 )
+HSTS = "max-age=31536000; includeSubDomains"  # a year; only ever sent over TLS
 ERROR_TITLES = {
     401: "Please log in",
     403: "Not allowed",
@@ -163,6 +164,8 @@ def create_app(
         response.headers.setdefault("X-Frame-Options", "DENY")
         if not request.url.path.startswith("/static/"):
             response.headers.setdefault("Cache-Control", "no-store")
+        if request.url.scheme == "https":  # behind TLS (uvicorn --proxy-headers sets it from the proxy)
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     @app.exception_handler(NotLoggedIn)

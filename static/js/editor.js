@@ -505,6 +505,8 @@
     }));
   }
   if (questions) {
+    // Answers are saved as they change; Enter in a text answer must not submit (and reload) the page.
+    questions.addEventListener("submit", (event) => event.preventDefault());
     questions.querySelectorAll(".evidence-list").forEach(drawEvidence);
     questions.addEventListener("change", (event) => {
       const fieldset = event.target.closest("fieldset.question");
