@@ -9,10 +9,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
+import psycopg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
@@ -188,6 +190,17 @@ def create_app(
             )
         default = {404: "There is no such page.", 403: "Your role does not give access to this page."}
         return _error_page(request, exc.status_code, detail or default.get(exc.status_code, ""))
+
+    @app.exception_handler(DataError)
+    async def out_of_range(request: Request, exc: DataError) -> Response:
+        # PostgreSQL refused a value of the request (an id beyond its integer range, say): the
+        # request is wrong, not the server. The value itself is not echoed (it may be note text).
+        if not isinstance(getattr(exc, "orig", None), psycopg.errors.DataError):
+            return _unexpected_error(request, exc)
+        message = "A value in the request is out of range for this server."
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=422)
+        return _error_page(request, 422, message)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

@@ -21,6 +21,7 @@ from app.web.templating import render
 
 log = logging.getLogger("clinann.editor")
 DENIED = "This note is not assigned to you."
+WALL_CLOCK_LIMIT_MS = 32_503_680_000_000  # the year 3000: a browser clock beyond it is not a clock
 
 
 def _editor_context(db, set_id: int, user_id: int) -> editing.EditorContext:
@@ -226,7 +227,7 @@ class EditIn(BaseModel):
     page_session: str = Field(max_length=64)
     version: int
     monotonic_ms: float | None = Field(default=None, ge=0)
-    wall_time_ms: float | None = None
+    wall_time_ms: float | None = Field(default=None, ge=0, le=WALL_CLOCK_LIMIT_MS)
     uid: str | None = Field(default=None, max_length=64)
     label: str | None = Field(default=None, max_length=64)
     fragments: list[tuple[int, int]] | None = None
@@ -335,7 +336,7 @@ class TimeEventIn(BaseModel):
     kind: str
     client_id: str = Field(max_length=64)
     monotonic_ms: float = Field(ge=0)
-    wall_time_ms: float | None = None
+    wall_time_ms: float | None = Field(default=None, ge=0, le=WALL_CLOCK_LIMIT_MS)
 
 
 class TimeEventsIn(BaseModel):
