@@ -14,7 +14,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
@@ -45,6 +46,7 @@ CONTENT_SECURITY_POLICY = (
     "font-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
     "base-uri 'none'; object-src 'none'"
 )
+DATABASE_RETRY_AFTER_SECONDS = 2  # how soon a client may try again while PostgreSQL is away
 HSTS = "max-age=31536000; includeSubDomains"  # a year; only ever sent over TLS
 ERROR_TITLES = {
     401: "Please log in",
@@ -190,6 +192,21 @@ def create_app(
             )
         default = {404: "There is no such page.", 403: "Your role does not give access to this page."}
         return _error_page(request, exc.status_code, detail or default.get(exc.status_code, ""))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def database_unreachable(request: Request, exc: Exception) -> Response:
+        # PostgreSQL is down or restarting: nothing was stored, and the client may send the same
+        # request again (edits carry their client id, so a retry is applied once).
+        log.warning("database unreachable: %s", type(exc).__name__)
+        message = "The database is not reachable right now; nothing was lost. Try again shortly."
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        if _wants_json(request) or request.headers.get("content-type", "").startswith("application/json"):
+            return JSONResponse({"detail": message}, status_code=503, headers=headers)
+        response = _error_page(request, 503, message)
+        response.headers.update(headers)
+        return response
 
     @app.exception_handler(DataError)
     async def out_of_range(request: Request, exc: DataError) -> Response:

@@ -594,13 +594,20 @@
         toast("Your session has ended. Log in again in another tab; unsaved edits stay queued here.");
         retryDelay = 5000;
       } else {
-        retryDelay = 1000;
+        // 503 while the database is away (Retry-After says when to come back), or another 5xx.
+        const after = Number(response.headers.get("Retry-After"));
+        retryDelay = after > 0 ? Math.min(after, 30) * 1000 : 1000;
       }
     } catch (error) {
       retryDelay = 1000; // offline or server restarting: same client id, so a retry is safe
     }
     inFlight = false;
-    if (retryDelay) { setSaving("Retrying…"); setTimeout(pump, retryDelay); return; }
+    if (retryDelay) {
+      // The edits stay queued in the page, in order; the physician sees that they are not saved yet.
+      setSaving(`Not saved yet: ${queue.length} edit${queue.length === 1 ? "" : "s"} waiting, retrying…`);
+      setTimeout(pump, retryDelay);
+      return;
+    }
     if (!queue.length) setSaving("Saved");
     pump();
   }
