@@ -596,9 +596,15 @@ def export_project(
 
 
 def request_export(
-    sessions: sessionmaker[Session], project_id: int, fmt: str, layer: str | None, *, actor_id: int | None
+    sessions: sessionmaker[Session],
+    project_id: int,
+    fmt: str,
+    layer: str | None,
+    *,
+    actor_id: int | None,
+    client_address: str | None = None,
 ) -> int:
-    """Record an export to make in the background and queue its job; return its id."""
+    """Record an export to make in the background, audited, and queue its job; return its id."""
     from app.db.models import ExportFile as ExportRow
     from app.jobs import defer
 
@@ -613,6 +619,15 @@ def request_export(
         db.add(row)
         db.flush()
         export_id = row.id
+        audit.record(
+            db,
+            "export.requested",
+            user_id=actor_id,
+            object_type="export",
+            object_id=export_id,
+            client_address=client_address,
+            details={"project_id": project_id, "format": fmt, "layer": layer or None},
+        )
     defer("make_export", export_id=export_id)
     return export_id
 

@@ -328,3 +328,14 @@ def csrf_token(page) -> str:
     import json
 
     return json.loads(page.get_attribute("body", "hx-headers"))["X-CSRF-Token"]
+
+
+def label(page, start: int, end: int) -> None:
+    """Select a word with the mouse (again, if the drag did not take) and label it Drug."""
+    for _ in range(5):
+        mouse_select(page, start, end)
+        if page.evaluate("() => document.getElementById('note-text').dataset.selection") == f"{start}-{end}":
+            page.keyboard.press("d")
+            return
+        page.keyboard.press("Escape")
+    raise AssertionError(f"could not select {start}-{end}")

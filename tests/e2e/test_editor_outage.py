@@ -8,24 +8,13 @@ import time
 
 import pytest
 from e2e_support import SECRET_KEY, demo_env, free_port, log_in, start_demo, stop, wait_until_up
-from editor_support import mouse_select, settle
+from editor_support import label, settle
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from app.db.engine import make_engine, make_session_factory, start_embedded_postgres
 from app.db.models import AnnotationSet, Document, EditEvent
 from app.services.editing import replayed_state, stored_state
-
-
-def label(page, start: int, end: int) -> None:
-    """Select a word with the mouse (again, if the drag did not take) and label it Drug."""
-    for _ in range(5):
-        mouse_select(page, start, end)
-        if page.evaluate("() => document.getElementById('note-text').dataset.selection") == f"{start}-{end}":
-            page.keyboard.press("d")
-            return
-        page.keyboard.press("Escape")
-    raise AssertionError(f"could not select {start}-{end}")
 
 
 def _pg_ctl(server, *args: str) -> None:

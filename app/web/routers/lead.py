@@ -11,7 +11,7 @@ from app.domain.brat import label_schema_from_conf, parse_annotation_conf, write
 from app.domain.label_schema import LabelSchemaError
 from app.domain.vocabulary import Role
 from app.services.projects import ProjectError, create_project, project_overview, update_project
-from app.web.deps import CurrentIdentity, Sessions, require_role
+from app.web.deps import CurrentIdentity, Sessions, client_address, require_role
 from app.web.templating import render
 
 # Admins may look over a lead's shoulder; annotators may not.
@@ -240,7 +240,14 @@ def start_export(
     from app.services.exports import ExportError, request_export
 
     try:
-        request_export(sessions, project_id, format, layer.strip() or None, actor_id=identity.user.id)
+        request_export(
+            sessions,
+            project_id,
+            format,
+            layer.strip() or None,
+            actor_id=identity.user.id,
+            client_address=client_address(request),
+        )
     except ExportError as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
     if request.headers.get("HX-Request"):
