@@ -61,6 +61,32 @@ def _serve(settings: Settings, runtime, *, run_worker: bool, banner: str | None 
     server.run()
 
 
+def _serve_workers(settings: Settings, runtime, workers: int, *, run_worker: bool) -> None:
+    """Several web worker processes under uvicorn; each opens its own runtime (app.web.asgi)."""
+    import os
+
+    import uvicorn
+
+    from app.web.asgi import JOB_WORKER_VARIABLE
+
+    # The workers reach the database this process migrated (an embedded one stays up while it runs).
+    os.environ["CLINANN_DATABASE_URL"] = runtime.database.url
+    os.environ["CLINANN_DATA_DIR"] = str(settings.data_dir)
+    os.environ[JOB_WORKER_VARIABLE] = "1" if run_worker else "0"
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    print(f"clinann serving on http://{settings.host}:{settings.port}/ with {workers} workers", flush=True)
+    uvicorn.run(
+        "app.web.asgi:build",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.runtime import open_runtime
 
@@ -68,6 +94,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _configure_logging(settings)
     runtime = open_runtime(settings)
     try:
+        if args.workers > 1:
+            _serve_workers(settings, runtime, args.workers, run_worker=not args.no_worker)
+            return 0
         _serve(
             settings,
             runtime,
@@ -544,6 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
         "a background-job worker in the same process.",
     )
     listen(serve)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="web worker processes (default 1); each also runs a job worker unless --no-worker",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = commands.add_parser(

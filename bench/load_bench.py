@@ -1,0 +1,292 @@
+"""Load benchmark: simultaneous physicians editing against a real server and PostgreSQL.
+
+Starts an embedded PostgreSQL, seeds physicians with assigned notes, starts `clinann serve --workers
+N --no-worker` as a separate process, then plays physician sessions with httpx over real HTTP: log
+in, open the note, label words at human pace with bursts (a few edits in quick succession), send
+activity events, and submit at the end. For each level of simultaneous physicians it prints the
+throughput and p50/p95/p99 of the edit round trips, and the errors. Target (issue 10): p99 <= 50 ms
+with 50 physicians on a 2-core machine, zero errors.
+
+    .venv/bin/python bench/load_bench.py [--levels 10 50 200] [--seconds 30] [--workers 2]
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.db.models import Document, Project, User  # noqa: E402
+from app.demo.seed import MEDICATION_SCHEMA  # noqa: E402
+from app.domain.vocabulary import Condition  # noqa: E402
+from app.runtime import open_runtime  # noqa: E402
+from app.services.annotation_sets import assign  # noqa: E402
+from app.services.users import hash_password  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+PASSWORD = "load-bench-password"
+LABELS = [e["name"] for e in MEDICATION_SCHEMA["entity_types"]]
+WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+def seed(runtime, physicians: int, levels: int) -> dict[str, list[tuple[int, str]]]:
+    """Physicians with one scratch note per level; returns login -> [(set id, note text)] per level."""
+    texts = [p.read_text() for p in sorted((ROOT / "app" / "demo" / "notes").glob("*.txt"))]
+    hashed = hash_password(PASSWORD)  # one hash for all: argon2 is slow on purpose
+    plan: dict[str, list[tuple[int, str]]] = {}
+    with runtime.sessions.begin() as db:
+        project = Project(name="Load bench", label_schema=MEDICATION_SCHEMA, study_settings={})
+        users = [
+            User(
+                username=f"phys{i:03d}", display_name=f"Physician {i}", role="annotator", password_hash=hashed
+            )
+            for i in range(physicians)
+        ]
+        db.add_all([project, *users])
+        db.flush()
+        for level in range(levels):
+            for i, user in enumerate(users):
+                text = texts[(i + level) % len(texts)]
+                document = Document(
+                    project_id=project.id,
+                    external_id=f"load-{level}-{i}",
+                    text=text,
+                    sha256=hashlib.sha256(f"{level}-{i}-{text}".encode()).hexdigest(),
+                )
+                db.add(document)
+                db.flush()
+                assignment = assign(
+                    db, project_id=project.id, document_id=document.id, annotator_id=user.id,
+                    condition=Condition.scratch, queue_position=level,
+                )  # fmt: skip
+                plan.setdefault(user.username, []).append((assignment.annotation_set_id, text))
+    return plan
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.edits: list[float] = []  # round trips, ms
+        self.server: list[float] = []  # the server's own time for each edit (Server-Timing), ms
+        self.steady: list[float] = []  # round trips after each physician's first 3 edits (caches warm)
+        self.events: list[float] = []
+        self.retried = 0  # requests sent again after a dropped connection (as the editor does)
+        self.submits: list[float] = []  # the last edit of each session, apart: it also queues a refresh
+        self.errors: list[str] = []
+
+
+async def physician(base_url: str, login: str, set_id: int, text: str, start_line, rng: random.Random,
+                    recorder: Recorder) -> None:  # fmt: skip
+    """Log in and open the note (not measured: logins are rare, argon2 is slow on purpose), wait for
+    every physician to be ready, then edit at human pace until the level's time is up."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, follow_redirects=False) as client:
+        try:
+            form = await client.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+            answer = await client.post(
+                "/login", data={"username": login, "password": PASSWORD, "csrf_token": token}
+            )
+            page = await client.get(f"/annotate/sets/{set_id}") if answer.status_code == 303 else answer
+        except httpx.TransportError as error:
+            page = None
+            recorder.errors.append(f"opening {type(error).__name__}")
+        if page is None or page.status_code != 200:
+            if page is not None:
+                recorder.errors.append(f"opening {page.status_code}")
+            await start_line()  # never hold the others back
+            return
+        csrf = json.loads(re.search(r"hx-headers='([^']+)'", page.text).group(1))["X-CSRF-Token"]
+        version = int(re.search(r'"version": (\d+)', page.text).group(1))
+        headers = {"X-CSRF-Token": csrf}
+        words = [m.span() for m in WORD.finditer(text)]
+        rng.shuffle(words)
+        session = f"load-{login}-{set_id}"
+        started = time.perf_counter()
+        counter = 0
+        last_events = time.monotonic()
+
+        async def post(path: str, body: dict) -> httpx.Response:
+            # A keep-alive connection the server closed meanwhile: send again with the same client id,
+            # as the editor does (the server applies an edit once whatever the retries).
+            for attempt in range(3):
+                try:
+                    return await client.post(path, json=body, headers=headers)
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
+                    recorder.retried += 1
+            raise AssertionError("unreachable")
+
+        async def send(body: dict) -> None:
+            nonlocal version
+            began = time.perf_counter()
+            try:
+                response = await post(f"/annotate/sets/{set_id}/edits", body)
+            except httpx.TransportError as error:
+                recorder.errors.append(f"edit {type(error).__name__}")
+                return
+            elapsed = (time.perf_counter() - began) * 1000
+            if response.status_code == 200 and body["kind"] == "submit":
+                recorder.submits.append(elapsed)
+            elif response.status_code == 200:
+                recorder.edits.append(elapsed)
+                if counter > 3:
+                    recorder.steady.append(elapsed)
+                recorder.server.append(float(response.headers["server-timing"].split("dur=")[1]))
+                version = int(response.headers["X-Set-Version"])
+            else:
+                recorder.errors.append(f"edit {response.status_code}")
+
+        async def events(kind: str) -> None:
+            ms = (time.perf_counter() - started) * 1000
+            event = {"kind": kind, "client_id": f"{session}-t{counter}-{kind}", "monotonic_ms": ms}
+            body = {"page_session": session, "events": [event]}
+            began = time.perf_counter()
+            try:
+                response = await post(f"/annotate/sets/{set_id}/events", body)
+            except httpx.TransportError as error:
+                recorder.errors.append(f"events {type(error).__name__}")
+                return
+            if response.status_code == 204:
+                recorder.events.append((time.perf_counter() - began) * 1000)
+            else:
+                recorder.errors.append(f"events {response.status_code}")
+
+        await events("open")
+        until = await start_line()
+        # Each physician finishes their note at a time of their own in the window's second half.
+        until -= rng.uniform(0, 0.5) * (until - time.monotonic())
+        while time.monotonic() < until and words:
+            burst = rng.randint(3, 6) if rng.random() < 0.25 else 1
+            for _ in range(burst):
+                if not words or time.monotonic() >= until:
+                    break
+                start, end = words.pop()
+                counter += 1
+                await send({
+                    "kind": "add", "client_id": f"{session}-e{counter}", "page_session": session,
+                    "version": version, "monotonic_ms": (time.perf_counter() - started) * 1000,
+                    "uid": f"{session}-u{counter}", "label": rng.choice(LABELS), "fragments": [[start, end]],
+                })  # fmt: skip
+                if burst > 1:
+                    await asyncio.sleep(rng.uniform(0.15, 0.4))
+            if time.monotonic() - last_events > 10:
+                await events("activity")
+                last_events = time.monotonic()
+            await asyncio.sleep(min(rng.expovariate(1 / 3.0), 12))  # reading and thinking
+        counter += 1
+        await send({"kind": "submit", "client_id": f"{session}-submit", "page_session": session,
+                    "version": version, "monotonic_ms": (time.perf_counter() - started) * 1000})  # fmt: skip
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return (
+        ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+    )
+
+
+async def level(base_url: str, plan, physicians: int, index: int, seconds: float, seed: int) -> Recorder:
+    recorder = Recorder()
+    logins = sorted(plan)[:physicians]
+    rng = random.Random(seed)
+    ready = 0
+    go = asyncio.Event()
+    deadline: list[float] = []
+
+    async def start_line() -> float:
+        nonlocal ready
+        ready += 1
+        if ready == len(logins):
+            deadline.append(time.monotonic() + seconds)
+            go.set()
+        await go.wait()
+        return deadline[0]
+
+    tasks = []
+    for login in logins:
+        set_id, text = plan[login][index]
+        tasks.append(
+            physician(base_url, login, set_id, text, start_line, random.Random(rng.random()), recorder)
+        )
+    await asyncio.gather(*tasks)
+    return recorder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8941)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="clinann-load-bench-"))
+    runtime = open_runtime(Settings(data_dir=data_dir, secret_key="load-bench"))
+    server = None
+    try:
+        plan = seed(runtime, max(args.levels), len(args.levels))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLINANN_")}
+        env.update(CLINANN_DATABASE_URL=runtime.database.url, CLINANN_SECRET_KEY="load-bench",
+                   CLINANN_DATA_DIR=str(data_dir), CLINANN_LOG_LEVEL="warning")  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--workers", str(args.workers), "--no-worker",
+             "--host", "127.0.0.1", "--port", str(args.port)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        base_url = f"http://127.0.0.1:{args.port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base_url}/login", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        print(f"server: clinann serve --workers {args.workers} (uvicorn), PostgreSQL embedded; "
+              f"{os.cpu_count()} CPU(s); {args.seconds:.0f} s per level")  # fmt: skip
+        for index, physicians in enumerate(args.levels):
+            recorder = asyncio.run(level(base_url, plan, physicians, index, args.seconds, args.seed + index))
+            edits = recorder.edits
+            print(
+                f"{physicians:4d} physicians: {len(edits):6,} edits ({len(edits) / args.seconds:5.1f}/s); "
+                f"edit round trip p50 {percentile(edits, 50):6.1f} ms, p95 {percentile(edits, 95):6.1f} ms, "
+                f"p99 {percentile(edits, 99):6.1f} ms, max {max(edits, default=float('nan')):6.1f} ms; "
+                f"time events p99 {percentile(recorder.events, 99):6.1f} ms; submits p99 "
+                f"{percentile(recorder.submits, 99):6.1f} ms; errors {len(recorder.errors)}; "
+                f"resent after a dropped connection {recorder.retried}"
+                + (f" ({', '.join(sorted(set(recorder.errors)))})" if recorder.errors else "")
+            )
+            if os.environ.get("LOAD_BENCH_TRACE"):
+                print("server times in order:", [round(x) for x in recorder.server])
+            if edits:
+                server_ms = recorder.server
+                print(f"       mean {statistics.mean(edits):.1f} ms; server time per edit p50 "
+                      f"{percentile(server_ms, 50):.1f} ms, p95 {percentile(server_ms, 95):.1f} ms, "
+                      f"p99 {percentile(server_ms, 99):.1f} ms; after each physician's first 3 edits: "
+                      f"p50 {percentile(recorder.steady, 50):.1f} ms, "
+                      f"p95 {percentile(recorder.steady, 95):.1f} ms, "
+                      f"p99 {percentile(recorder.steady, 99):.1f} ms")  # fmt: skip
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        runtime.close()
+
+
+if __name__ == "__main__":
+    main()
