@@ -77,7 +77,7 @@ def run_once(runtime, sessions, clock, demo, behaviour, **request):
 def test_a_run_makes_valid_synthetic_notes_and_reports_what_it_rejected(runtime, sessions, clock, demo):
     run_id, served = run_once(
         runtime, sessions, clock, demo, FakeBehaviour(augment_fault_by_variant={3: "drop_marker"}, seed=3),
-        labels=["Drug"], variants=3, max_segments=2, freedom="light",
+        labels=["Drug"], variants=3, max_segments=1, freedom="light",
     )  # fmt: skip
     with sessions() as db:
         notes = db.scalars(select(SyntheticNote).where(SyntheticNote.run_id == run_id)).all()
@@ -201,7 +201,9 @@ def test_a_bad_run_request_names_its_field_and_stores_nothing(sessions, demo):
 
 def test_a_set_is_written_once_however_often_its_job_runs(runtime, sessions, clock, demo):
     """The guard a killed-and-restarted worker relies on: a finished set is never claimed or written again."""
-    run_id, _ = run_once(runtime, sessions, clock, demo, FakeBehaviour(seed=2), labels=["Drug"], variants=1)
+    run_id, _ = run_once(
+        runtime, sessions, clock, demo, FakeBehaviour(seed=2), labels=["Drug"], variants=1, max_segments=1
+    )
     with sessions() as db:
         set_id = db.scalar(
             select(AugmentationResult.source_set_id).where(AugmentationResult.run_id == run_id)

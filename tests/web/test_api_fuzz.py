@@ -23,7 +23,7 @@ def test_no_generated_request_gets_a_server_error(web, sessions, accounts):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case):
             response = case.call(headers={"Authorization": f"Bearer {tokens[_role(case.path)]}"})
             if response.status_code >= 500:
