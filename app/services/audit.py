@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import AuditEvent, User
+from app.domain.spreadsheet import safe_cell
 
 
 def record(
@@ -116,14 +117,7 @@ def export_audit_trail(sessions: sessionmaker[Session], wanted: AuditFilter, fmt
     writer.writerow(AUDIT_COLUMNS)
     for row in rows:
         writer.writerow(
-            [_cell(json.dumps(row[c], ensure_ascii=False, sort_keys=True) if c == "details" else row[c])
+            [safe_cell(json.dumps(row[c], ensure_ascii=False, sort_keys=True) if c == "details" else row[c])
              for c in AUDIT_COLUMNS]
         )  # fmt: skip
     return buffer.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    """A cell a spreadsheet will not run: text starting like a formula gets a leading quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value

@@ -339,3 +339,21 @@ def label(page, start: int, end: int) -> None:
             return
         page.keyboard.press("Escape")
     raise AssertionError(f"could not select {start}-{end}")
+
+
+def assert_added_once_in_order(sessions, set_id: int, words) -> None:
+    """Each word was added exactly once (one add event per client id, none lost), in the order the
+    physician labelled them, and the stored set equals its replay."""
+    from app.services.editing import replayed_state
+
+    with sessions() as db:
+        adds = db.execute(
+            select(EditEvent.client_id, EditEvent.after)
+            .where(EditEvent.annotation_set_id == set_id, EditEvent.kind == "add")
+            .order_by(EditEvent.id)
+        ).all()
+    client_ids = [client_id for client_id, _ in adds]
+    assert len(client_ids) == len(set(client_ids)) == len(words)  # each edit once, none lost
+    added = [next(iter(after["spans"].values()))["fragments"][0] for _, after in adds]
+    assert added == [list(w) for w in words]  # in the order they were made
+    assert replayed_state(sessions, set_id) == stored_state(sessions, set_id)

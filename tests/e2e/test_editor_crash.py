@@ -8,12 +8,11 @@ import re
 
 import pytest
 from e2e_support import SECRET_KEY, demo_env, free_port, log_in, start_demo, stop, wait_until_up
-from editor_support import label
+from editor_support import assert_added_once_in_order, label
 from sqlalchemy import select
 
 from app.db.engine import make_engine, make_session_factory, start_embedded_postgres
 from app.db.models import AnnotationSet, Document, EditEvent
-from app.services.editing import replayed_state, stored_state
 
 
 @pytest.fixture
@@ -86,14 +85,4 @@ def test_a_server_killed_mid_burst_loses_no_acknowledged_edit_and_applies_the_re
         assert page.locator("[data-testid=save-state]").inner_text() == "Saved"
     finally:
         context.close()
-    with sessions() as db:
-        adds = db.execute(
-            select(EditEvent.client_id, EditEvent.after)
-            .where(EditEvent.annotation_set_id == set_id, EditEvent.kind == "add")
-            .order_by(EditEvent.id)
-        ).all()
-    client_ids = [client_id for client_id, _ in adds]
-    assert len(client_ids) == len(set(client_ids)) == len(words)  # each edit once, none lost
-    added = [next(iter(after["spans"].values()))["fragments"][0] for _, after in adds]
-    assert added == [list(w) for w in words]  # in the order they were made
-    assert replayed_state(sessions, set_id) == stored_state(sessions, set_id)
+    assert_added_once_in_order(sessions, set_id, words)

