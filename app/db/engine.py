@@ -6,13 +6,15 @@ directory, listening on a Unix socket only, stopped when the last process using 
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import Settings
@@ -82,8 +84,39 @@ def open_database(settings: Settings) -> DatabaseServer:
     return start_embedded_postgres(settings.data_dir)
 
 
+# A pooled connection unused for longer than this is tested before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
 def make_engine(url: str, pool_size: int = 10) -> Engine:
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True)
+    """The engine with its pool of connections.
+
+    Not ``pool_pre_ping``: that costs a round trip on every checkout, and an edit checks out twice
+    (its login session, then the edit). A connection in steady use needs no test: if PostgreSQL
+    went away meanwhile, the request gets a 503 that the editor retries, and the failure makes the
+    pool drop every connection it holds. A connection left idle for a second or more (PostgreSQL
+    may have restarted meanwhile: that takes longer than a second) is tested first and replaced if
+    dead, so the first page after a restart does not fail. LIFO keeps the busy connections the
+    recently used ones, so under load the test is rarely needed.
+    """
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, future=True)
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _test_if_idle(dbapi_connection, record, proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.execute("SELECT 1")
+        except psycopg.Error:
+            # The pool discards this connection and hands out a new one.
+            raise DisconnectionError() from None
+
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

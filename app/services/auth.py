@@ -132,11 +132,16 @@ def current_session(
 ) -> CurrentSession | None:
     """The live session behind a cookie secret, or None when it ended, idled out or expired."""
     idle_limit = timedelta(minutes=settings.session_idle_minutes)
+    # Every request of a logged-in browser comes here: the session and its user in one query.
     with sessions.begin() as db:
-        row = db.scalar(select(LoginSession).where(LoginSession.token_sha256 == _sha256(secret)))
-        if row is None or row.ended_at is not None:
+        found = db.execute(
+            select(LoginSession, User)
+            .outerjoin(User, User.id == LoginSession.user_id)
+            .where(LoginSession.token_sha256 == _sha256(secret))
+        ).first()
+        if found is None or found[0].ended_at is not None:
             return None
-        user = db.get(User, row.user_id)
+        row, user = found
         expired = now >= row.expires_at or now - row.last_seen_at >= idle_limit
         if expired or user is None or not user.is_active:
             row.ended_at = now

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select
+from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db.models import (
     AnnotationSet,
@@ -117,6 +118,7 @@ class EditorContext:
     project: Project
     schema: LabelSchema
     study: StudySettings
+    duplicate: bool = False  # the set already holds the edit of the client id asked about
 
 
 def _check_ids(client_id: str, page_session: str) -> None:
@@ -126,16 +128,25 @@ def _check_ids(client_id: str, page_session: str) -> None:
         raise EditRefused("page_session: 1-64 letters, digits, '.', '_', ':' or '-'")
 
 
-def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False) -> EditorContext:
+def editor_context(
+    db: Session, set_id: int, user_id: int, *, lock: bool = False, client_id: str | None = None
+) -> EditorContext:
     """The set with its note and project, if it is assigned to this physician; else NotYourNote.
 
-    One query (every edit starts here): the set, locked when asked, its note, its project, and
-    whether an assignment holds it.
+    One query (every edit starts here): the set, locked when asked, its note, its project, whether
+    an assignment holds it, and whether the edit of ``client_id`` is stored already (a resend).
     """
     assigned = select(Assignment.id).where(Assignment.annotation_set_id == AnnotationSet.id).exists()
     role = select(User.role).where(User.id == user_id, User.is_active).scalar_subquery()
+    stored = (
+        select(EditEvent.id)
+        .where(EditEvent.annotation_set_id == AnnotationSet.id, EditEvent.client_id == client_id)
+        .exists()
+        if client_id is not None
+        else literal(False)
+    )
     query = (
-        select(AnnotationSet, Document, Project, assigned, role)
+        select(AnnotationSet, Document, Project, assigned, role, stored)
         .join(Document, Document.id == AnnotationSet.document_id)
         .join(Project, Project.id == Document.project_id)
         .where(AnnotationSet.id == set_id)
@@ -145,7 +156,7 @@ def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False
     row = db.execute(query).first()
     if row is None:
         raise NotYourNote(set_id)
-    annotation_set, document, project, is_assigned, user_role = row
+    annotation_set, document, project, is_assigned, user_role, duplicate = row
     if annotation_set.origin == SetOrigin.gold.value:
         # Gold is the project's: any lead (or admin) continues an adjudication. Imported gold has
         # no adjudicator and no edit log to replay, so it is not edited here.
@@ -163,6 +174,7 @@ def editor_context(db: Session, set_id: int, user_id: int, *, lock: bool = False
         project=project,
         schema=LabelSchema.model_validate(project.label_schema),
         study=StudySettings.model_validate(project.study_settings or {}),
+        duplicate=bool(duplicate),
     )
 
 
@@ -279,63 +291,112 @@ def stored_state(sessions: sessionmaker[Session], set_id: int) -> SetState:
         return load_state(db, db.get(AnnotationSet, set_id))
 
 
-def _base_span_id(db: Session, annotation_set: AnnotationSet, uid: str) -> int | None:
-    if annotation_set.base_set_id is None:
-        return None
-    return db.scalar(
-        select(Span.id).where(Span.annotation_set_id == annotation_set.base_set_id, Span.uid == uid)
+def _base_ids(db: Session, annotation_set: AnnotationSet, table, uids) -> dict[str, int]:
+    """Ids of the base set's spans or relations with these uids: a restored copy (undo of a delete)
+    still comes from its base by uid."""
+    if annotation_set.base_set_id is None or not uids:
+        return {}
+    return dict(
+        db.connection()
+        .execute(
+            select(table.uid, table.id).where(
+                table.annotation_set_id == annotation_set.base_set_id, table.uid.in_(list(uids))
+            )
+        )
+        .all()
     )
 
 
+def _span_values(after: SpanState) -> dict[str, Any]:
+    system, code, name = after.concept or (None, None, None)
+    return {
+        "label": after.label,
+        "status": after.status,
+        "attributes": dict(after.attributes),
+        "concept_system": system,
+        "concept_code": code,
+        "concept_name": name,
+        "label_distribution": dict(after.distribution) if after.distribution is not None else None,
+    }
+
+
 def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[str, ...]:
-    """Make the stored spans and set fields what the change says."""
-    touched = []
+    """Make the stored spans and set fields what the change says.
+
+    Plain statements rather than ORM objects: this runs on every keystroke of every physician, and
+    a unit-of-work flush costs more than the statements themselves (and they go to the connection:
+    the ORM's bulk paths cost more again). A handful of statements
+    whatever the size of the change: one update per changed span, one insert for all new spans and
+    one for all their fragments.
+    """
+    set_id = annotation_set.id
+    touched: list[str] = []
+    added: list[tuple[str, SpanState]] = []
+    fragments: list[dict[str, int]] = []
     for uid, after in change.after_spans.items():
         before = change.before_spans.get(uid)
         if before == after:
             continue
         touched.append(uid)
-        if before is not None:
-            span = db.scalar(select(Span).where(Span.annotation_set_id == annotation_set.id, Span.uid == uid))
-            if after is None:
-                db.delete(span)
-                continue
-            span.label, span.status = after.label, after.status
-            span.attributes = dict(after.attributes)
-            span.concept_system, span.concept_code, span.concept_name = after.concept or (None, None, None)
-            span.label_distribution = dict(after.distribution) if after.distribution is not None else None
-            if before.fragments != after.fragments:
-                db.execute(delete(SpanFragment).where(SpanFragment.span_id == span.id))
-                db.add_all(
-                    SpanFragment(span_id=span.id, ordinal=i, start=a, end=b)
-                    for i, (a, b) in enumerate(after.fragments)
-                )
+        if before is None:
+            added.append((uid, after))
+        elif after is None:
+            # Its fragments and relations go with it (ON DELETE CASCADE).
+            db.connection().execute(delete(Span).where(Span.annotation_set_id == set_id, Span.uid == uid))
         else:
-            db.add(
-                Span(
-                    annotation_set_id=annotation_set.id,
-                    uid=uid,
-                    label=after.label,
-                    status=after.status,
-                    attributes=dict(after.attributes),
-                    confidence=after.confidence,
-                    concept_system=after.concept[0] if after.concept else None,
-                    concept_code=after.concept[1] if after.concept else None,
-                    concept_name=after.concept[2] if after.concept else None,
-                    label_distribution=dict(after.distribution) if after.distribution is not None else None,
-                    # a restored copy (undo of a delete) still comes from its base span, by uid
-                    base_span_id=_base_span_id(db, annotation_set, uid),
-                    fragments=[
-                        SpanFragment(ordinal=i, start=a, end=b) for i, (a, b) in enumerate(after.fragments)
-                    ],
-                )
+            span_id = db.connection().scalar(
+                update(Span)
+                .where(Span.annotation_set_id == set_id, Span.uid == uid)
+                .values(**_span_values(after))
+                .returning(Span.id)
             )
-    for name, value in change.after_set.items():
-        setattr(annotation_set, name, value)
-    db.flush()  # spans added above get their ids before relations name them
+            if before.fragments != after.fragments:
+                db.connection().execute(delete(SpanFragment).where(SpanFragment.span_id == span_id))
+                fragments += [
+                    {"span_id": span_id, "ordinal": i, "start": a, "end": b}
+                    for i, (a, b) in enumerate(after.fragments)
+                ]
+    if added:
+        base_ids = _base_ids(db, annotation_set, Span, [uid for uid, _ in added])
+        new_ids = dict(
+            db.connection()
+            .execute(
+                insert(Span).returning(Span.uid, Span.id),
+                [
+                    {
+                        "annotation_set_id": set_id,
+                        "uid": uid,
+                        "confidence": after.confidence,
+                        "base_span_id": base_ids.get(uid),
+                        **_span_values(after),
+                    }
+                    for uid, after in added
+                ],
+            )
+            .all()
+        )
+        fragments += [
+            {"span_id": new_ids[uid], "ordinal": i, "start": a, "end": b}
+            for uid, after in added
+            for i, (a, b) in enumerate(after.fragments)
+        ]
+    if fragments:
+        db.connection().execute(insert(SpanFragment), fragments)
+    if change.after_set:
+        _update_set(db, annotation_set, change.after_set)
     _write_relations(db, annotation_set, change)
-    _write_answers(db, annotation_set.id, change)
+    _write_answers(db, set_id, change)
     return tuple(touched)
+
+
+def _update_set(db: Session, annotation_set: AnnotationSet, values: dict[str, Any]) -> None:
+    """Update the set's row with a plain statement, and the loaded object with it (as committed:
+    nothing is left for a flush to write again)."""
+    db.connection().execute(
+        update(AnnotationSet).where(AnnotationSet.id == annotation_set.id).values(**values)
+    )
+    for name, value in values.items():
+        set_committed_value(annotation_set, name, value)
 
 
 def _write_relations(db: Session, annotation_set: AnnotationSet, change: Change) -> None:
@@ -343,37 +404,39 @@ def _write_relations(db: Session, annotation_set: AnnotationSet, change: Change)
     if not changed:
         return
     set_id = annotation_set.id
-    db.execute(delete(Relation).where(Relation.annotation_set_id == set_id, Relation.uid.in_(list(changed))))
+    db.connection().execute(
+        delete(Relation).where(Relation.annotation_set_id == set_id, Relation.uid.in_(list(changed)))
+    )
+    kept = {uid: relation for uid, relation in changed.items() if relation is not None}
+    if not kept:
+        return
     span_ids = dict(
-        db.execute(
+        db.connection()
+        .execute(
             select(Span.uid, Span.id).where(
                 Span.annotation_set_id == set_id,
-                Span.uid.in_({u for r in changed.values() if r for u in (r.head, r.tail)}),
-            )
-        ).all()
-    )
-    for uid, relation in changed.items():
-        if relation is None:
-            continue
-        base_relation_id = None
-        if annotation_set.base_set_id is not None:  # a restored copy still comes from its base relation
-            base_relation_id = db.scalar(
-                select(Relation.id).where(
-                    Relation.annotation_set_id == annotation_set.base_set_id, Relation.uid == uid
-                )
-            )
-        db.add(
-            Relation(
-                annotation_set_id=set_id,
-                uid=uid,
-                type=relation.type,
-                head_span_id=span_ids[relation.head],
-                tail_span_id=span_ids[relation.tail],
-                status=relation.status,
-                confidence=relation.confidence,
-                base_relation_id=base_relation_id,
+                Span.uid.in_({u for r in kept.values() for u in (r.head, r.tail)}),
             )
         )
+        .all()
+    )
+    base_ids = _base_ids(db, annotation_set, Relation, list(kept))
+    db.connection().execute(
+        insert(Relation),
+        [
+            {
+                "annotation_set_id": set_id,
+                "uid": uid,
+                "type": relation.type,
+                "head_span_id": span_ids[relation.head],
+                "tail_span_id": span_ids[relation.tail],
+                "status": relation.status,
+                "confidence": relation.confidence,
+                "base_relation_id": base_ids.get(uid),
+            }
+            for uid, relation in kept.items()
+        ],
+    )
 
 
 def _write_answers(db: Session, set_id: int, change: Change) -> None:
@@ -474,13 +537,10 @@ def apply_edit(
     if request.kind not in EDIT_KINDS:
         raise EditRefused(f"kind: '{request.kind}' is not an edit")
     with sessions.begin() as db:
-        context = editor_context(db, set_id, user_id, lock=True)  # serialises edits of one set
+        # The lock serialises edits of one set; a resent edit (same client id) is answered, not applied.
+        context = editor_context(db, set_id, user_id, lock=True, client_id=request.client_id)
         annotation_set = context.annotation_set
-        if db.scalar(
-            select(EditEvent.id).where(
-                EditEvent.annotation_set_id == set_id, EditEvent.client_id == request.client_id
-            )
-        ):
+        if context.duplicate:
             return EditOutcome(
                 version=annotation_set.version,
                 touched=(),
@@ -542,10 +602,11 @@ def apply_edit(
             )
             new_state = apply_change(state, change)
         touched = write_change(db, annotation_set, change)
-        annotation_set.version += 1
+        bumped: dict[str, Any] = {"version": annotation_set.version + 1}
         if request.kind == EditKind.submit:
-            annotation_set.submitted_at = now
-            db.flush()
+            bumped["submitted_at"] = now
+        _update_set(db, annotation_set, bumped)
+        if request.kind == EditKind.submit:
             # The refine_human notes that wait for this set start now, in this same transaction.
             from app.services.study import release_refinements
 
@@ -553,8 +614,8 @@ def apply_edit(
         before, after = change.to_json()
         if request.kind in (EditKind.undo, EditKind.redo):
             after["target"] = request.target
-        db.add(
-            EditEvent(
+        db.connection().execute(
+            insert(EditEvent).values(
                 annotation_set_id=set_id,
                 user_id=user_id,
                 page_session_id=request.page_session,
