@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import ApiToken, AuditEvent, LoginSession, User
@@ -127,6 +127,14 @@ def log_in(
     raise LoginRefused(throttled=throttled)
 
 
+# Built once: every request of a logged-in browser runs it.
+_SESSION_AND_USER = (
+    select(LoginSession, User)
+    .outerjoin(User, User.id == LoginSession.user_id)
+    .where(LoginSession.token_sha256 == bindparam("token_sha256"))
+)
+
+
 def current_session(
     sessions: sessionmaker[Session], settings: Settings, secret: str, *, now: datetime
 ) -> CurrentSession | None:
@@ -134,11 +142,7 @@ def current_session(
     idle_limit = timedelta(minutes=settings.session_idle_minutes)
     # Every request of a logged-in browser comes here: the session and its user in one query.
     with sessions.begin() as db:
-        found = db.execute(
-            select(LoginSession, User)
-            .outerjoin(User, User.id == LoginSession.user_id)
-            .where(LoginSession.token_sha256 == _sha256(secret))
-        ).first()
+        found = db.execute(_SESSION_AND_USER, {"token_sha256": _sha256(secret)}).first()
         if found is None or found[0].ended_at is not None:
             return None
         row, user = found

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy import bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
@@ -128,6 +128,34 @@ def _check_ids(client_id: str, page_session: str) -> None:
         raise EditRefused("page_session: 1-64 letters, digits, '.', '_', ':' or '-'")
 
 
+def _editor_context_query(lock: bool, with_client_id: bool):
+    assigned = select(Assignment.id).where(Assignment.annotation_set_id == AnnotationSet.id).exists()
+    role = select(User.role).where(User.id == bindparam("user_id"), User.is_active).scalar_subquery()
+    stored = (
+        select(EditEvent.id)
+        .where(EditEvent.annotation_set_id == AnnotationSet.id, EditEvent.client_id == bindparam("client_id"))
+        .exists()
+        if with_client_id
+        else literal(False)
+    )
+    query = (
+        select(AnnotationSet, Document, Project, assigned, role, stored)
+        .join(Document, Document.id == AnnotationSet.document_id)
+        .join(Project, Project.id == Document.project_id)
+        .where(AnnotationSet.id == bindparam("set_id"))
+    )
+    return query.with_for_update(of=AnnotationSet) if lock else query
+
+
+# Built once: every edit starts with this query, and building a statement (and its cache key)
+# costs more Python than executing it.
+_EDITOR_CONTEXT_QUERIES = {
+    (lock, with_client_id): _editor_context_query(lock, with_client_id)
+    for lock in (False, True)
+    for with_client_id in (False, True)
+}
+
+
 def editor_context(
     db: Session, set_id: int, user_id: int, *, lock: bool = False, client_id: str | None = None
 ) -> EditorContext:
@@ -136,24 +164,9 @@ def editor_context(
     One query (every edit starts here): the set, locked when asked, its note, its project, whether
     an assignment holds it, and whether the edit of ``client_id`` is stored already (a resend).
     """
-    assigned = select(Assignment.id).where(Assignment.annotation_set_id == AnnotationSet.id).exists()
-    role = select(User.role).where(User.id == user_id, User.is_active).scalar_subquery()
-    stored = (
-        select(EditEvent.id)
-        .where(EditEvent.annotation_set_id == AnnotationSet.id, EditEvent.client_id == client_id)
-        .exists()
-        if client_id is not None
-        else literal(False)
-    )
-    query = (
-        select(AnnotationSet, Document, Project, assigned, role, stored)
-        .join(Document, Document.id == AnnotationSet.document_id)
-        .join(Project, Project.id == Document.project_id)
-        .where(AnnotationSet.id == set_id)
-    )
-    if lock:
-        query = query.with_for_update(of=AnnotationSet)
-    row = db.execute(query).first()
+    query = _EDITOR_CONTEXT_QUERIES[lock, client_id is not None]
+    parameters = {"set_id": set_id, "user_id": user_id, "client_id": client_id}
+    row = db.execute(query, parameters).first()
     if row is None:
         raise NotYourNote(set_id)
     annotation_set, document, project, is_assigned, user_role, duplicate = row
@@ -320,16 +333,33 @@ def _span_values(after: SpanState) -> dict[str, Any]:
     }
 
 
+# The statements of the editor's hot path, built once (see write_change).
+_DELETE_SPAN = delete(Span).where(
+    Span.annotation_set_id == bindparam("set_id"), Span.uid == bindparam("span_uid")
+)
+_UPDATE_SPAN = (
+    update(Span)
+    .where(Span.annotation_set_id == bindparam("set_id"), Span.uid == bindparam("span_uid"))
+    .returning(Span.id)
+)
+_DELETE_FRAGMENTS = delete(SpanFragment).where(SpanFragment.span_id == bindparam("span_id"))
+_INSERT_SPANS = insert(Span).returning(Span.uid, Span.id)
+_INSERT_FRAGMENTS = insert(SpanFragment)
+_BUMP_VERSION = update(AnnotationSet).where(AnnotationSet.id == bindparam("set_id"))
+_INSERT_EDIT_EVENT = insert(EditEvent)
+
+
 def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[str, ...]:
     """Make the stored spans and set fields what the change says.
 
     Plain statements rather than ORM objects: this runs on every keystroke of every physician, and
     a unit-of-work flush costs more than the statements themselves (and they go to the connection:
-    the ORM's bulk paths cost more again). A handful of statements
-    whatever the size of the change: one update per changed span, one insert for all new spans and
-    one for all their fragments.
+    the ORM's bulk paths cost more again), built once. A handful of statements whatever the size of
+    the change: one update per changed span, one insert for all new spans and one for all their
+    fragments.
     """
     set_id = annotation_set.id
+    connection = db.connection()
     touched: list[str] = []
     added: list[tuple[str, SpanState]] = []
     fragments: list[dict[str, int]] = []
@@ -342,16 +372,13 @@ def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> 
             added.append((uid, after))
         elif after is None:
             # Its fragments and relations go with it (ON DELETE CASCADE).
-            db.connection().execute(delete(Span).where(Span.annotation_set_id == set_id, Span.uid == uid))
+            connection.execute(_DELETE_SPAN, {"set_id": set_id, "span_uid": uid})
         else:
-            span_id = db.connection().scalar(
-                update(Span)
-                .where(Span.annotation_set_id == set_id, Span.uid == uid)
-                .values(**_span_values(after))
-                .returning(Span.id)
+            span_id = connection.scalar(
+                _UPDATE_SPAN, {"set_id": set_id, "span_uid": uid, **_span_values(after)}
             )
             if before.fragments != after.fragments:
-                db.connection().execute(delete(SpanFragment).where(SpanFragment.span_id == span_id))
+                connection.execute(_DELETE_FRAGMENTS, {"span_id": span_id})
                 fragments += [
                     {"span_id": span_id, "ordinal": i, "start": a, "end": b}
                     for i, (a, b) in enumerate(after.fragments)
@@ -359,9 +386,8 @@ def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> 
     if added:
         base_ids = _base_ids(db, annotation_set, Span, [uid for uid, _ in added])
         new_ids = dict(
-            db.connection()
-            .execute(
-                insert(Span).returning(Span.uid, Span.id),
+            connection.execute(
+                _INSERT_SPANS,
                 [
                     {
                         "annotation_set_id": set_id,
@@ -372,8 +398,7 @@ def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> 
                     }
                     for uid, after in added
                 ],
-            )
-            .all()
+            ).all()
         )
         fragments += [
             {"span_id": new_ids[uid], "ordinal": i, "start": a, "end": b}
@@ -381,7 +406,7 @@ def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> 
             for i, (a, b) in enumerate(after.fragments)
         ]
     if fragments:
-        db.connection().execute(insert(SpanFragment), fragments)
+        connection.execute(_INSERT_FRAGMENTS, fragments)
     if change.after_set:
         _update_set(db, annotation_set, change.after_set)
     _write_relations(db, annotation_set, change)
@@ -392,9 +417,12 @@ def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> 
 def _update_set(db: Session, annotation_set: AnnotationSet, values: dict[str, Any]) -> None:
     """Update the set's row with a plain statement, and the loaded object with it (as committed:
     nothing is left for a flush to write again)."""
-    db.connection().execute(
-        update(AnnotationSet).where(AnnotationSet.id == annotation_set.id).values(**values)
-    )
+    if values.keys() == {"version"}:  # every edit
+        db.connection().execute(_BUMP_VERSION, {"set_id": annotation_set.id, **values})
+    else:
+        db.connection().execute(
+            update(AnnotationSet).where(AnnotationSet.id == annotation_set.id).values(**values)
+        )
     for name, value in values.items():
         set_committed_value(annotation_set, name, value)
 
@@ -615,18 +643,19 @@ def apply_edit(
         if request.kind in (EditKind.undo, EditKind.redo):
             after["target"] = request.target
         db.connection().execute(
-            insert(EditEvent).values(
-                annotation_set_id=set_id,
-                user_id=user_id,
-                page_session_id=request.page_session,
-                kind=request.kind,
-                client_id=request.client_id,
-                client_monotonic_ms=request.monotonic_ms,
-                client_wall_time=request.wall_time,
-                set_version=annotation_set.version,
-                before=before,
-                after=after,
-            )
+            _INSERT_EDIT_EVENT,
+            {
+                "annotation_set_id": set_id,
+                "user_id": user_id,
+                "page_session_id": request.page_session,
+                "kind": request.kind,
+                "client_id": request.client_id,
+                "client_monotonic_ms": request.monotonic_ms,
+                "client_wall_time": request.wall_time,
+                "set_version": annotation_set.version,
+                "before": before,
+                "after": after,
+            },
         )
         outcome = EditOutcome(
             version=annotation_set.version, touched=touched, state=new_state, text=context.document.text
