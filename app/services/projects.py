@@ -64,10 +64,16 @@ class ProjectProgress:
     by_condition: dict[str, int]
 
 
-def project_overview(sessions: sessionmaker[Session]) -> list[ProjectProgress]:
-    """Every project with its document count and assignment progress per condition."""
+def project_overview(
+    sessions: sessionmaker[Session], project_ids: set[int] | None = None
+) -> list[ProjectProgress]:
+    """The projects (those of ``project_ids``, or every one) with their document counts and
+    assignment progress per condition."""
     with sessions() as db:
-        projects = list(db.scalars(select(Project).order_by(Project.name)))
+        query = select(Project).order_by(Project.name)
+        if project_ids is not None:
+            query = query.where(Project.id.in_(project_ids))
+        projects = list(db.scalars(query))
         documents = dict(
             db.execute(select(Document.project_id, func.count()).group_by(Document.project_id)).all()
         )

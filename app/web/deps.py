@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import Project, User
 from app.domain.vocabulary import Role
 from app.runtime import Runtime
-from app.services import auth
+from app.services import access, auth
 
 SESSION_COOKIE = "clinann_session"
 PRELOGIN_COOKIE = "clinann_prelogin"
@@ -151,8 +151,58 @@ Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 Now = Annotated[datetime, Depends(utc_now)]
 
 
+# What a path parameter of a lead's route names. A router whose parameter means something else (the
+# augmentation pages' run_id) says so in its own require_project_lead(...).
+LEAD_PATH_OBJECTS = {
+    "project_id": access.ProjectObject.project,
+    "document_id": access.ProjectObject.document,
+    "set_id": access.ProjectObject.annotation_set,
+    "run_id": access.ProjectObject.pre_annotation_run,
+    "study_id": access.ProjectObject.study,
+    "export_id": access.ProjectObject.export,
+    "batch_id": access.ProjectObject.batch,
+}
+# Path parameters that name no object of a project: a user named on a project's page (the project in the
+# same path decides; the route itself checks the user is one of its leads).
+NOT_PROJECT_OBJECTS = frozenset({"user_id"})
+
+
+def require_project_lead(**meanings: access.ProjectObject):
+    """A router dependency, beside the role check: the objects the path names must be of a project the
+    caller leads (admins lead every project). A missing object answers 404, another project's 403.
+
+    ``meanings`` overrides LEAD_PATH_OBJECTS for this router. A path parameter the check does not know
+    is a programming error and answers 500: a new route cannot slip past the check by its naming.
+    """
+    known = {**LEAD_PATH_OBJECTS, **meanings}
+
+    def check(
+        request: Request,
+        identity: Annotated[Identity, Depends(current_identity)],
+        sessions: Annotated[sessionmaker[Session], Depends(get_sessions)],
+    ) -> None:
+        named = []
+        for name, raw in request.path_params.items():  # in the order of the path
+            if name in NOT_PROJECT_OBJECTS:
+                continue
+            if name not in known:
+                raise RuntimeError(f"{request.url.path}: the access check does not know {name}")
+            try:
+                named.append((known[name], int(raw)))
+            except (TypeError, ValueError):
+                return  # not an id: the route's own validation answers 422
+        try:
+            access.check_lead_access(sessions, identity.user, named)
+        except access.NoSuchObject as error:
+            raise HTTPException(status_code=404, detail=str(error)) from None
+        except access.NotALeadOfProject as error:
+            raise HTTPException(status_code=403, detail=str(error)) from None
+
+    return check
+
+
 def project_or_404(sessions: sessionmaker[Session], project_id: int) -> Project:
-    """The project a lead's page is about, or a 404."""
+    """The project a lead's page is about, or a 404 (require_project_lead has decided access)."""
     with sessions() as db:
         project = db.get(Project, project_id)
     if project is None:

@@ -122,3 +122,15 @@ def test_the_simulated_llm_answers_from_gold_and_running_it_twice_keeps_one_endp
         assert second.served[0].gold_spans_in_chunk  # the chunk holds a gold label
     finally:
         second.stop()
+
+
+def test_the_demo_lead_leads_the_demo_project(sessions):
+    """Leads see only the projects they are members of: the demo's lead must see the demo's."""
+    from app.db.models import Project
+    from app.services.access import leads_project
+
+    seed_demo(sessions)
+    with sessions() as db:
+        lead = db.scalar(select(User).where(User.username == "lead"))
+        [project] = db.scalars(select(Project)).all()
+        assert leads_project(db, lead, project.id)

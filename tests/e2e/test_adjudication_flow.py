@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from sqlalchemy import delete, select
 
 from app.db.engine import make_engine, make_session_factory
-from app.db.models import AnnotationSet, Document, EditEvent, Project, User
+from app.db.models import AnnotationSet, Document, EditEvent, Project, ProjectMember, User
 from app.demo.seed import MEDICATION_SCHEMA
 from app.domain.spans import Fragment, SpanData
 from app.domain.vocabulary import SetOrigin, SetStatus
@@ -56,6 +56,7 @@ def world(db):
         project = Project(name=f"Adjudication e2e {tag}", label_schema=MEDICATION_SCHEMA, study_settings={})
         session.add_all([lead, ana, ben, project])
         session.flush()
+        session.add(ProjectMember(project_id=project.id, user_id=lead.id))  # leads see only their projects
         document = Document(
             project_id=project.id,
             external_id=f"adj-{tag}",

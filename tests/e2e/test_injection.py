@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from sqlalchemy import delete
 
 from app.db.engine import make_engine, make_session_factory
-from app.db.models import AnnotationSet, Assignment, Document, Project, User
+from app.db.models import AnnotationSet, Assignment, Document, Project, ProjectMember, User
 from app.demo.seed import MEDICATION_SCHEMA
 from app.domain.spans import Fragment, SpanData
 from app.domain.vocabulary import SetOrigin, SetStatus
@@ -62,6 +62,7 @@ def world(db):
         )
         session.add_all([lead, ana, ben, project])
         session.flush()
+        session.add(ProjectMember(project_id=project.id, user_id=lead.id))  # leads see only their projects
         document = Document(
             project_id=project.id,
             external_id=f"inj-{tag}",

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from sqlalchemy import delete, select
 
 from app.db.engine import make_engine, make_session_factory
-from app.db.models import AnnotationSet, Assignment, Document, Project, User
+from app.db.models import AnnotationSet, Assignment, Document, Project, ProjectMember, User
 from app.services import editing
 from tests.services.study_fixtures import project_with_pre_labels
 
@@ -27,6 +27,8 @@ def study_world(postgres, demo_server):
                       password_hash="unused") for i in range(3)]  # fmt: skip
         db.add_all(users)
         project = project_with_pre_labels(db, f"Study e2e {tag}", tag, 16)
+        demo_lead = db.scalar(select(User.id).where(User.username == "lead"))
+        db.add(ProjectMember(project_id=project.id, user_id=demo_lead))  # leads see only their projects
         world = {
             "project_id": project.id,
             "logins": [u.username for u in users],

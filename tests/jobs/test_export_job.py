@@ -11,7 +11,7 @@ from app.db.models import AuditEvent, ExportFile
 from app.services.batches import upload_batch
 from app.services.projects import create_project
 from app.web.app import create_app
-from tests.conftest import log_in, page, session_csrf
+from tests.conftest import log_in, make_lead_of, page, session_csrf
 
 SCHEMA = {"entity_types": [{"name": "Drug", "color": "#112233", "hotkey": "d"}]}
 
@@ -29,6 +29,7 @@ def _wait(sessions, export_id, timeout=20.0):
 
 def test_background_export_end_to_end(runtime, sessions, accounts, clock):
     project = create_project(sessions, "Bg", SCHEMA)
+    make_lead_of(sessions, project.id)
     files = [("n1.txt", b"Aspirin 81 mg.\r\n"), ("n1.ann", b"T1\tDrug 0 7\tAspirin\n")]
     assert (
         upload_batch(sessions, runtime.settings, project.id, files, actor_id=None, layer="gold").status
@@ -70,6 +71,7 @@ def test_background_export_end_to_end(runtime, sessions, accounts, clock):
 
 def test_conll_without_layer_is_refused_at_once(web, accounts, sessions):
     project = create_project(sessions, "Bg", SCHEMA)
+    make_lead_of(sessions, project.id)
     log_in(web, "lead")
     csrf = session_csrf(web, f"/lead/projects/{project.id}")
     response = web.post(f"/lead/projects/{project.id}/exports", data={"format": "conll", "csrf_token": csrf})

@@ -7,7 +7,7 @@ diagnosis; they dispute "diabetes" (Reason or ADE) and the severity; only ana ma
 import hashlib
 from dataclasses import dataclass
 
-from app.db.models import AnnotationSet, Document, DocumentAnswer, Project, Relation, User
+from app.db.models import AnnotationSet, Document, DocumentAnswer, Project, ProjectMember, Relation, User
 from app.domain.spans import Fragment, SpanData
 from app.domain.vocabulary import SetOrigin, SetStatus
 from app.services.annotation_sets import add_spans
@@ -90,6 +90,7 @@ def build_adjudication_world(sessions, password_hashes) -> AdjudicationWorld:
         project = Project(name="Adjudication", label_schema=ANNOTATION_SCHEMA)
         db.add_all([lead, ana, ben, project])
         db.flush()
+        db.add(ProjectMember(project_id=project.id, user_id=lead.id))  # leads see only their projects
         document = add_note(db, project.id, "note-1")
         sets = {
             "ana": physician_set(

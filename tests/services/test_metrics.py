@@ -164,9 +164,10 @@ _TALLY: dict[int, int] = {}
 def test_the_api_and_the_command_line_give_the_same_report(
     web, sessions, accounts, password_hashes, settings
 ):
-    from tests.conftest import log_in
+    from tests.conftest import log_in, make_lead_of
 
     project_id, _ = simulate(sessions, password_hashes["annotator"], seed=5, documents=9)
+    make_lead_of(sessions, project_id)
     log_in(web, "lead")
     api = web.get(f"/api/v1/lead/projects/{project_id}/metrics").json()
     env = {"CLINANN_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin"}

@@ -25,6 +25,7 @@ from app.db.models import (
     LlmEndpoint,
     PreAnnotationResult,
     PreAnnotationRun,
+    ProjectMember,
     User,
 )
 from app.domain.spans import Fragment, SpanData
@@ -274,6 +275,33 @@ def _lead_update_project(w: World) -> Send:
     return Send(f"/lead/projects/{project_id}", data=_project_form(w.browser("lead"), "Renamed"))
 
 
+def _second_lead(w: World) -> int:
+    with w.sessions.begin() as db:
+        other = User(username="lead.two", display_name="Lead Two", role="lead",
+                     password_hash=w.password_hashes["lead"])  # fmt: skip
+        db.add(other)
+        db.flush()
+        return other.id
+
+
+@recipe("POST", "/lead/projects/{project_id}/leads")
+def _lead_add_lead(w: World) -> Send:
+    project_id = w.project()
+    _second_lead(w)
+    form = {"csrf_token": w.browser("lead"), "username": "lead.two"}
+    return Send(f"/lead/projects/{project_id}/leads", data=form)
+
+
+@recipe("POST", "/lead/projects/{project_id}/leads/{user_id}/remove")
+def _lead_remove_lead(w: World) -> Send:
+    project_id = w.project()
+    other_id = _second_lead(w)
+    with w.sessions.begin() as db:
+        db.add(ProjectMember(project_id=project_id, user_id=other_id))
+    path = f"/lead/projects/{project_id}/leads/{other_id}/remove"
+    return Send(path, data={"csrf_token": w.browser("lead")})
+
+
 @recipe("POST", "/lead/projects/{project_id}/exports")
 def _lead_export(w: World) -> Send:
     project_id = w.project()
@@ -345,7 +373,9 @@ def _study_world(w: World) -> int:
             )
             for login in STUDY_ANNOTATORS
         )
-        return project_with_pre_labels(db, "Study", "n", 14).id
+        project_id = project_with_pre_labels(db, "Study", "n", 14).id
+        db.add(ProjectMember(project_id=project_id, user_id=w.user_id("lead")))
+        return project_id
 
 
 @recipe("POST", "/lead/projects/{project_id}/study")

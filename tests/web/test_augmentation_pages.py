@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from app.db.models import AugmentationRun, LlmEndpoint, Project
+from app.db.models import AugmentationRun, LlmEndpoint, Project, ProjectMember
 from tests.conftest import PASSWORDS, log_in, page
 
 
@@ -20,6 +20,7 @@ def project(sessions, accounts):
         endpoint = LlmEndpoint(name="local", base_url="http://127.0.0.1:9/v1", model="m")
         db.add_all([project, endpoint])
         db.flush()
+        db.add(ProjectMember(project_id=project.id, user_id=accounts["lead"].id))
         return project.id, endpoint.id
 
 

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from app.db.models import Project
 from app.demo.seed import MEDICATION_SCHEMA
-from tests.conftest import log_in, page, session_csrf
+from tests.conftest import log_in, make_lead_of, page, session_csrf
 
 CONF = b"""[entities]
 Drug
@@ -109,6 +109,7 @@ def test_labels_in_use_cannot_be_removed(web, accounts, sessions, password_hashe
     from tests.services.editing_fixtures import build_world
 
     world = build_world(sessions, password_hashes["annotator"])
+    make_lead_of(sessions, world.project_id)
     log_in(web, "lead")
     schema = {"entity_types": [{"name": "Drug", "color": "#112233", "hotkey": "d"}]}
     response = _post(

@@ -4,7 +4,7 @@ from sqlalchemy import func, select
 
 from app.db.models import Assignment, Study
 from app.services import editing
-from tests.conftest import log_in, page, session_csrf
+from tests.conftest import log_in, make_lead_of, page, session_csrf
 from tests.services.test_study import NOW, world  # noqa: F401  (the fixture)
 
 
@@ -27,6 +27,7 @@ def _form(web, project_id, **fields):
 
 
 def test_a_lead_previews_commits_reads_calibration_and_releases(web, sessions, accounts, world):  # noqa: F811
+    make_lead_of(sessions, world["project_id"])
     log_in(web, "lead")
     project_id = world["project_id"]
     preview = page(_form(web, project_id, action="preview"))
@@ -68,6 +69,7 @@ def test_a_lead_previews_commits_reads_calibration_and_releases(web, sessions, a
 
 
 def test_a_bad_design_names_its_field(web, sessions, accounts, world):  # noqa: F811
+    make_lead_of(sessions, world["project_id"])
     log_in(web, "lead")
     response = _form(web, world["project_id"], action="commit", overlap_annotators="7")
     assert response.status_code == 422

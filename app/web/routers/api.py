@@ -13,13 +13,25 @@ from pydantic import BaseModel, Field
 from app.domain.label_schema import LabelSchemaError
 from app.domain.vocabulary import Role
 from app.services import projects as project_service
+from app.services.access import led_project_ids
 from app.services.administration import admin_overview
 from app.services.queues import annotator_queue
-from app.web.deps import CurrentIdentity, Now, Sessions, current_identity, require_role
+from app.web.deps import (
+    CurrentIdentity,
+    Now,
+    Sessions,
+    current_identity,
+    require_project_lead,
+    require_role,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(current_identity)])
 annotate = APIRouter(prefix="/annotate", dependencies=[Depends(require_role(Role.annotator))])
-lead = APIRouter(prefix="/lead", dependencies=[Depends(require_role(Role.lead, Role.admin))])
+# A lead reaches only the projects they are a member of (and what is in them); admins every one.
+lead = APIRouter(
+    prefix="/lead",
+    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+)
 admin = APIRouter(prefix="/admin", dependencies=[Depends(require_role(Role.admin))])
 
 
@@ -83,7 +95,8 @@ def my_queue(identity: CurrentIdentity, sessions: Sessions) -> list[QueueEntry]:
 
 
 @lead.get("/projects", response_model=list[ProjectSummary])
-def list_projects(sessions: Sessions) -> list[ProjectSummary]:
+def list_projects(identity: CurrentIdentity, sessions: Sessions) -> list[ProjectSummary]:
+    """The projects the caller leads (an admin: every project)."""
     return [
         ProjectSummary(
             id=p.project.id,
@@ -93,7 +106,7 @@ def list_projects(sessions: Sessions) -> list[ProjectSummary]:
             submitted=p.submitted,
             created_at=p.project.created_at,
         )
-        for p in project_service.project_overview(sessions)
+        for p in project_service.project_overview(sessions, led_project_ids(sessions, identity.user))
     ]
 
 

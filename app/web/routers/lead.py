@@ -10,17 +10,33 @@ from app.db.models import Project
 from app.domain.brat import label_schema_from_conf, parse_annotation_conf, write_annotation_conf
 from app.domain.label_schema import LabelSchemaError
 from app.domain.vocabulary import Role
+from app.services import access
+from app.services.access import led_project_ids
 from app.services.projects import ProjectError, create_project, project_overview, update_project
-from app.web.deps import CurrentIdentity, Sessions, client_address, require_role
+from app.web.deps import (
+    CurrentIdentity,
+    Sessions,
+    client_address,
+    project_or_404,
+    require_project_lead,
+    require_role,
+)
 from app.web.templating import render
 
-# Admins may look over a lead's shoulder; annotators may not.
-router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
+# Admins may look over a lead's shoulder, on every project; a lead works only on the projects they
+# lead (require_project_lead); annotators may not come here.
+router = APIRouter(
+    prefix="/lead",
+    tags=["lead"],
+    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+)
 
 
 @router.get("")
-def projects(request: Request, sessions: Sessions) -> Response:
-    return render(request, "lead/home.html", {"projects": project_overview(sessions)})
+def projects(request: Request, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """The projects the lead is a member of (an admin sees every project)."""
+    shown = project_overview(sessions, led_project_ids(sessions, identity.user))
+    return render(request, "lead/home.html", {"projects": shown})
 
 
 # ---- the project editor: name, guidelines, label schema, study; annotation.conf in and out -------
@@ -100,7 +116,14 @@ def schema_rows(schema: dict) -> dict:
 
 
 def _editor(
-    request: Request, *, project=None, values=None, problems=None, status_code: int = 200
+    request: Request,
+    *,
+    project=None,
+    values=None,
+    problems=None,
+    lead_problem: str | None = None,
+    lead_username: str = "",
+    status_code: int = 200,
 ) -> Response:
     if values is None:
         values = {
@@ -117,10 +140,19 @@ def _editor(
     except (json.JSONDecodeError, TypeError):
         shown = {}
     values = {**values, "rows": schema_rows(shown if isinstance(shown, dict) else {})}
+    leads = access.project_leads(request.app.state.runtime.sessions, project.id) if project else []
     return render(
         request,
         "lead/project.html",
-        {"project": project, "values": values, "problems": problems or [], "exports": exports},
+        {
+            "project": project,
+            "values": values,
+            "problems": problems or [],
+            "exports": exports,
+            "leads": leads,
+            "lead_problem": lead_problem,
+            "lead_username": lead_username,
+        },
         status_code=status_code,
     )
 
@@ -210,6 +242,49 @@ async def save_project(
         except ProjectError as error:
             problems = [tuple(str(error).split(": ", 1))]
     return _editor(request, project=project, values=values, problems=problems, status_code=422)
+
+
+# ---- the leads of the project: who may see and change it (besides admins) ------------------------------
+
+
+@router.post("/projects/{project_id}/leads")
+def add_lead(
+    request: Request,
+    project_id: int,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    username: Annotated[str, Form()] = "",
+) -> Response:
+    """Make another lead a lead of this project (the caller leads it: the router checked)."""
+    try:
+        access.add_lead(
+            sessions, project_id, username, actor_id=identity.user.id, client_address=client_address(request)
+        )
+    except access.LeadError as error:
+        project = project_or_404(sessions, project_id)
+        return _editor(
+            request, project=project, lead_problem=str(error), lead_username=username, status_code=422
+        )
+    return RedirectResponse(f"/lead/projects/{project_id}#leads", status_code=303)
+
+
+@router.post("/projects/{project_id}/leads/{user_id}/remove")
+def remove_lead(
+    request: Request, project_id: int, user_id: int, identity: CurrentIdentity, sessions: Sessions
+) -> Response:
+    """Take a lead off this project; a lead who removes themselves loses the project at once."""
+    try:
+        access.remove_lead(
+            sessions, project_id, user_id, actor_id=identity.user.id, client_address=client_address(request)
+        )
+    except access.NoSuchLead:
+        raise HTTPException(status_code=404, detail="No such lead of this project.") from None
+    except access.LeadError as error:
+        project = project_or_404(sessions, project_id)
+        return _editor(request, project=project, lead_problem=str(error), status_code=422)
+    if user_id == identity.user.id:
+        return RedirectResponse("/lead", status_code=303)
+    return RedirectResponse(f"/lead/projects/{project_id}#leads", status_code=303)
 
 
 @router.get("/projects/{project_id}/annotation.conf")

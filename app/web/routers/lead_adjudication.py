@@ -6,11 +6,15 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.domain.vocabulary import Role
 from app.services import adjudication, editing
-from app.web.deps import CurrentIdentity, Now, Sessions, project_or_404, require_role
+from app.web.deps import CurrentIdentity, Now, Sessions, project_or_404, require_project_lead, require_role
 from app.web.editor_routes import add_editor_routes, editor_page
 from app.web.templating import render
 
-router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
+router = APIRouter(
+    prefix="/lead",
+    tags=["lead"],
+    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+)
 
 
 PAGE_SIZE = 100

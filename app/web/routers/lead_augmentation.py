@@ -9,12 +9,27 @@ from app.domain import augmentation as aug
 from app.domain.label_schema import parse_label_schema
 from app.domain.vocabulary import Role
 from app.services import audit, augmentation
+from app.services.access import ProjectObject
 from app.services.llm_endpoints import list_endpoints
-from app.web.deps import CurrentIdentity, Sessions, client_address, project_or_404, require_role
+from app.web.deps import (
+    CurrentIdentity,
+    Sessions,
+    client_address,
+    project_or_404,
+    require_project_lead,
+    require_role,
+)
 from app.web.forms import number_field
 from app.web.templating import render
 
-router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
+router = APIRouter(
+    prefix="/lead",
+    tags=["lead"],
+    dependencies=[
+        Depends(require_role(Role.lead, Role.admin)),
+        Depends(require_project_lead(run_id=ProjectObject.augmentation_run)),
+    ],
+)
 
 
 def _page(request: Request, sessions, project: Project, *, values=None, error=None, status_code=200):

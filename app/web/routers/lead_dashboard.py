@@ -21,10 +21,14 @@ from app.domain.vocabulary import Condition, Role
 from app.services import run_reports
 from app.services.metrics import MetricsFilter, project_metrics
 from app.web import charts
-from app.web.deps import Sessions, project_or_404, require_role
+from app.web.deps import Sessions, project_or_404, require_project_lead, require_role
 from app.web.templating import render
 
-router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
+router = APIRouter(
+    prefix="/lead",
+    tags=["lead"],
+    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+)
 
 IDLE_RANGE = (1.0, 3600.0)
 DISAGREEMENT_ROWS = 50

@@ -8,11 +8,22 @@ from app.db.models import Project
 from app.domain.vocabulary import Role
 from app.services import pre_annotation, run_reports
 from app.services.llm_endpoints import list_endpoints
-from app.web.deps import CurrentIdentity, Sessions, client_address, project_or_404, require_role
+from app.web.deps import (
+    CurrentIdentity,
+    Sessions,
+    client_address,
+    project_or_404,
+    require_project_lead,
+    require_role,
+)
 from app.web.forms import number_field
 from app.web.templating import render
 
-router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
+router = APIRouter(
+    prefix="/lead",
+    tags=["lead"],
+    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+)
 
 
 def _run(sessions, run_id: int) -> tuple[run_reports.RunSummary, int]:

@@ -10,11 +10,15 @@ from app.domain.label_schema import parse_label_schema
 from app.domain.study_design import assignments_csv
 from app.domain.vocabulary import Condition, Role
 from app.services import study
-from app.web.deps import CurrentIdentity, Sessions, project_or_404, require_role
+from app.web.deps import CurrentIdentity, Sessions, project_or_404, require_project_lead, require_role
 from app.web.forms import number_field
 from app.web.templating import render
 
-router = APIRouter(prefix="/lead", tags=["lead"], dependencies=[Depends(require_role(Role.lead, Role.admin))])
+router = APIRouter(
+    prefix="/lead",
+    tags=["lead"],
+    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+)
 
 
 def _number(form, field: str, kind, default):
