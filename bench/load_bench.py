@@ -12,6 +12,7 @@ with 50 physicians on a 2-core machine, zero errors.
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -247,10 +248,12 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLINANN_")}
         env.update(CLINANN_DATABASE_URL=runtime.database.url, CLINANN_SECRET_KEY="load-bench",
                    CLINANN_DATA_DIR=str(data_dir), CLINANN_LOG_LEVEL="warning")  # fmt: skip
+        # The server's log goes to a file (a pipe nobody reads would block the server once full).
+        server_log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (closed with the server)
         server = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--workers", str(args.workers), "--no-worker",
              "--host", "127.0.0.1", "--port", str(args.port)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=server_log,
         )  # fmt: skip
         base_url = f"http://127.0.0.1:{args.port}"
         for _ in range(200):
@@ -261,6 +264,10 @@ def main() -> None:
                 time.sleep(0.25)
         print(f"server: clinann serve --workers {args.workers} (uvicorn), PostgreSQL embedded; "
               f"{os.cpu_count()} CPU(s); {args.seconds:.0f} s per level")  # fmt: skip
+        # The load generator's own objects (50-200 physicians' clients) are long-lived: keep its
+        # collector's full passes from stalling every response it is timing.
+        gc.collect()
+        gc.freeze()
         for index, physicians in enumerate(args.levels):
             recorder = asyncio.run(level(base_url, plan, physicians, index, args.seconds, args.seed + index))
             edits = recorder.edits
@@ -290,6 +297,10 @@ def main() -> None:
                 server.wait(20)
             except subprocess.TimeoutExpired:
                 server.kill()
+            server_log.close()
+            log_text = (data_dir / "server.log").read_text(errors="replace").strip()
+            if log_text:
+                print("server log (last lines):\n" + "\n".join(log_text.splitlines()[-15:]))
         runtime.close()
 
 
