@@ -140,9 +140,25 @@ def current_session(
 ) -> CurrentSession | None:
     """The live session behind a cookie secret, or None when it ended, idled out or expired."""
     idle_limit = timedelta(minutes=settings.session_idle_minutes)
-    # Every request of a logged-in browser comes here: the session and its user in one query.
+    token = {"token_sha256": _sha256(secret)}
+    # Every request of a logged-in browser comes here, and nearly always only reads: the session and
+    # its user in one query, outside a transaction (no BEGIN and COMMIT round trips). Anything to
+    # write (the idle clock, an expiry with its audit event) is done in a transaction below.
+    with sessions() as db:
+        db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        found = db.execute(_SESSION_AND_USER, token).first()
+        if found is None or found[0].ended_at is not None:
+            return None
+        row, user = found
+        if (
+            user is not None
+            and user.is_active
+            and now < row.expires_at
+            and now - row.last_seen_at < min(idle_limit, LAST_SEEN_RESOLUTION)
+        ):
+            return CurrentSession(user=user, login_session_id=row.id, csrf_token=row.csrf_token)
     with sessions.begin() as db:
-        found = db.execute(_SESSION_AND_USER, {"token_sha256": _sha256(secret)}).first()
+        found = db.execute(_SESSION_AND_USER, token).first()
         if found is None or found[0].ended_at is not None:
             return None
         row, user = found
