@@ -112,6 +112,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             return
         try:
             dbapi_connection.execute("SELECT 1")
+            dbapi_connection.rollback()  # leave it idle, as the pool hands connections out
         except psycopg.Error:
             # The pool discards this connection and hands out a new one.
             raise DisconnectionError() from None
