@@ -197,6 +197,17 @@ async def physician(base_url: str, login: str, set_id: int, text: str, start_lin
                     "version": version, "monotonic_ms": (time.perf_counter() - started) * 1000})  # fmt: skip
 
 
+def run_async(coroutine):
+    """On uvloop when installed (it is, with the server): one event loop plays every physician's
+    browser, and its own overhead is counted in each round trip, so keep it small."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return (
@@ -269,7 +280,7 @@ def main() -> None:
         gc.collect()
         gc.freeze()
         for index, physicians in enumerate(args.levels):
-            recorder = asyncio.run(level(base_url, plan, physicians, index, args.seconds, args.seed + index))
+            recorder = run_async(level(base_url, plan, physicians, index, args.seconds, args.seed + index))
             edits = recorder.edits
             print(
                 f"{physicians:4d} physicians: {len(edits):6,} edits ({len(edits) / args.seconds:5.1f}/s); "
