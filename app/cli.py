@@ -41,9 +41,10 @@ def _exit_on_signal(signum, frame) -> None:
 def _serve(settings: Settings, runtime, *, run_worker: bool, banner: str | None = None) -> None:
     import uvicorn
 
-    from app.web.app import create_app
+    from app.web.app import create_app, freeze_start_up_objects
 
     app = create_app(runtime, run_worker=run_worker)
+    freeze_start_up_objects()
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -345,7 +345,8 @@ _UPDATE_SPAN = (
 _DELETE_FRAGMENTS = delete(SpanFragment).where(SpanFragment.span_id == bindparam("span_id"))
 _INSERT_SPANS = insert(Span).returning(Span.uid, Span.id)
 _INSERT_FRAGMENTS = insert(SpanFragment)
-_BUMP_VERSION = update(AnnotationSet).where(AnnotationSet.id == bindparam("set_id"))
+# The columns to set are the keys of the parameters given with it.
+_UPDATE_SET = update(AnnotationSet).where(AnnotationSet.id == bindparam("set_id"))
 _INSERT_EDIT_EVENT = insert(EditEvent)
 
 
@@ -417,12 +418,7 @@ def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> 
 def _update_set(db: Session, annotation_set: AnnotationSet, values: dict[str, Any]) -> None:
     """Update the set's row with a plain statement, and the loaded object with it (as committed:
     nothing is left for a flush to write again)."""
-    if values.keys() == {"version"}:  # every edit
-        db.connection().execute(_BUMP_VERSION, {"set_id": annotation_set.id, **values})
-    else:
-        db.connection().execute(
-            update(AnnotationSet).where(AnnotationSet.id == annotation_set.id).values(**values)
-        )
+    db.connection().execute(_UPDATE_SET, {"set_id": annotation_set.id, **values})
     for name, value in values.items():
         set_committed_value(annotation_set, name, value)
 

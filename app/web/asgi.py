@@ -9,7 +9,7 @@ import os
 
 from app.runtime import open_runtime
 from app.settings import Settings
-from app.web.app import create_app
+from app.web.app import create_app, freeze_start_up_objects
 
 JOB_WORKER_VARIABLE = "CLINANN_SERVE_JOB_WORKER"
 
@@ -17,4 +17,6 @@ JOB_WORKER_VARIABLE = "CLINANN_SERVE_JOB_WORKER"
 def build():
     """uvicorn's factory: called once in each worker process."""
     runtime = open_runtime(Settings(), migrate=False)  # the parent migrated before starting workers
-    return create_app(runtime, run_worker=os.environ.get(JOB_WORKER_VARIABLE, "1") == "1")
+    app = create_app(runtime, run_worker=os.environ.get(JOB_WORKER_VARIABLE, "1") == "1")
+    freeze_start_up_objects()
+    return app
