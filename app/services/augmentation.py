@@ -16,10 +16,9 @@ import logging
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,14 +38,14 @@ from app.domain.label_schema import LabelSchema, parse_label_schema
 from app.domain.prompts import prompt_fingerprint
 from app.domain.spans import Fragment
 from app.domain.vocabulary import RunStatus, SetOrigin, SetStatus
-from app.services import audit, editing
+from app.services import audit, editing, item_runs
 from app.services.gold import current_gold_set_ids
+from app.services.item_runs import FINISHED
 
 log = logging.getLogger("clinann.augmentation")
 SOURCES = ("gold", "submitted")
 MAX_VARIANTS = 5
 MAX_SEGMENTS = 20
-FINISHED = (RunStatus.succeeded.value, RunStatus.failed.value, RunStatus.cancelled.value)
 
 
 class AugmentationError(ValueError):
@@ -219,15 +218,7 @@ def cancel_run(sessions: sessionmaker[Session], run_id: int, *, user_id: int | N
             raise AugmentationError("run", f"no run {run_id}")
         if run.status in FINISHED:
             raise AugmentationError("run", f"the run has already {run.status}")
-        db.execute(
-            update(AugmentationResult)
-            .where(
-                AugmentationResult.run_id == run_id,
-                AugmentationResult.status.in_([RunStatus.queued.value, RunStatus.running.value]),
-            )
-            .values(status=RunStatus.cancelled.value, finished_at=func.now())
-        )
-        run.status, run.finished_at = RunStatus.cancelled.value, datetime.now(UTC)
+        item_runs.cancel_items(db, AugmentationResult, run)
         audit.record(db, "augmentation_run.cancelled", user_id=user_id, object_type="augmentation_run",
                      object_id=run_id)  # fmt: skip
 
@@ -254,15 +245,8 @@ def claim_set(sessions: sessionmaker[Session], run_id: int, source_set_id: int) 
     with sessions.begin() as db:
         result = db.get(AugmentationResult, (run_id, source_set_id), with_for_update=True)
         run = db.get(AugmentationRun, run_id)
-        if result is None or run is None or run.status == RunStatus.cancelled.value:
+        if not item_runs.start_item(result, run):
             return None
-        if result.status in (RunStatus.succeeded.value, RunStatus.cancelled.value):
-            return None
-        result.status = RunStatus.running.value
-        result.attempts += 1
-        result.started_at = datetime.now(UTC)
-        if run.status == RunStatus.queued.value:
-            run.status, run.started_at = RunStatus.running.value, datetime.now(UTC)
         document = db.get(Document, result.document_id)
         spans = editing.load_spans(db, source_set_id)
         relations = editing.load_relations(db, source_set_id)
@@ -422,12 +406,8 @@ def finish_set(sessions: sessionmaker[Session], work: SetWork, outcome: SetOutco
     with sessions.begin() as db:
         result = db.get(AugmentationResult, (work.run_id, work.source_set_id), with_for_update=True)
         run = db.get(AugmentationRun, work.run_id, with_for_update=True)
-        if result is None or result.status in (RunStatus.succeeded.value, RunStatus.cancelled.value):
+        if not item_runs.may_finish(result, run):
             return False
-        if run.status == RunStatus.cancelled.value:
-            result.status = RunStatus.cancelled.value
-            return False
-        result.finished_at = datetime.now(UTC)
         if outcome is None:
             result.status, result.error = RunStatus.failed.value, error
         else:
@@ -450,24 +430,8 @@ def finish_set(sessions: sessionmaker[Session], work: SetWork, outcome: SetOutco
             result.status, result.error = RunStatus.succeeded.value, None
             result.counts, result.outputs = outcome.counts, outcome.outputs
         db.flush()
-        _close_run_if_done(db, run)
+        item_runs.close_run_if_done(db, AugmentationResult, run, "{failed} source note(s) failed")
         return True
-
-
-def _close_run_if_done(db: Session, run: AugmentationRun) -> None:
-    counts = dict(
-        db.execute(
-            select(AugmentationResult.status, func.count())
-            .where(AugmentationResult.run_id == run.id)
-            .group_by(AugmentationResult.status)
-        ).all()
-    )
-    if counts.get(RunStatus.queued.value) or counts.get(RunStatus.running.value):
-        return
-    failed = counts.get(RunStatus.failed.value, 0)
-    run.status = RunStatus.failed.value if failed else RunStatus.succeeded.value
-    run.error = f"{failed} source note(s) failed" if failed else None
-    run.finished_at = datetime.now(UTC)
 
 
 async def augment_set(

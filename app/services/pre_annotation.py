@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -53,14 +52,14 @@ from app.domain.resolver import (
     resolve_iob_token,
 )
 from app.domain.vocabulary import RunStatus, SetOrigin, SetStatus, SpanStatus
-from app.services import audit
+from app.services import audit, item_runs
 from app.services.gold import current_gold_set_ids
+from app.services.item_runs import FINISHED
 
 log = logging.getLogger("clinann.pre_annotation")
 
 METHODS = ("llm", "lexicon")
 PROMPT_SCHEMAS = ("iob_token", "direct_chunk", "ensemble")
-FINISHED = (RunStatus.succeeded.value, RunStatus.failed.value, RunStatus.cancelled.value)
 # Garbage answers are asked again this many times (bypassing the cache) before the note fails.
 UNPARSEABLE_ATTEMPTS = 3
 MAX_FEW_SHOT_POOL = 400  # candidate example chunks taken from the project's gold notes
@@ -247,16 +246,7 @@ def cancel_run(sessions: sessionmaker[Session], run_id: int, *, user_id: int | N
             raise RunError("run", f"no run {run_id}")
         if run.status in FINISHED:
             raise RunError("run", f"the run has already {run.status}")
-        db.execute(
-            update(PreAnnotationResult)
-            .where(
-                PreAnnotationResult.run_id == run_id,
-                PreAnnotationResult.status.in_([RunStatus.queued.value, RunStatus.running.value]),
-            )
-            .values(status=RunStatus.cancelled.value, finished_at=func.now())
-        )
-        run.status = RunStatus.cancelled.value
-        run.finished_at = datetime.now(UTC)
+        item_runs.cancel_items(db, PreAnnotationResult, run)
         audit.record(db, "pre_annotation_run.cancelled", user_id=user_id, object_type="pre_annotation_run",
                      object_id=run_id)  # fmt: skip
 
@@ -342,16 +332,8 @@ def claim_note(sessions: sessionmaker[Session], run_id: int, document_id: int) -
             .with_for_update()
         )
         run = db.get(PreAnnotationRun, run_id)
-        if result is None or run is None or run.status == RunStatus.cancelled.value:
+        if not item_runs.start_item(result, run):
             return None
-        if result.status in (RunStatus.succeeded.value, RunStatus.cancelled.value):
-            return None
-        result.status = RunStatus.running.value
-        result.attempts += 1
-        result.started_at = datetime.now(UTC)
-        if run.status == RunStatus.queued.value:
-            run.status = RunStatus.running.value
-            run.started_at = datetime.now(UTC)
         document = db.get(Document, document_id)
         configuration = dict(run.configuration)
         work = NoteWork(
@@ -739,12 +721,8 @@ def finish_note(
             .with_for_update()
         )
         run = db.get(PreAnnotationRun, work.run_id, with_for_update=True)
-        if result is None or result.status in (RunStatus.succeeded.value, RunStatus.cancelled.value):
+        if not item_runs.may_finish(result, run):
             return False  # another job finished it, or the lead cancelled: write nothing
-        if run.status == RunStatus.cancelled.value:
-            result.status = RunStatus.cancelled.value
-            return False
-        result.finished_at = datetime.now(UTC)
         if outcome is None:
             result.status = RunStatus.failed.value
             result.error = error
@@ -757,7 +735,9 @@ def finish_note(
             result.completion_tokens = outcome.completion_tokens
             result.latency_ms = outcome.latency_ms
         db.flush()
-        _close_run_if_done(db, run)
+        item_runs.close_run_if_done(
+            db, PreAnnotationResult, run, "{failed} note(s) failed; re-run them from the run's page"
+        )
         return True
 
 
@@ -819,22 +799,6 @@ def _store_set(db: Session, work: NoteWork, outcome: NoteOutcome) -> int:
             ],
         )
     return set_id
-
-
-def _close_run_if_done(db: Session, run: PreAnnotationRun) -> None:
-    counts = dict(
-        db.execute(
-            select(PreAnnotationResult.status, func.count())
-            .where(PreAnnotationResult.run_id == run.id)
-            .group_by(PreAnnotationResult.status)
-        ).all()
-    )
-    if counts.get(RunStatus.queued.value) or counts.get(RunStatus.running.value):
-        return
-    failed = counts.get(RunStatus.failed.value, 0)
-    run.status = RunStatus.failed.value if failed else RunStatus.succeeded.value
-    run.error = f"{failed} note(s) failed; re-run them from the run's page" if failed else None
-    run.finished_at = datetime.now(UTC)
 
 
 _CLIENTS: dict[tuple[int, Any], Any] = {}  # (event loop, endpoint configuration) -> ChatClient
