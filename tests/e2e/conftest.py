@@ -70,3 +70,18 @@ def page(browser, demo_server):
         yield page
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def demo_db(postgres, demo_server):
+    """Sessions on the demo server's own database, for tests that build a world in it and read back
+    what the browser stored."""
+    from editor_support import check_is_demo_database, e2e_database_url
+
+    from app.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(e2e_database_url(postgres), pool_size=2)
+    sessions = make_session_factory(engine)
+    check_is_demo_database(sessions)
+    yield sessions
+    engine.dispose()

@@ -10,11 +10,10 @@ import zipfile
 
 import pytest
 from e2e_support import log_in
-from editor_support import PASSWORD, check_is_demo_database, cp_range, e2e_database_url, settle, wait_for
+from editor_support import PASSWORD, cp_range, settle, wait_for
 from playwright.sync_api import expect
 from sqlalchemy import delete, select
 
-from app.db.engine import make_engine, make_session_factory
 from app.db.models import AnnotationSet, Document, EditEvent, Project, ProjectMember, User
 from app.demo.seed import MEDICATION_SCHEMA
 from app.domain.spans import Fragment, SpanData
@@ -26,17 +25,8 @@ from app.services.exports import export_project
 TEXT = "Metformin 500 mg PO BID. Nausea after the first dose."
 
 
-@pytest.fixture(scope="module")
-def db(postgres, demo_server):
-    engine = make_engine(e2e_database_url(postgres), pool_size=2)
-    sessions = make_session_factory(engine)
-    check_is_demo_database(sessions)
-    yield sessions
-    engine.dispose()
-
-
 @pytest.fixture
-def world(db):
+def world(demo_db):
     from app.services.users import hash_password
 
     tag = uuid.uuid4().hex[:8]
@@ -45,7 +35,7 @@ def world(db):
     def span(label: str, word: str) -> SpanData:
         return SpanData(label, (Fragment(*cp_range(TEXT, word)),))
 
-    with db.begin() as session:
+    with demo_db.begin() as session:
         lead = User(username=f"lead-{tag}", display_name=f"Lead {tag}", role="lead", password_hash=hashed)
         ana = User(
             username=f"ana-{tag}", display_name=f"Dr Ana {tag}", role="annotator", password_hash=hashed
@@ -96,23 +86,23 @@ def world(db):
             "users": [lead.id, ana.id, ben.id],
         }
     yield {"tag": tag, "sets": sets, "lead": f"lead-{tag}", **ids}
-    with db.begin() as session:
+    with demo_db.begin() as session:
         session.execute(delete(Project).where(Project.id == ids["project"]))
         session.execute(delete(User).where(User.id.in_(ids["users"])))
 
 
-def physician_exports(db, world) -> dict[str, bytes]:
+def physician_exports(demo_db, world) -> dict[str, bytes]:
     """Each physician's layer as JSONL and as brat (the zip's members: a zip holds timestamps)."""
     out = {}
     for login in world["sets"]:
         layer = f"annotator:{login}"
-        jsonl = export_project(db, world["project"], "jsonl", layer, actor_id=world["lead_id"])
+        jsonl = export_project(demo_db, world["project"], "jsonl", layer, actor_id=world["lead_id"])
         out[f"{login}.jsonl"] = jsonl.content
-        brat = export_project(db, world["project"], "brat", layer, actor_id=world["lead_id"])
+        brat = export_project(demo_db, world["project"], "brat", layer, actor_id=world["lead_id"])
         with zipfile.ZipFile(io.BytesIO(brat.content)) as archive:
             for name in sorted(archive.namelist()):
                 out[f"{login}/{name}"] = archive.read(name)
-    everything = export_project(db, world["project"], "jsonl", None, actor_id=world["lead_id"])
+    everything = export_project(demo_db, world["project"], "jsonl", None, actor_id=world["lead_id"])
     for line in everything.content.decode().splitlines():
         for layer in json.loads(line)["layers"]:
             if layer["origin"] == "annotator":
@@ -120,9 +110,9 @@ def physician_exports(db, world) -> dict[str, bytes]:
     return out
 
 
-def test_a_lead_adjudicates_two_conflicting_sets_into_gold(page, db, world):
-    before = physician_exports(db, world)
-    physicians_before = {login: stored_state(db, set_id) for login, set_id in world["sets"].items()}
+def test_a_lead_adjudicates_two_conflicting_sets_into_gold(page, demo_db, world):
+    before = physician_exports(demo_db, world)
+    physicians_before = {login: stored_state(demo_db, set_id) for login, set_id in world["sets"].items()}
     page.on("dialog", lambda dialog: dialog.accept())
     lead_id = world["lead_id"]
     log_in(page, world["lead"], PASSWORD)
@@ -175,14 +165,14 @@ def test_a_lead_adjudicates_two_conflicting_sets_into_gold(page, db, world):
 
     # Stored: gold as settled, equal to its replay, with its own edit log (and timing) by the lead.
     gold = wait_for(
-        lambda: (s := stored_state(db, gold_id)).status == "submitted" and s, message="gold submitted"
+        lambda: (s := stored_state(demo_db, gold_id)).status == "submitted" and s, message="gold submitted"
     )
     kept = {(s.label, TEXT[s.fragments[0][0] : s.fragments[0][1]]): s for s in gold.spans.values()}
     assert sorted(kept) == [("ADE", "Nausea"), ("Drug", "Metformin"), ("Route", "PO"), ("Strength", "500 mg")]
     assert kept[("ADE", "Nausea")].distribution == (("ADE", 1), ("O", 1))
     assert kept[("Strength", "500 mg")].distribution is None
-    assert replayed_state(db, gold_id) == gold
-    with db() as session:
+    assert replayed_state(demo_db, gold_id) == gold
+    with demo_db() as session:
         gold_set = session.get(AnnotationSet, gold_id)
         assert (gold_set.origin, gold_set.annotator_id) == ("gold", lead_id)
         events = session.execute(
@@ -196,11 +186,12 @@ def test_a_lead_adjudicates_two_conflicting_sets_into_gold(page, db, world):
     assert "open" in {kind for kind, _ in events}  # the page's timing is gold's own
 
     # The physicians' sets: untouched, byte for byte in every export.
-    assert {login: stored_state(db, set_id) for login, set_id in world["sets"].items()} == physicians_before
-    assert physician_exports(db, world) == before
+    physicians_after = {login: stored_state(demo_db, set_id) for login, set_id in world["sets"].items()}
+    assert physicians_after == physicians_before
+    assert physician_exports(demo_db, world) == before
 
     # The export gives gold with every physician's vote: agreed, disputed and ambiguous spans.
-    everything = export_project(db, world["project"], "jsonl", None, actor_id=lead_id).content.decode()
+    everything = export_project(demo_db, world["project"], "jsonl", None, actor_id=lead_id).content.decode()
     [note] = [json.loads(line) for line in everything.splitlines()]
     by_label = {
         (entry["label"], entry["ambiguous"]): entry["label_distribution"]

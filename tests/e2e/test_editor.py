@@ -15,13 +15,11 @@ from editor_support import (
     NOTE,
     PASSWORD,
     build_world,
-    check_is_demo_database,
     cp_range,
     csrf_token,
     dom_list,
     dom_spans,
     drop_world,
-    e2e_database_url,
     edit_log,
     mouse_select,
     open_editor,
@@ -36,19 +34,8 @@ from editor_support import (
 )
 from playwright.sync_api import expect
 
-from app.db.engine import make_engine, make_session_factory
 from app.domain.tokens import snap_to_tokens
 from app.services.editing import replayed_state, set_times, stored_state
-
-
-@pytest.fixture(scope="module")
-def editor_db(postgres, demo_server):
-    """Sessions on the database the demo server runs on."""
-    engine = make_engine(e2e_database_url(postgres), pool_size=2)
-    sessions = make_session_factory(engine)
-    check_is_demo_database(sessions)
-    yield sessions
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +46,12 @@ def password_hash() -> str:
 
 
 @pytest.fixture
-def make_world(page, editor_db, password_hash):
+def make_world(page, demo_db, password_hash):
     """Build private worlds; drop them after the browser context is closed."""
     worlds = []
 
     def make(text: str = NOTE):
-        world = build_world(editor_db, password_hash, text)
+        world = build_world(demo_db, password_hash, text)
         worlds.append(world)
         return world
 
@@ -72,7 +59,7 @@ def make_world(page, editor_db, password_hash):
     page.context.close()
     time.sleep(0.2)  # let a last close beacon land before its set goes
     for world in worlds:
-        drop_world(editor_db, world)
+        drop_world(demo_db, world)
 
 
 def start(page, make_world, which: str = "scratch_set", text: str = NOTE):
@@ -95,7 +82,7 @@ def check_same(page, sessions, set_id: int) -> dict:
 
 
 # 1 ------------------------------------------------------------------------------------------------
-def test_add_by_mouse_selection_and_hotkey(page, make_world, editor_db):
+def test_add_by_mouse_selection_and_hotkey(page, make_world, demo_db):
     world = start(page, make_world)
     s, e = cp_range(NOTE, "Metformin")
 
@@ -104,7 +91,7 @@ def test_add_by_mouse_selection_and_hotkey(page, make_world, editor_db):
     page.keyboard.press("d")
     settle(page)
 
-    uid, span = only(check_same(page, editor_db, world.scratch_set))
+    uid, span = only(check_same(page, demo_db, world.scratch_set))
     assert span == ("Drug", [[s, e]], "confirmed")
     expect(page.locator(f"#note-layer .mark[data-uid='{uid}']")).not_to_have_count(0)
 
@@ -115,13 +102,13 @@ def test_add_by_mouse_selection_and_hotkey(page, make_world, editor_db):
     page.keyboard.press("d")
     settle(page)
 
-    stored = check_same(page, editor_db, world.scratch_set)
+    stored = check_same(page, demo_db, world.scratch_set)
     assert sorted(stored.values()) == [("Drug", [[s, e]], "confirmed"), ("Drug", [[a, b]], "confirmed")]
     assert stored[uid] == ("Drug", [[s, e]], "confirmed")
 
 
 # 2 ------------------------------------------------------------------------------------------------
-def test_add_by_keyboard_selection(page, make_world, editor_db):
+def test_add_by_keyboard_selection(page, make_world, demo_db):
     world = start(page, make_world)
     s, _ = cp_range(NOTE, "500")
     _, e = cp_range(NOTE, "500 mg")
@@ -138,7 +125,7 @@ def test_add_by_keyboard_selection(page, make_world, editor_db):
     page.keyboard.press("s")
     settle(page)
 
-    _, span = only(check_same(page, editor_db, world.scratch_set))
+    _, span = only(check_same(page, demo_db, world.scratch_set))
     assert span == ("Strength", [[s, e]], "confirmed")
     assert selection(page) is None
 
@@ -151,7 +138,7 @@ def test_first_arrow_right_selects_the_first_word(page, make_world):
 
 
 # 3 ------------------------------------------------------------------------------------------------
-def test_relabel_resize_and_delete_by_keyboard(page, make_world, editor_db):
+def test_relabel_resize_and_delete_by_keyboard(page, make_world, demo_db):
     world = start(page, make_world)
     s, e = cp_range(NOTE, "500")
     _, mg_end = cp_range(NOTE, "500 mg")
@@ -159,7 +146,7 @@ def test_relabel_resize_and_delete_by_keyboard(page, make_world, editor_db):
     mouse_select(page, s, e)
     page.keyboard.press("d")
     settle(page)
-    uid, span = only(check_same(page, editor_db, world.scratch_set))
+    uid, span = only(check_same(page, demo_db, world.scratch_set))
     assert span == ("Drug", [[s, e]], "confirmed")
 
     # relabel: select the span by its side-list item, press another label key
@@ -167,25 +154,25 @@ def test_relabel_resize_and_delete_by_keyboard(page, make_world, editor_db):
     assert selected_uid(page) == uid
     page.keyboard.press("s")
     settle(page)
-    assert check_same(page, editor_db, world.scratch_set) == {uid: ("Strength", [[s, e]], "confirmed")}
+    assert check_same(page, demo_db, world.scratch_set) == {uid: ("Strength", [[s, e]], "confirmed")}
 
     # resize: Shift+ArrowRight moves the end one token on; the span keeps its uid
     page.keyboard.press("Shift+ArrowRight")
     settle(page)
-    assert check_same(page, editor_db, world.scratch_set) == {uid: ("Strength", [[s, mg_end]], "confirmed")}
+    assert check_same(page, demo_db, world.scratch_set) == {uid: ("Strength", [[s, mg_end]], "confirmed")}
 
     # Shift+ArrowLeft moves it back
     page.keyboard.press("Shift+ArrowLeft")
     settle(page)
-    assert check_same(page, editor_db, world.scratch_set) == {uid: ("Strength", [[s, e]], "confirmed")}
+    assert check_same(page, demo_db, world.scratch_set) == {uid: ("Strength", [[s, e]], "confirmed")}
 
     # delete: Delete on the selected confirmed span
     page.click(f"#span-list > li[data-uid='{uid}']")
     page.keyboard.press("Delete")
     settle(page)
-    assert check_same(page, editor_db, world.scratch_set) == {}
+    assert check_same(page, demo_db, world.scratch_set) == {}
     expect(page.locator("#note-layer .mark")).to_have_count(0)
-    assert [event.kind for event in edit_log(editor_db, page_session(page))] == [
+    assert [event.kind for event in edit_log(demo_db, page_session(page))] == [
         "add",
         "relabel",
         "modify",
@@ -194,26 +181,26 @@ def test_relabel_resize_and_delete_by_keyboard(page, make_world, editor_db):
     ]
 
 
-def test_alt_shift_arrow_left_extends_the_start(page, make_world, editor_db):
+def test_alt_shift_arrow_left_extends_the_start(page, make_world, demo_db):
     world = start(page, make_world)
     s, e = cp_range(NOTE, "500 mg")
     m, _ = cp_range(NOTE, "Metformin")
     mouse_select(page, s, e)
     page.keyboard.press("s")
     settle(page)
-    uid, _ = only(check_same(page, editor_db, world.scratch_set))
+    uid, _ = only(check_same(page, demo_db, world.scratch_set))
 
     page.click(f"#span-list > li[data-uid='{uid}']")
     page.keyboard.press("Alt+Shift+ArrowLeft")
     settle(page)
-    assert check_same(page, editor_db, world.scratch_set) == {uid: ("Strength", [[m, e]], "confirmed")}
+    assert check_same(page, demo_db, world.scratch_set) == {uid: ("Strength", [[m, e]], "confirmed")}
 
 
 # 4 ------------------------------------------------------------------------------------------------
-def test_prelabels_accept_reject_and_accept_all(page, make_world, editor_db):
+def test_prelabels_accept_reject_and_accept_all(page, make_world, demo_db):
     world = start(page, make_world, "refine_set")
     uids = world.prelabel_uids
-    before = check_same(page, editor_db, world.refine_set)
+    before = check_same(page, demo_db, world.refine_set)
     assert set(before) == set(uids.values())
     assert {status for _, _, status in before.values()} == {"pending"}
     for uid in uids.values():
@@ -228,7 +215,7 @@ def test_prelabels_accept_reject_and_accept_all(page, make_world, editor_db):
     assert selected_uid(page) == uids["drug"]
     page.keyboard.press("Enter")
     settle(page)
-    stored = check_same(page, editor_db, world.refine_set)
+    stored = check_same(page, demo_db, world.refine_set)
     assert stored[uids["drug"]][2] == "confirmed"
     assert [stored[uids[k]][2] for k in ("strength", "route", "aspirin")] == ["pending"] * 3
     marks = page.locator(f"#note-layer .mark[data-uid='{uids['drug']}']")
@@ -238,7 +225,7 @@ def test_prelabels_accept_reject_and_accept_all(page, make_world, editor_db):
     assert selected_uid(page) == uids["strength"]
     page.keyboard.press("Delete")
     settle(page)
-    stored = check_same(page, editor_db, world.refine_set)
+    stored = check_same(page, demo_db, world.refine_set)
     assert uids["strength"] not in stored
 
     # Accept all accepts every remaining one, after a confirmation
@@ -252,64 +239,64 @@ def test_prelabels_accept_reject_and_accept_all(page, make_world, editor_db):
     page.get_by_test_id("accept-all").click()
     settle(page)
     assert dialogs == ["Accept all 2 remaining pre-labels?"]
-    stored = check_same(page, editor_db, world.refine_set)
+    stored = check_same(page, demo_db, world.refine_set)
     assert set(stored) == {uids["drug"], uids["route"], uids["aspirin"]}
     assert {status for _, _, status in stored.values()} == {"confirmed"}
     expect(page.locator("#note-layer .mark.pending")).to_have_count(0)
-    assert [event.kind for event in edit_log(editor_db, page_session(page))] == [
+    assert [event.kind for event in edit_log(demo_db, page_session(page))] == [
         "accept",
         "reject",
         "accept_all",
     ]
 
 
-def test_enter_moves_on_to_the_next_undecided_prelabel(page, make_world, editor_db):
+def test_enter_moves_on_to_the_next_undecided_prelabel(page, make_world, demo_db):
     world = start(page, make_world, "refine_set")
     uids = world.prelabel_uids
     page.focus("#note-text")
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     settle(page)
-    assert stored_spans(editor_db, world.refine_set)[uids["drug"]][2] == "confirmed"
+    assert stored_spans(demo_db, world.refine_set)[uids["drug"]][2] == "confirmed"
     assert selected_uid(page) == uids["strength"]
     page.keyboard.press("Enter")
     settle(page)
-    assert stored_spans(editor_db, world.refine_set)[uids["strength"]][2] == "confirmed"
+    assert stored_spans(demo_db, world.refine_set)[uids["strength"]][2] == "confirmed"
 
 
 # 5 ------------------------------------------------------------------------------------------------
-def test_undo_and_redo_an_add(page, make_world, editor_db):
+def test_undo_and_redo_an_add(page, make_world, demo_db):
     world = start(page, make_world)
     s, e = cp_range(NOTE, "Metformin")
     mouse_select(page, s, e)
     page.keyboard.press("d")
     settle(page)
-    uid, span = only(check_same(page, editor_db, world.scratch_set))
+    uid, span = only(check_same(page, demo_db, world.scratch_set))
 
     page.keyboard.press("Control+z")
     settle(page)
-    assert check_same(page, editor_db, world.scratch_set) == {}
+    assert check_same(page, demo_db, world.scratch_set) == {}
     expect(page.locator("#note-layer .mark")).to_have_count(0)
 
     page.keyboard.press("Control+y")
     settle(page)
-    assert check_same(page, editor_db, world.scratch_set) == {uid: span}
+    assert check_same(page, demo_db, world.scratch_set) == {uid: span}
     expect(page.locator(f"#note-layer .mark[data-uid='{uid}']")).not_to_have_count(0)
 
 
 # 6 ------------------------------------------------------------------------------------------------
-def test_submit_closes_the_note(page, make_world, editor_db):
+def test_submit_closes_the_note(page, make_world, demo_db):
     world = start(page, make_world)
     s, e = cp_range(NOTE, "Metformin")
     mouse_select(page, s, e)
     page.keyboard.press("d")
     settle(page)
-    uid, span = only(check_same(page, editor_db, world.scratch_set))
+    uid, span = only(check_same(page, demo_db, world.scratch_set))
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_test_id("submit").click()
     settle(page)
-    assert stored_status(editor_db, world.scratch_set) == "submitted"
+    assert stored_status(demo_db, world.scratch_set) == "submitted"
     expect(page.get_by_test_id("set-status")).to_have_attribute("data-status", "submitted")
 
     # the page refuses further edits with a message
@@ -321,7 +308,7 @@ def test_submit_closes_the_note(page, make_world, editor_db):
     page.click(f"#span-list > li[data-uid='{uid}']")
     page.keyboard.press("Delete")
     settle(page)
-    assert check_same(page, editor_db, world.scratch_set) == {uid: span}
+    assert check_same(page, demo_db, world.scratch_set) == {uid: span}
 
     # and so does the server, whatever the page does
     response = page.request.post(
@@ -339,12 +326,12 @@ def test_submit_closes_the_note(page, make_world, editor_db):
     )
     assert response.status == 422, response.text()
     assert "submitted" in response.json()["detail"]
-    assert stored_spans(editor_db, world.scratch_set) == {uid: span}
-    assert stored_status(editor_db, world.scratch_set) == "submitted"
+    assert stored_spans(demo_db, world.scratch_set) == {uid: span}
+    assert stored_status(demo_db, world.scratch_set) == "submitted"
 
 
 # 7 ------------------------------------------------------------------------------------------------
-def test_reload_shows_the_same_state(page, make_world, editor_db):
+def test_reload_shows_the_same_state(page, make_world, demo_db):
     world = start(page, make_world, "refine_set")
     page.focus("#note-text")
     page.keyboard.press("Tab")
@@ -355,14 +342,14 @@ def test_reload_shows_the_same_state(page, make_world, editor_db):
     mouse_select(page, s, e)
     page.keyboard.press("s")
     settle(page)
-    stored = check_same(page, editor_db, world.refine_set)
+    stored = check_same(page, demo_db, world.refine_set)
     assert {status for _, _, status in stored.values()} == {"pending", "confirmed"}
 
     before = dom_list(page)
     page.reload()
     page.wait_for_function("() => document.body.dataset.editorReady === 'true'")
     assert dom_list(page) == before
-    assert check_same(page, editor_db, world.refine_set) == stored
+    assert check_same(page, demo_db, world.refine_set) == stored
     statuses = {uid: status for uid, _, _, status in before}
     for uid, status in statuses.items():
         classes = page.locator(f"#note-layer .mark[data-uid='{uid}']").evaluate_all(
@@ -372,7 +359,7 @@ def test_reload_shows_the_same_state(page, make_world, editor_db):
 
 
 # 8 ------------------------------------------------------------------------------------------------
-def test_edit_log_holds_exactly_the_actions_in_order(page, make_world, editor_db):
+def test_edit_log_holds_exactly_the_actions_in_order(page, make_world, demo_db):
     world = start(page, make_world)
     m, n = cp_range(NOTE, "Metformin")
     s, _ = cp_range(NOTE, "500")
@@ -381,12 +368,12 @@ def test_edit_log_holds_exactly_the_actions_in_order(page, make_world, editor_db
     mouse_select(page, m, n)  # add
     page.keyboard.press("d")
     settle(page)
-    first = next(iter(stored_spans(editor_db, world.scratch_set)))
+    first = next(iter(stored_spans(demo_db, world.scratch_set)))
     page.keyboard.press("Escape")
     mouse_select(page, s, e)  # add
     page.keyboard.press("s")
     settle(page)
-    second = next(u for u in stored_spans(editor_db, world.scratch_set) if u != first)
+    second = next(u for u in stored_spans(demo_db, world.scratch_set) if u != first)
     page.click(f"#span-list > li[data-uid='{first}']")  # relabel
     page.keyboard.press("m")
     settle(page)
@@ -403,7 +390,7 @@ def test_edit_log_holds_exactly_the_actions_in_order(page, make_world, editor_db
     page.get_by_test_id("submit").click()  # submit
     settle(page)
 
-    log = edit_log(editor_db, page_session(page))
+    log = edit_log(demo_db, page_session(page))
     assert [event.kind for event in log] == [
         "add",
         "add",
@@ -432,8 +419,8 @@ def test_edit_log_holds_exactly_the_actions_in_order(page, make_world, editor_db
     assert all(t is not None for t in times)
     assert all(a < b for a, b in zip(times, times[1:], strict=False)), times
     assert [event.set_version for event in log] == list(range(1, 9))
-    assert replayed_state(editor_db, world.scratch_set) == stored_state(editor_db, world.scratch_set)
-    assert check_same(page, editor_db, world.scratch_set) == {first: ("Form", [[m, s + 3]], "confirmed")}
+    assert replayed_state(demo_db, world.scratch_set) == stored_state(demo_db, world.scratch_set)
+    assert check_same(page, demo_db, world.scratch_set) == {first: ("Form", [[m, s + 3]], "confirmed")}
 
 
 # 9 ------------------------------------------------------------------------------------------------
@@ -444,7 +431,7 @@ HIDE = """(state) => {
 }"""
 
 
-def test_hidden_page_stops_active_time(page, make_world, editor_db):
+def test_hidden_page_stops_active_time(page, make_world, demo_db):
     world = start(page, make_world)
     session = page_session(page)
     time.sleep(0.5)
@@ -456,10 +443,10 @@ def test_hidden_page_stops_active_time(page, make_world, editor_db):
     page.keyboard.press("d")
     settle(page)
     wait_for(
-        lambda: {"open", "hidden", "visible"} <= set(time_kinds(editor_db, session)), message="time events"
+        lambda: {"open", "hidden", "visible"} <= set(time_kinds(demo_db, session)), message="time events"
     )
 
-    (times,) = [t for t in set_times(editor_db, world.scratch_set, 60) if t.page_session == session]
+    (times,) = [t for t in set_times(demo_db, world.scratch_set, 60) if t.page_session == session]
     assert times.hidden_seconds >= 2.4, times
     assert times.active_seconds < times.wall_seconds - 2.4, times
     assert times.active_seconds + times.hidden_seconds == pytest.approx(times.wall_seconds, abs=0.01)
@@ -467,7 +454,7 @@ def test_hidden_page_stops_active_time(page, make_world, editor_db):
 
 
 # 10 -----------------------------------------------------------------------------------------------
-def test_no_access_to_a_note_not_assigned(page, make_world, editor_db):
+def test_no_access_to_a_note_not_assigned(page, make_world, demo_db):
     world = start(page, make_world)
     own_version = page.evaluate("() => window.clinannEditor.version()")
     token = csrf_token(page)
@@ -491,7 +478,7 @@ def test_no_access_to_a_note_not_assigned(page, make_world, editor_db):
     assert post(world.scratch_set, own_version + 5).status == 409
 
     for set_id in [world.other_scratch_set, world.other_refine_set, *world.pre_set_ids]:
-        before = stored_spans(editor_db, set_id)
+        before = stored_spans(demo_db, set_id)
         response = page.goto(f"/annotate/sets/{set_id}")
         assert response.status == 403
         expect(page.get_by_test_id("error-page")).to_contain_text("not assigned to you")
@@ -500,15 +487,15 @@ def test_no_access_to_a_note_not_assigned(page, make_world, editor_db):
             response = post(set_id, version)
             assert response.status == 403, response.text()
             assert response.json()["detail"] == "This note is not assigned to you."
-        assert stored_spans(editor_db, set_id) == before
-    assert edit_log(editor_db, "intruder") == []
+        assert stored_spans(demo_db, set_id) == before
+    assert edit_log(demo_db, "intruder") == []
 
 
 # 11 -----------------------------------------------------------------------------------------------
-def test_scratch_page_shows_no_prelabel(page, make_world, editor_db):
+def test_scratch_page_shows_no_prelabel(page, make_world, demo_db):
     world = start(page, make_world)
     # the other annotator refines pre-labels on this very note
-    other = stored_spans(editor_db, world.other_refine_set)
+    other = stored_spans(demo_db, world.other_refine_set)
     assert set(other) == set(world.secret_uids)
 
     html = page.content()
@@ -523,13 +510,13 @@ def test_scratch_page_shows_no_prelabel(page, make_world, editor_db):
     expect(page.get_by_test_id("span-item")).to_have_count(0)
     expect(page.get_by_test_id("span-count")).to_have_text("0")
     expect(page.locator("#note-layer .mark")).to_have_count(0)
-    assert stored_spans(editor_db, world.scratch_set) == {}
+    assert stored_spans(demo_db, world.scratch_set) == {}
     spans_html = page.request.get(f"/annotate/sets/{world.scratch_set}/spans").text()
     assert not any(uid in spans_html for uid in world.secret_uids)
 
 
 # 12 -----------------------------------------------------------------------------------------------
-def test_two_pages_on_one_set_lose_nothing(page, make_world, editor_db):
+def test_two_pages_on_one_set_lose_nothing(page, make_world, demo_db):
     world = start(page, make_world)
     other = page.context.new_page()
     open_editor(other, world.scratch_set)
@@ -546,7 +533,7 @@ def test_two_pages_on_one_set_lose_nothing(page, make_world, editor_db):
     settle(other)
     assert statuses == [409, 200]  # stale version: reloaded the list and retried
 
-    stored = stored_spans(editor_db, world.scratch_set)
+    stored = stored_spans(demo_db, world.scratch_set)
     assert sorted(stored.values()) == [("Drug", [list(a)], "confirmed"), ("Drug", [list(b)], "confirmed")]
     assert dom_spans(other) == stored
     page.reload()
@@ -556,7 +543,7 @@ def test_two_pages_on_one_set_lose_nothing(page, make_world, editor_db):
 
 
 # 13 -----------------------------------------------------------------------------------------------
-def test_spans_over_an_emoji_and_after_crlf(page, make_world, editor_db):
+def test_spans_over_an_emoji_and_after_crlf(page, make_world, demo_db):
     text = BOM_NOTE
     world = start(page, make_world, text=text)
     emoji = cp_range(text, "😀")
@@ -575,7 +562,7 @@ def test_spans_over_an_emoji_and_after_crlf(page, make_world, editor_db):
     page.keyboard.press("d")
     settle(page)
 
-    stored = check_same(page, editor_db, world.scratch_set)
+    stored = check_same(page, demo_db, world.scratch_set)
     covered = {label: [text[a:b] for a, b in fragments] for label, fragments, _ in stored.values()}
     assert covered == {"ADE": ["😀"], "Reason": ["Then"], "Drug": ["aspirin"]}
     labels = page.locator("#span-list .span-text").all_text_contents()

@@ -9,10 +9,8 @@ from editor_support import (
     NOTE,
     PASSWORD,
     build_world,
-    check_is_demo_database,
     cp_range,
     drop_world,
-    e2e_database_url,
     edit_log,
     mouse_select,
     open_editor,
@@ -23,7 +21,6 @@ from editor_support import (
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from app.db.engine import make_engine, make_session_factory
 from app.db.models import (
     AnnotationSet,
     Concept,
@@ -52,15 +49,6 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def editor_db(postgres, demo_server):
-    engine = make_engine(e2e_database_url(postgres), pool_size=2)
-    sessions = make_session_factory(engine)
-    check_is_demo_database(sessions)
-    yield sessions
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
 def password_hash() -> str:
     from app.services.users import hash_password
 
@@ -68,11 +56,11 @@ def password_hash() -> str:
 
 
 @pytest.fixture
-def world(page, editor_db, password_hash):
+def world(page, demo_db, password_hash):
     """An editor world whose project asks every kind of question, codes drugs with a small vocabulary,
     and whose refine_llm note carries two pre-labelled relations."""
-    world = build_world(editor_db, password_hash)
-    with editor_db.begin() as db:
+    world = build_world(demo_db, password_hash)
+    with demo_db.begin() as db:
         project = db.get(Project, world.project_id)
         project.label_schema = {**MEDICATION_SCHEMA, "document_questions": QUESTIONS}
         vocabulary = Vocabulary(name=f"RxNorm subset {world.tag}", system="RxNorm")
@@ -113,9 +101,9 @@ def world(page, editor_db, password_hash):
     yield world
     page.context.close()
     time.sleep(0.2)
-    with editor_db.begin() as db:
+    with demo_db.begin() as db:
         db.execute(Vocabulary.__table__.delete().where(Vocabulary.id == world.vocabulary_id))
-    drop_world(editor_db, world)
+    drop_world(demo_db, world)
 
 
 def relations_in_page(page) -> dict[str, tuple[str, str, str, str]]:
@@ -138,10 +126,10 @@ def select_span(page, uid: str) -> None:
     wait_for(lambda: selected_uid(page) == uid, message=f"span {uid} selected")
 
 
-def test_relations_accepted_rejected_added_by_keyboard_and_deleted(page, world, editor_db):
+def test_relations_accepted_rejected_added_by_keyboard_and_deleted(page, world, demo_db):
     open_editor(page, world.refine_set)
     uid = world.prelabel_uids
-    assert relations_in_page(page) == relations_stored(editor_db, world.refine_set)
+    assert relations_in_page(page) == relations_stored(demo_db, world.refine_set)
     assert relations_in_page(page)["pre-r1"] == ("Strength-Drug", uid["strength"], uid["drug"], "pending")
 
     # Hovering a relation highlights its two spans in the text.
@@ -153,7 +141,7 @@ def test_relations_accepted_rejected_added_by_keyboard_and_deleted(page, world, 
     settle(page)
     page.click("#relation-list > li[data-uid='pre-r2'] [data-testid=relation-reject]")
     settle(page)
-    assert relations_stored(editor_db, world.refine_set) == {
+    assert relations_stored(demo_db, world.refine_set) == {
         "pre-r1": ("Strength-Drug", uid["strength"], uid["drug"], "confirmed")
     }
 
@@ -171,7 +159,7 @@ def test_relations_accepted_rejected_added_by_keyboard_and_deleted(page, world, 
     assert selected_uid(page) == uid["drug"]
     page.keyboard.press("Enter")
     settle(page)
-    stored = relations_stored(editor_db, world.refine_set)
+    stored = relations_stored(demo_db, world.refine_set)
     [added] = [u for u in stored if u != "pre-r1"]
     assert stored[added] == ("Route-Drug", uid["route"], uid["drug"], "confirmed")
     assert relations_in_page(page) == stored
@@ -184,23 +172,23 @@ def test_relations_accepted_rejected_added_by_keyboard_and_deleted(page, world, 
 
     page.click(f"#relation-list > li[data-uid='{added}'] [data-testid=relation-delete]")
     settle(page)
-    assert set(relations_stored(editor_db, world.refine_set)) == {"pre-r1"}
+    assert set(relations_stored(demo_db, world.refine_set)) == {"pre-r1"}
 
     # Deleting a span takes its relations with it; undo brings both back.
     select_span(page, uid["strength"])
     page.focus("#note-text")
     page.keyboard.press("Delete")
     settle(page)
-    assert relations_stored(editor_db, world.refine_set) == {}
+    assert relations_stored(demo_db, world.refine_set) == {}
     page.keyboard.press("Control+z")
     settle(page)
-    assert set(relations_stored(editor_db, world.refine_set)) == {"pre-r1"}
+    assert set(relations_stored(demo_db, world.refine_set)) == {"pre-r1"}
 
     page.reload()
     page.wait_for_function("() => document.body.dataset.editorReady === 'true'")
-    assert relations_in_page(page) == relations_stored(editor_db, world.refine_set)
-    assert stored_state(editor_db, world.refine_set) == replayed_state(editor_db, world.refine_set)
-    kinds = [e.kind for e in edit_log(editor_db, page_session_of_set(editor_db, world.refine_set))]
+    assert relations_in_page(page) == relations_stored(demo_db, world.refine_set)
+    assert stored_state(demo_db, world.refine_set) == replayed_state(demo_db, world.refine_set)
+    kinds = [e.kind for e in edit_log(demo_db, page_session_of_set(demo_db, world.refine_set))]
     assert kinds == [
         "relation_accept",
         "relation_reject",
@@ -222,7 +210,7 @@ def page_session_of_set(sessions, set_id: int) -> str:
         )
 
 
-def test_attributes_answers_and_a_concept_code_by_keyboard_survive_a_reload(page, world, editor_db):
+def test_attributes_answers_and_a_concept_code_by_keyboard_survive_a_reload(page, world, demo_db):
     open_editor(page, world.scratch_set)
     text = world.text
 
@@ -231,16 +219,14 @@ def test_attributes_answers_and_a_concept_code_by_keyboard_survive_a_reload(page
     mouse_select(page, s, e)
     page.keyboard.press("e")
     settle(page)
-    [reason] = [
-        u for u, sp in stored_state(editor_db, world.scratch_set).spans.items() if sp.label == "Reason"
-    ]
+    [reason] = [u for u, sp in stored_state(demo_db, world.scratch_set).spans.items() if sp.label == "Reason"]
     select_span(page, reason)
     page.focus("#note-text")
     page.keyboard.press("Shift+A")
     expect(page.locator("[data-testid=attribute-certainty]")).to_be_focused()
     page.select_option("[data-testid=attribute-certainty]", "possible")
     settle(page)
-    assert dict(stored_state(editor_db, world.scratch_set).spans[reason].attributes) == {
+    assert dict(stored_state(demo_db, world.scratch_set).spans[reason].attributes) == {
         "certainty": "possible"
     }
     expect(page.locator(f"#span-list > li[data-uid='{reason}'] [data-testid=attribute-chip]")).to_have_text(
@@ -252,7 +238,7 @@ def test_attributes_answers_and_a_concept_code_by_keyboard_survive_a_reload(page
     mouse_select(page, s, e)
     page.keyboard.press("d")
     settle(page)
-    [drug] = [u for u, sp in stored_state(editor_db, world.scratch_set).spans.items() if sp.label == "Drug"]
+    [drug] = [u for u, sp in stored_state(demo_db, world.scratch_set).spans.items() if sp.label == "Drug"]
     select_span(page, drug)
     page.focus("#note-text")
     page.keyboard.press("Shift+C")
@@ -261,7 +247,7 @@ def test_attributes_answers_and_a_concept_code_by_keyboard_survive_a_reload(page
     expect(page.locator("[data-testid=concept-result]").first).to_contain_text("RxNorm:6809")
     page.keyboard.press("Enter")
     settle(page)
-    assert stored_state(editor_db, world.scratch_set).spans[drug].concept == ("RxNorm", "6809", "metformin")
+    assert stored_state(demo_db, world.scratch_set).spans[drug].concept == ("RxNorm", "6809", "metformin")
     expect(page.locator(f"#span-list > li[data-uid='{drug}'] [data-testid=concept-chip]")).to_have_text(
         "RxNorm:6809"
     )
@@ -283,7 +269,7 @@ def test_attributes_answers_and_a_concept_code_by_keyboard_survive_a_reload(page
         "sure": 4,
         "why": [drug],
     }
-    assert dict(stored_state(editor_db, world.scratch_set).answers) == expected
+    assert dict(stored_state(demo_db, world.scratch_set).answers) == expected
 
     page.reload()
     page.wait_for_function("() => document.body.dataset.editorReady === 'true'")
@@ -296,9 +282,9 @@ def test_attributes_answers_and_a_concept_code_by_keyboard_survive_a_reload(page
         1
     )
     expect(page.locator(f"#span-list > li[data-uid='{drug}'] [data-testid=concept-chip]")).to_have_count(1)
-    assert stored_state(editor_db, world.scratch_set) == replayed_state(editor_db, world.scratch_set)
-    session = page_session_of_kind(editor_db, world.scratch_set)
-    kinds = [e.kind for e in edit_log(editor_db, session)]
+    assert stored_state(demo_db, world.scratch_set) == replayed_state(demo_db, world.scratch_set)
+    session = page_session_of_kind(demo_db, world.scratch_set)
+    kinds = [e.kind for e in edit_log(demo_db, session)]
     assert kinds == ["add", "attribute_set", "add", "concept_set", "answer", "answer", "answer", "answer",
                      "answer", "answer"]  # fmt: skip
 
@@ -314,13 +300,13 @@ def page_session_of_kind(sessions, set_id: int) -> str:
         )
 
 
-def test_a_code_outside_the_projects_vocabularies_is_refused(page, world, editor_db):
+def test_a_code_outside_the_projects_vocabularies_is_refused(page, world, demo_db):
     open_editor(page, world.scratch_set)
     s, e = cp_range(NOTE, "aspirin")
     mouse_select(page, s, e)
     page.keyboard.press("d")
     settle(page)
-    with editor_db() as db:
+    with demo_db() as db:
         [drug] = db.scalars(select(Span.uid).where(Span.annotation_set_id == world.scratch_set)).all()
         version = db.get(AnnotationSet, world.scratch_set).version
     from editor_support import csrf_token
@@ -339,4 +325,4 @@ def test_a_code_outside_the_projects_vocabularies_is_refused(page, world, editor
         headers={"X-CSRF-Token": csrf_token(page)},
     )
     assert response.status == 422 and "concept:" in response.json()["detail"]
-    assert stored_state(editor_db, world.scratch_set).spans[drug].concept is None
+    assert stored_state(demo_db, world.scratch_set).spans[drug].concept is None

@@ -6,11 +6,10 @@ import uuid
 
 import pytest
 from e2e_support import log_in
-from editor_support import PASSWORD, check_is_demo_database, e2e_database_url
+from editor_support import PASSWORD
 from playwright.sync_api import expect
 from sqlalchemy import delete
 
-from app.db.engine import make_engine, make_session_factory
 from app.db.models import AnnotationSet, Assignment, Document, Project, ProjectMember, User
 from app.demo.seed import MEDICATION_SCHEMA
 from app.domain.spans import Fragment, SpanData
@@ -29,22 +28,13 @@ def payload(n: int) -> str:
 NOTE = f"Aspirin 81 mg daily. {payload(1)} Nausea after the dose."
 
 
-@pytest.fixture(scope="module")
-def db(postgres, demo_server):
-    engine = make_engine(e2e_database_url(postgres), pool_size=2)
-    sessions = make_session_factory(engine)
-    check_is_demo_database(sessions)
-    yield sessions
-    engine.dispose()
-
-
 @pytest.fixture
-def world(db):
+def world(demo_db):
     from app.services.users import hash_password
 
     tag = uuid.uuid4().hex[:8]
     hashed = hash_password(PASSWORD)
-    with db.begin() as session:
+    with demo_db.begin() as session:
         lead = User(
             username=f"lead-{tag}", display_name=f"Lead {payload(2)}", role="lead", password_hash=hashed
         )
@@ -107,7 +97,7 @@ def world(db):
             sets[user.username] = annotation_set.id
         ids = {"project": project.id, "users": [lead.id, ana.id, ben.id], "document": document.id}
     yield {"tag": tag, "sets": sets, **ids}
-    with db.begin() as session:
+    with demo_db.begin() as session:
         session.execute(delete(Project).where(Project.id == ids["project"]))
         session.execute(delete(User).where(User.id.in_(ids["users"])))
 
@@ -120,14 +110,14 @@ def assert_inert(page, *texts: str) -> None:
         assert text in body, f"{text!r} is not shown as text"
 
 
-def test_markup_everywhere_is_text_and_never_runs(page, db, world):
+def test_markup_everywhere_is_text_and_never_runs(page, demo_db, world):
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     tag = world["tag"]
 
     # The physician's editor: the note, their comment, the guidelines, a span over the markup.
     log_in(page, f"ana-{tag}", PASSWORD)
-    with db.begin() as session:  # reopened so that the editor is live for ana
+    with demo_db.begin() as session:  # reopened so that the editor is live for ana
         session.get(AnnotationSet, world["sets"][f"ana-{tag}"]).status = "open"
     page.goto(f"/annotate/sets/{world['sets'][f'ana-{tag}']}")
     page.wait_for_function("() => document.body.dataset.editorReady === 'true'")
@@ -143,7 +133,7 @@ def test_markup_everywhere_is_text_and_never_runs(page, db, world):
     page.context.clear_cookies()  # a fresh browser session for the lead
 
     # The lead: the adjudication comparison names the physicians; the dashboard and project pages.
-    with db.begin() as session:
+    with demo_db.begin() as session:
         session.get(AnnotationSet, world["sets"][f"ana-{tag}"]).status = "submitted"
     log_in(page, f"lead-{tag}", PASSWORD)
     page.goto(f"/lead/projects/{world['project']}/adjudication")
