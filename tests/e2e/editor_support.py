@@ -7,6 +7,7 @@ neither see each other's data nor change what the demo logins see.
 """
 
 import hashlib
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -241,6 +242,20 @@ def wait_for(condition, timeout: float = 10.0, message: str = "condition"):
 
 
 # ---- the browser side --------------------------------------------------------------------------
+
+
+def open_next_note(page, sessions, login: str, password: str, words: int) -> tuple[int, list]:
+    """Log in as a demo physician and open their next note; its set id, and the offsets of its first
+    ``words`` words of five letters or more (places to label)."""
+    from e2e_support import log_in
+
+    log_in(page, login, password)
+    page.goto("/annotate/next")
+    page.wait_for_function("() => document.body.dataset.editorReady === 'true'")
+    set_id = int(page.url.rsplit("/", 1)[1])
+    with sessions() as db:
+        text = db.scalar(select(Document.text).join(AnnotationSet).where(AnnotationSet.id == set_id))
+    return set_id, [m.span() for m in re.finditer(r"[A-Za-z]{5,}", text)][:words]
 
 
 def open_editor(page, set_id: int):

@@ -4,15 +4,14 @@ applied exactly once. A private `clinann demo` on a private PostgreSQL (the shar
 every other test)."""
 
 import json
-import re
 
 import pytest
-from e2e_support import SECRET_KEY, demo_env, free_port, log_in, start_demo, stop, wait_until_up
-from editor_support import assert_added_once_in_order, label
+from e2e_support import SECRET_KEY, demo_env, free_port, start_demo, stop, wait_until_up
+from editor_support import assert_added_once_in_order, label, open_next_note
 from sqlalchemy import select
 
 from app.db.engine import make_engine, make_session_factory, start_embedded_postgres
-from app.db.models import AnnotationSet, Document, EditEvent
+from app.db.models import EditEvent
 
 
 @pytest.fixture
@@ -57,13 +56,7 @@ def test_a_server_killed_mid_burst_loses_no_acknowledged_edit_and_applies_the_re
 
     page.on("response", answered)
     try:
-        log_in(page, "dr.adams", "demo-adams")
-        page.goto("/annotate/next")
-        page.wait_for_function("() => document.body.dataset.editorReady === 'true'")
-        set_id = int(page.url.rsplit("/", 1)[1])
-        with sessions() as db:
-            text = db.scalar(select(Document.text).join(AnnotationSet).where(AnnotationSet.id == set_id))
-        words = [m.span() for m in re.finditer(r"[A-Za-z]{5,}", text)][:12]
+        set_id, words = open_next_note(page, sessions, "dr.adams", "demo-adams", 12)
         for start_offset, end_offset in words[:8]:  # a burst: labels as fast as the keyboard goes
             label(page, start_offset, end_offset)
         server.kill()  # kill -9, with edits still queued or in flight

@@ -3,17 +3,14 @@ queued in order, says they are not saved yet, retries as the server's 503 Retry-
 PostgreSQL is back every edit is stored exactly once. A private `clinann demo` on a private PostgreSQL,
 really stopped and started (the shared one serves every other test)."""
 
-import re
 import time
 
 import pytest
-from e2e_support import SECRET_KEY, demo_env, free_port, log_in, start_demo, stop, wait_until_up
-from editor_support import assert_added_once_in_order, label, settle
+from e2e_support import SECRET_KEY, demo_env, free_port, start_demo, stop, wait_until_up
+from editor_support import assert_added_once_in_order, label, open_next_note, settle
 from playwright.sync_api import expect
-from sqlalchemy import select
 
 from app.db.engine import make_engine, make_session_factory, start_embedded_postgres
-from app.db.models import AnnotationSet, Document
 from tests.pg_control import start_postgres, stop_postgres
 
 
@@ -45,13 +42,7 @@ def test_edits_made_while_postgresql_is_down_wait_in_the_page_and_are_stored_onc
     context.set_default_timeout(20_000)
     page = context.new_page()
     try:
-        log_in(page, "dr.adams", "demo-adams")
-        page.goto("/annotate/next")
-        page.wait_for_function("() => document.body.dataset.editorReady === 'true'")
-        set_id = int(page.url.rsplit("/", 1)[1])
-        with sessions() as db:
-            text = db.scalar(select(Document.text).join(AnnotationSet).where(AnnotationSet.id == set_id))
-        words = [m.span() for m in re.finditer(r"[A-Za-z]{5,}", text)][:4]
+        set_id, words = open_next_note(page, sessions, "dr.adams", "demo-adams", 4)
 
         label(page, *words[0])
         settle(page)  # one edit stored while PostgreSQL is up
