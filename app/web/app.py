@@ -41,6 +41,18 @@ from app.web.routers import (
 from app.web.routers.admin_vocabularies import router as admin_vocabularies_router
 from app.web.templating import render
 
+# FastAPI traces requests through OpenTelemetry when a provider is set up (by an agent, by
+# FASTAPI_OTEL_AUTO_CONFIGURE and an OTLP endpoint in the environment, or by any library), and its
+# records of failures carry exception messages, which may quote a note. Nothing leaves this server
+# but calls to the configured LLM endpoint, so all of it is off, whatever the environment says.
+NO_TELEMETRY = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
+
 log = logging.getLogger("clinann.web")
 
 # Pages load nothing from anywhere but this server; the browser enforces it.
@@ -186,6 +198,7 @@ def create_app(
         title="clinann",
         version=__version__,
         lifespan=lifespan,
+        telemetry=NO_TELEMETRY,
         dependencies=[Depends(verify_csrf)],
         docs_url="/api/docs",
         redoc_url=None,
