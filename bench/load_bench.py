@@ -1,13 +1,14 @@
 """Load benchmark: simultaneous physicians editing against a real server and PostgreSQL.
 
 Starts an embedded PostgreSQL, seeds physicians with assigned notes, starts `clinann serve --workers
-N --no-worker` as a separate process, then plays physician sessions with httpx over real HTTP: log
+N --no-worker` as a separate process, then plays physician sessions with aiohttp over real HTTP: log
 in, open the note, label words at human pace with bursts (a few edits in quick succession), send
 activity events, and submit at the end. For each level of simultaneous physicians it prints the
 throughput and p50/p95/p99 of the edit round trips, and the errors. Target (issue 10): p99 <= 50 ms
 with 50 physicians on a 2-core machine, zero errors.
 
-    .venv/bin/python bench/load_bench.py [--levels 10 50 200] [--seconds 30] [--workers 2]
+    .venv/bin/pip install -e ".[bench]"   # aiohttp, for the physicians' clients
+    .venv/bin/python bench/load_bench.py [--levels 10 50 200] [--seconds 30] [--workers 2] [--repeat 1]
 """
 
 import argparse
@@ -26,6 +27,11 @@ import time
 from pathlib import Path
 
 import httpx
+
+try:
+    import aiohttp
+except ImportError:  # a bench extra, not needed to run or test clinann
+    sys.exit("bench/load_bench.py needs aiohttp: .venv/bin/pip install -e '.[bench]'")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,30 +93,40 @@ class Recorder:
         self.retried = 0  # requests sent again after a dropped connection (as the editor does)
         self.submits: list[float] = []  # the last edit of each session, apart: it also queues a refresh
         self.errors: list[str] = []
+        self.cpu: dict[str, float] = {}  # CPU seconds by kind of process, while physicians edit
 
 
 async def physician(base_url: str, login: str, set_id: int, text: str, start_line, rng: random.Random,
                     recorder: Recorder) -> None:  # fmt: skip
     """Log in and open the note (not measured: logins are rare, argon2 is slow on purpose), wait for
-    every physician to be ready, then edit at human pace until the level's time is up."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, follow_redirects=False) as client:
+    every physician to be ready, then edit at human pace until the level's time is up.
+
+    Each physician has a client of their own (its own connection and cookies, as a browser has), on
+    aiohttp: its C parser keeps the load generator's own cost, which every round trip includes on
+    this shared machine, near a browser's."""
+    jar = aiohttp.CookieJar(unsafe=True)  # the server is 127.0.0.1: cookies for an address
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(base_url, cookie_jar=jar, timeout=timeout) as client:
         try:
-            form = await client.get("/login")
-            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-            answer = await client.post(
-                "/login", data={"username": login, "password": PASSWORD, "csrf_token": token}
-            )
-            page = await client.get(f"/annotate/sets/{set_id}") if answer.status_code == 303 else answer
-        except httpx.TransportError as error:
-            page = None
+            async with client.get("/login") as form:
+                token = re.search(r'name="csrf_token" value="([^"]+)"', await form.text()).group(1)
+            credentials = {"username": login, "password": PASSWORD, "csrf_token": token}
+            async with client.post("/login", data=credentials, allow_redirects=False) as answer:
+                logged_in = answer.status == 303
+                status = answer.status
+            if logged_in:
+                async with client.get(f"/annotate/sets/{set_id}") as page:
+                    status, page_text = page.status, await page.text()
+        except aiohttp.ClientError as error:
+            status = None
             recorder.errors.append(f"opening {type(error).__name__}")
-        if page is None or page.status_code != 200:
-            if page is not None:
-                recorder.errors.append(f"opening {page.status_code}")
+        if status != 200:
+            if status is not None:
+                recorder.errors.append(f"opening {status}")
             await start_line()  # never hold the others back
             return
-        csrf = json.loads(re.search(r"hx-headers='([^']+)'", page.text).group(1))["X-CSRF-Token"]
-        version = int(re.search(r'"version": (\d+)', page.text).group(1))
+        csrf = json.loads(re.search(r"hx-headers='([^']+)'", page_text).group(1))["X-CSRF-Token"]
+        version = int(re.search(r'"version": (\d+)', page_text).group(1))
         headers = {"X-CSRF-Token": csrf}
         words = [m.span() for m in WORD.finditer(text)]
         rng.shuffle(words)
@@ -119,13 +135,15 @@ async def physician(base_url: str, login: str, set_id: int, text: str, start_lin
         counter = 0
         last_events = time.monotonic()
 
-        async def post(path: str, body: dict) -> httpx.Response:
+        async def post(path: str, body: dict) -> tuple[int, dict[str, str]]:
             # A keep-alive connection the server closed meanwhile: send again with the same client id,
             # as the editor does (the server applies an edit once whatever the retries).
             for attempt in range(3):
                 try:
-                    return await client.post(path, json=body, headers=headers)
-                except httpx.TransportError:
+                    async with client.post(path, json=body, headers=headers) as response:
+                        await response.read()
+                        return response.status, response.headers
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                     if attempt == 2:
                         raise
                     recorder.retried += 1
@@ -135,21 +153,21 @@ async def physician(base_url: str, login: str, set_id: int, text: str, start_lin
             nonlocal version
             began = time.perf_counter()
             try:
-                response = await post(f"/annotate/sets/{set_id}/edits", body)
-            except httpx.TransportError as error:
+                status, answer_headers = await post(f"/annotate/sets/{set_id}/edits", body)
+            except aiohttp.ClientError as error:
                 recorder.errors.append(f"edit {type(error).__name__}")
                 return
             elapsed = (time.perf_counter() - began) * 1000
-            if response.status_code == 200 and body["kind"] == "submit":
+            if status == 200 and body["kind"] == "submit":
                 recorder.submits.append(elapsed)
-            elif response.status_code == 200:
+            elif status == 200:
                 recorder.edits.append(elapsed)
                 if counter > 3:
                     recorder.steady.append(elapsed)
-                recorder.server.append(float(response.headers["server-timing"].split("dur=")[1]))
-                version = int(response.headers["X-Set-Version"])
+                recorder.server.append(float(answer_headers["server-timing"].split("dur=")[1]))
+                version = int(answer_headers["X-Set-Version"])
             else:
-                recorder.errors.append(f"edit {response.status_code}")
+                recorder.errors.append(f"edit {status}")
 
         async def events(kind: str) -> None:
             ms = (time.perf_counter() - started) * 1000
@@ -157,15 +175,15 @@ async def physician(base_url: str, login: str, set_id: int, text: str, start_lin
             body = {"page_session": session, "events": [event]}
             began = time.perf_counter()
             try:
-                response = await post(f"/annotate/sets/{set_id}/events", body)
-            except httpx.TransportError as error:
+                status, _ = await post(f"/annotate/sets/{set_id}/events", body)
+            except aiohttp.ClientError as error:
                 recorder.errors.append(f"events {type(error).__name__}")
                 return
-            if response.status_code == 204:
+            if status == 204:
                 if kind != "open":  # "open" goes with the page load, amid the logins, not measured
                     recorder.events.append((time.perf_counter() - began) * 1000)
             else:
-                recorder.errors.append(f"events {response.status_code}")
+                recorder.errors.append(f"events {status}")
 
         await events("open")
         until = await start_line()
@@ -208,6 +226,62 @@ def run_async(coroutine):
         return runner.run(coroutine)
 
 
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server's processes, PostgreSQL's and this load generator's,
+    read from /proc (Linux): what each edit costs the machine, apart from what it costs the clock."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    totals = {"server": 0.0, "postgres": 0.0, "load generator": 0.0}
+
+    def descends_from(pid: int, ancestor: int) -> bool:
+        while pid > 1:
+            if pid == ancestor:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    for pid, (name, seconds) in used.items():
+        if name == "postgres":
+            totals["postgres"] += seconds
+        elif descends_from(pid, server_pid):
+            totals["server"] += seconds
+        elif pid == os.getpid():
+            totals["load generator"] += seconds
+    return totals
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(all, stolen) CPU ticks of the machine so far (/proc/stat): the time the host gave our
+    virtual CPUs to others shows here, and every figure of a level with much of it is slower."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return sum(fields[:8]), fields[7]
+
+
+def reference_work_ms() -> float:
+    """Wall time of a fixed piece of pure-Python work, best of five: how fast this host runs now
+    (the same code measured hours apart on this VM differed by up to three times)."""
+    times = []
+    for _ in range(5):
+        began = time.perf_counter()
+        total = 0
+        for i in range(200_000):
+            total += i * i % 7
+        times.append((time.perf_counter() - began) * 1000)
+    return min(times)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return (
@@ -215,7 +289,9 @@ def percentile(values: list[float], q: float) -> float:
     )
 
 
-async def level(base_url: str, plan, physicians: int, index: int, seconds: float, seed: int) -> Recorder:
+async def level(
+    base_url: str, plan, physicians: int, index: int, seconds: float, seed: int, server_pid: int
+) -> Recorder:
     recorder = Recorder()
     logins = sorted(plan)[:physicians]
     rng = random.Random(seed)
@@ -228,6 +304,7 @@ async def level(base_url: str, plan, physicians: int, index: int, seconds: float
         ready += 1
         if ready == len(logins):
             deadline.append(time.monotonic() + seconds)
+            recorder.cpu = cpu_seconds(server_pid)  # from here on: logins and page loads are done
             go.set()
         await go.wait()
         return deadline[0]
@@ -239,6 +316,7 @@ async def level(base_url: str, plan, physicians: int, index: int, seconds: float
             physician(base_url, login, set_id, text, start_line, random.Random(rng.random()), recorder)
         )
     await asyncio.gather(*tasks)
+    recorder.cpu = {kind: seconds - recorder.cpu[kind] for kind, seconds in cpu_seconds(server_pid).items()}
     return recorder
 
 
@@ -249,7 +327,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8941)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="play each level this many times")
     args = parser.parse_args()
+    asked = args.levels
+    args.levels = [physicians for physicians in asked for _ in range(args.repeat)]
+    p99s: dict[int, list[float]] = {}
 
     data_dir = Path(tempfile.mkdtemp(prefix="clinann-load-bench-"))
     runtime = open_runtime(Settings(data_dir=data_dir, secret_key="load-bench"))
@@ -280,7 +362,13 @@ def main() -> None:
         gc.collect()
         gc.freeze()
         for index, physicians in enumerate(args.levels):
-            recorder = run_async(level(base_url, plan, physicians, index, args.seconds, args.seed + index))
+            reference = reference_work_ms()
+            ticks_before = cpu_ticks()
+            recorder = run_async(
+                level(base_url, plan, physicians, index, args.seconds, args.seed + index, server.pid)
+            )
+            ticks_after = cpu_ticks()
+            stolen = (ticks_after[1] - ticks_before[1]) / max(1, ticks_after[0] - ticks_before[0])
             edits = recorder.edits
             print(
                 f"{physicians:4d} physicians: {len(edits):6,} edits ({len(edits) / args.seconds:5.1f}/s); "
@@ -301,6 +389,18 @@ def main() -> None:
                       f"p50 {percentile(recorder.steady, 50):.1f} ms, "
                       f"p95 {percentile(recorder.steady, 95):.1f} ms, "
                       f"p99 {percentile(recorder.steady, 99):.1f} ms")  # fmt: skip
+                p99s.setdefault(physicians, []).append(percentile(edits, 99))
+                requests = len(edits) + len(recorder.submits) + len(recorder.events)
+                print("       CPU per request while physicians edit: " + ", ".join(
+                    f"{kind} {seconds * 1000 / requests:.1f} ms" for kind, seconds in recorder.cpu.items()
+                ))  # fmt: skip
+                print(f"       host: reference work {reference:.1f} ms before the level; "
+                      f"CPU time stolen by the host during it {stolen:.0%}")  # fmt: skip
+        if args.repeat > 1:
+            for physicians, values in p99s.items():
+                print(f"{physicians:4d} physicians, {len(values)} runs: edit round trip p99 "
+                      + ", ".join(f"{v:.1f}" for v in values)
+                      + f" ms; median {statistics.median(values):.1f} ms")  # fmt: skip
     finally:
         if server is not None:
             server.terminate()

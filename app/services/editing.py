@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, literal, select, update
+from sqlalchemy import bindparam, delete, func, literal, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
@@ -32,6 +32,7 @@ from app.db.models import (
     User,
     Vocabulary,
 )
+from app.db.pipeline import Jsonb, StatementBatch
 from app.domain.active_time import SessionTime, TimeEvent, session_times
 from app.domain.editing import (
     UNDOABLE,
@@ -325,100 +326,114 @@ def _span_values(after: SpanState) -> dict[str, Any]:
     return {
         "label": after.label,
         "status": after.status,
-        "attributes": dict(after.attributes),
+        "attributes": Jsonb(dict(after.attributes)),
         "concept_system": system,
         "concept_code": code,
         "concept_name": name,
-        "label_distribution": dict(after.distribution) if after.distribution is not None else None,
+        "label_distribution": Jsonb(dict(after.distribution)) if after.distribution is not None else None,
     }
 
 
-# The statements of the editor's hot path, built once (see write_change).
-_DELETE_SPAN = delete(Span).where(
-    Span.annotation_set_id == bindparam("set_id"), Span.uid == bindparam("span_uid")
+# The statements of the editor's hot path: plain SQL, queued in a StatementBatch and sent with the
+# COMMIT (see write_change). A span is named by its set and uid, so a fragment needs no span id back.
+# Typed placeholders: one parameter used twice in a statement must be of one type for PostgreSQL.
+_SPAN_BY_UID = "annotation_set_id = %(set_id)s::integer AND uid = %(uid)s::varchar"
+_SPAN_ID_BY_UID = f"(SELECT id FROM spans WHERE {_SPAN_BY_UID})"
+SQL_DELETE_SPAN = f"DELETE FROM spans WHERE {_SPAN_BY_UID}"  # fragments and relations go with it (CASCADE)
+SQL_UPDATE_SPAN = (
+    "UPDATE spans SET label = %(label)s, status = %(status)s, attributes = %(attributes)s,"
+    " concept_system = %(concept_system)s, concept_code = %(concept_code)s,"
+    f" concept_name = %(concept_name)s, label_distribution = %(label_distribution)s WHERE {_SPAN_BY_UID}"
 )
-_UPDATE_SPAN = (
-    update(Span)
-    .where(Span.annotation_set_id == bindparam("set_id"), Span.uid == bindparam("span_uid"))
-    .returning(Span.id)
+SQL_DELETE_FRAGMENTS = f"DELETE FROM span_fragments WHERE span_id = {_SPAN_ID_BY_UID}"
+# A restored copy (undo of a delete) still comes from its base: base_span_id by uid.
+SQL_INSERT_SPAN = (
+    "INSERT INTO spans (annotation_set_id, uid, label, status, attributes, concept_system, concept_code,"
+    " concept_name, label_distribution, confidence, base_span_id) VALUES (%(set_id)s::integer,"
+    " %(uid)s::varchar, %(label)s, %(status)s, %(attributes)s, %(concept_system)s, %(concept_code)s,"
+    " %(concept_name)s, %(label_distribution)s, %(confidence)s,"
+    " (SELECT id FROM spans WHERE annotation_set_id = %(base_set_id)s::integer AND uid = %(uid)s::varchar))"
 )
-_DELETE_FRAGMENTS = delete(SpanFragment).where(SpanFragment.span_id == bindparam("span_id"))
-_INSERT_SPANS = insert(Span).returning(Span.uid, Span.id)
-_INSERT_FRAGMENTS = insert(SpanFragment)
-# The columns to set are the keys of the parameters given with it.
-_UPDATE_SET = update(AnnotationSet).where(AnnotationSet.id == bindparam("set_id"))
-_INSERT_EDIT_EVENT = insert(EditEvent)
+SQL_INSERT_FRAGMENT = (
+    'INSERT INTO span_fragments (span_id, ordinal, start, "end")'
+    f" SELECT id, %(ordinal)s, %(start)s, %(end)s FROM spans WHERE {_SPAN_BY_UID}"
+)
+SQL_INSERT_EDIT_EVENT = (
+    "INSERT INTO edit_events (annotation_set_id, user_id, page_session_id, kind, client_id,"
+    " client_monotonic_ms, client_wall_time, set_version, before, after) VALUES (%(annotation_set_id)s,"
+    " %(user_id)s, %(page_session_id)s, %(kind)s, %(client_id)s, %(client_monotonic_ms)s,"
+    " %(client_wall_time)s, %(set_version)s, %(before)s, %(after)s)"
+)
+# The set's fields an edit changes; only these names ever go into the statement.
+SET_FIELDS = ("version", "status", "note", "skip_reason", "submitted_at")
 
 
-def write_change(db: Session, annotation_set: AnnotationSet, change: Change) -> tuple[str, ...]:
+def write_change(
+    db: Session, annotation_set: AnnotationSet, change: Change, batch: StatementBatch | None = None
+) -> tuple[str, ...]:
     """Make the stored spans and set fields what the change says.
 
     Plain statements rather than ORM objects: this runs on every keystroke of every physician, and
-    a unit-of-work flush costs more than the statements themselves (and they go to the connection:
-    the ORM's bulk paths cost more again), built once. A handful of statements whatever the size of
-    the change: one update per changed span, one insert for all new spans and one for all their
-    fragments.
+    a unit-of-work flush costs more than the statements themselves. They are queued in ``batch``
+    for the caller to send with the rest of the edit and its COMMIT; without one they are sent
+    here. Relations and answers (rare) are written through the session, after the spans they name.
     """
+    own_batch = batch is None
+    batch = StatementBatch() if batch is None else batch
     set_id = annotation_set.id
-    connection = db.connection()
     touched: list[str] = []
-    added: list[tuple[str, SpanState]] = []
-    fragments: list[dict[str, int]] = []
     for uid, after in change.after_spans.items():
         before = change.before_spans.get(uid)
         if before == after:
             continue
         touched.append(uid)
+        key = {"set_id": set_id, "uid": uid}
+        if after is None:
+            batch.add(SQL_DELETE_SPAN, key)
+            continue
         if before is None:
-            added.append((uid, after))
-        elif after is None:
-            # Its fragments and relations go with it (ON DELETE CASCADE).
-            connection.execute(_DELETE_SPAN, {"set_id": set_id, "span_uid": uid})
-        else:
-            span_id = connection.scalar(
-                _UPDATE_SPAN, {"set_id": set_id, "span_uid": uid, **_span_values(after)}
+            batch.add(
+                SQL_INSERT_SPAN,
+                {
+                    **key,
+                    **_span_values(after),
+                    "confidence": after.confidence,
+                    "base_set_id": annotation_set.base_set_id,
+                },
             )
-            if before.fragments != after.fragments:
-                connection.execute(_DELETE_FRAGMENTS, {"span_id": span_id})
-                fragments += [
-                    {"span_id": span_id, "ordinal": i, "start": a, "end": b}
-                    for i, (a, b) in enumerate(after.fragments)
-                ]
-    if added:
-        base_ids = _base_ids(db, annotation_set, Span, [uid for uid, _ in added])
-        new_ids = dict(
-            connection.execute(
-                _INSERT_SPANS,
-                [
-                    {
-                        "annotation_set_id": set_id,
-                        "uid": uid,
-                        "confidence": after.confidence,
-                        "base_span_id": base_ids.get(uid),
-                        **_span_values(after),
-                    }
-                    for uid, after in added
-                ],
-            ).all()
+        else:
+            batch.add(SQL_UPDATE_SPAN, {**key, **_span_values(after)})
+            if before.fragments == after.fragments:
+                continue
+            batch.add(SQL_DELETE_FRAGMENTS, key)
+        batch.add(
+            SQL_INSERT_FRAGMENT,
+            [{**key, "ordinal": i, "start": a, "end": b} for i, (a, b) in enumerate(after.fragments)],
         )
-        fragments += [
-            {"span_id": new_ids[uid], "ordinal": i, "start": a, "end": b}
-            for uid, after in added
-            for i, (a, b) in enumerate(after.fragments)
-        ]
-    if fragments:
-        connection.execute(_INSERT_FRAGMENTS, fragments)
     if change.after_set:
-        _update_set(db, annotation_set, change.after_set)
-    _write_relations(db, annotation_set, change)
-    _write_answers(db, set_id, change)
+        queue_set_update(batch, annotation_set, change.after_set)
+    relations_change = any(change.before_relations.get(u) != r for u, r in change.after_relations.items())
+    answers_change = any(change.before_answers.get(k) != v for k, v in change.after_answers.items())
+    if relations_change or answers_change:
+        batch.send(db)  # the relations' statements read the ids of the spans just written
+        _write_relations(db, annotation_set, change)
+        _write_answers(db, set_id, change)
+    if own_batch:
+        batch.send(db)
     return tuple(touched)
 
 
-def _update_set(db: Session, annotation_set: AnnotationSet, values: dict[str, Any]) -> None:
-    """Update the set's row with a plain statement, and the loaded object with it (as committed:
+def queue_set_update(batch: StatementBatch, annotation_set: AnnotationSet, values: dict[str, Any]) -> None:
+    """Queue the update of the set's row, and update the loaded object with it (as committed:
     nothing is left for a flush to write again)."""
-    db.connection().execute(_UPDATE_SET, {"set_id": annotation_set.id, **values})
+    unknown = set(values) - set(SET_FIELDS)
+    if unknown:
+        raise ValueError(f"not a field an edit changes: {sorted(unknown)}")
+    assignments = ", ".join(f"{name} = %({name})s" for name in values)
+    batch.add(
+        f"UPDATE annotation_sets SET {assignments} WHERE id = %(set_id)s",
+        {"set_id": annotation_set.id, **values},
+    )
     for name, value in values.items():
         set_committed_value(annotation_set, name, value)
 
@@ -625,11 +640,12 @@ def apply_edit(
                 require_decided=context.study.require_prelabels_decided,
             )
             new_state = apply_change(state, change)
-        touched = write_change(db, annotation_set, change)
+        batch = StatementBatch()
+        touched = write_change(db, annotation_set, change, batch)
         bumped: dict[str, Any] = {"version": annotation_set.version + 1}
         if request.kind == EditKind.submit:
             bumped["submitted_at"] = now
-        _update_set(db, annotation_set, bumped)
+        queue_set_update(batch, annotation_set, bumped)
         if request.kind == EditKind.submit:
             # The refine_human notes that wait for this set start now, in this same transaction.
             from app.services.study import release_refinements
@@ -638,8 +654,8 @@ def apply_edit(
         before, after = change.to_json()
         if request.kind in (EditKind.undo, EditKind.redo):
             after["target"] = request.target
-        db.connection().execute(
-            _INSERT_EDIT_EVENT,
+        batch.add(
+            SQL_INSERT_EDIT_EVENT,
             {
                 "annotation_set_id": set_id,
                 "user_id": user_id,
@@ -649,10 +665,13 @@ def apply_edit(
                 "client_monotonic_ms": request.monotonic_ms,
                 "client_wall_time": request.wall_time,
                 "set_version": annotation_set.version,
-                "before": before,
-                "after": after,
+                "before": Jsonb(before),
+                "after": Jsonb(after),
             },
         )
+        # The edit's writes and its COMMIT, in one round trip; the session's commit then has
+        # nothing left to do.
+        batch.send(db, commit=True)
         outcome = EditOutcome(
             version=annotation_set.version, touched=touched, state=new_state, text=context.document.text
         )

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from app.db.models import AnnotationSet, Document, EditEvent, Span
+from app.db.pipeline import StatementBatch
 from app.domain.editing import EditRefused, SpanState
 from app.domain.vocabulary import Condition
 from app.services import editing
@@ -368,3 +369,11 @@ def test_an_edit_made_elsewhere_is_seen_by_the_next_edit_here(sessions, world):
         edit(sessions, world, "scratch", "delete", version=outcome.version - 1, uid="u1")
     again = edit(sessions, world, "scratch", "delete", uid="u1")
     assert set(again.state.spans) == {"u2"} == set(editing.stored_state(sessions, set_id).spans)
+
+
+def test_only_the_fields_an_edit_changes_go_into_the_update_of_the_set():
+    # The column names are written into the statement: nothing else may get there.
+    batch = StatementBatch()
+    with pytest.raises(ValueError, match="document_id"):
+        editing.queue_set_update(batch, AnnotationSet(id=1, version=0), {"version": 1, "document_id": 2})
+    assert not batch
