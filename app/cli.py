@@ -255,6 +255,7 @@ def cmd_db_restore(args: argparse.Namespace) -> int:
 
 def _with_sessions(args: argparse.Namespace, action) -> int:
     from app.runtime import open_runtime
+    from app.services.access import LeadError
     from app.services.users import AccountError
 
     settings = _settings(args)
@@ -262,7 +263,7 @@ def _with_sessions(args: argparse.Namespace, action) -> int:
     runtime = open_runtime(settings)
     try:
         action(runtime.sessions)
-    except AccountError as error:
+    except (AccountError, LeadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
@@ -319,6 +320,44 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
             f"{users.set_active(s, args.username, False).username} is disabled; their sessions ended"
         ),
     )
+
+
+def _project_id(sessions, name: str) -> int:
+    from sqlalchemy import select
+
+    from app.db.models import Project
+    from app.services.access import LeadError
+
+    with sessions() as db:
+        project_id = db.scalar(select(Project.id).where(Project.name == name))
+    if project_id is None:
+        raise LeadError(f"project: no project '{name}'")
+    return project_id
+
+
+def cmd_project_add_lead(args: argparse.Namespace) -> int:
+    """A project made by `clinann import --create` has no lead until one is added, here or by an
+    admin on the project's page."""
+    from app.services import access
+
+    def add(sessions) -> None:
+        lead = access.add_lead(
+            sessions, _project_id(sessions, args.project), args.username, actor_id=None, client_address="cli"
+        )
+        print(f"{lead.username} now leads '{args.project}'")
+
+    return _with_sessions(args, add)
+
+
+def cmd_project_leads(args: argparse.Namespace) -> int:
+    from app.services import access
+
+    def show(sessions) -> None:
+        for lead in access.project_leads(sessions, _project_id(sessions, args.project)):
+            state = "active" if lead.is_active else "disabled"
+            print(f"{lead.username:<24} {state:<9} {lead.display_name}")
+
+    return _with_sessions(args, show)
 
 
 def _progress(label: str, done: int, total: int) -> None:
@@ -667,6 +706,18 @@ def build_parser() -> argparse.ArgumentParser:
     disable.add_argument("username")
     data_dir(disable)
     disable.set_defaults(func=cmd_user_disable)
+    project = commands.add_parser("project", help="a project's leads").add_subparsers(
+        dest="project_command", required=True, metavar="ACTION"
+    )
+    add_lead = project.add_parser("add-lead", help="make a lead account a lead of a project")
+    add_lead.add_argument("project", help="project name")
+    add_lead.add_argument("username", help="an active account with the lead role")
+    data_dir(add_lead)
+    add_lead.set_defaults(func=cmd_project_add_lead)
+    leads = project.add_parser("leads", help="list a project's leads")
+    leads.add_argument("project", help="project name")
+    data_dir(leads)
+    leads.set_defaults(func=cmd_project_leads)
     importer = commands.add_parser(
         "import",
         help="import notes (and annotations) into a project",

@@ -14,7 +14,7 @@ from app.db.models import AuditEvent, User
 def test_every_command_has_help():
     result = subprocess.run([sys.executable, "-m", "app.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("serve", "worker", "demo", "db", "user", "import", "export", "fake-llm"):
+    for command in ("serve", "worker", "demo", "db", "user", "project", "import", "export", "fake-llm"):
         assert command in result.stdout
     fake_llm = subprocess.run(
         [sys.executable, "-m", "app.cli", "fake-llm", "--help"], capture_output=True, text=True
@@ -82,3 +82,37 @@ def test_import_and_export_on_the_command_line(sessions, settings, monkeypatch, 
     assert main(["import", str(folder), "--project", "Meds", "--as", "gold"]) == 1
     assert "b.txt, line 1: contains a NUL byte" in capsys.readouterr().err
     assert main(["export", str(out), "--project", "Nope", "--format", "jsonl"]) == 2
+
+
+def test_project_add_lead_and_leads(sessions, settings, monkeypatch, capsys, password_hashes):
+    # A project made by `clinann import --create` has no lead: the command line gives it one.
+    from app.db.models import Project, ProjectMember
+
+    monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
+    with sessions.begin() as db:
+        db.add(Project(name="Imported notes", label_schema={"entity_types": []}))
+        for username, role in (("dr.lead", "lead"), ("dr.phys", "annotator")):
+            db.add(
+                User(
+                    username=username, display_name=username, role=role, password_hash=password_hashes["lead"]
+                )
+            )
+    assert main(["project", "add-lead", "Imported notes", "Dr.Lead"]) == 0
+    assert "dr.lead now leads 'Imported notes'" in capsys.readouterr().out
+    assert main(["project", "leads", "Imported notes"]) == 0
+    assert capsys.readouterr().out.split()[:2] == ["dr.lead", "active"]
+
+    # Refusals name what is wrong and store nothing.
+    assert main(["project", "add-lead", "Imported notes", "dr.phys"]) == 2
+    assert "'dr.phys' is not a lead (their role is annotator)" in capsys.readouterr().err
+    assert main(["project", "add-lead", "No such project", "dr.lead"]) == 2
+    assert "project: no project 'No such project'" in capsys.readouterr().err
+    assert main(["project", "add-lead", "Imported notes", "dr.lead"]) == 2
+    assert "already leads this project" in capsys.readouterr().err
+    with sessions() as db:
+        members = db.execute(
+            select(User.username).join(ProjectMember, ProjectMember.user_id == User.id)
+        ).all()
+        audited = db.execute(select(AuditEvent.action, AuditEvent.user_id, AuditEvent.client_address)).all()
+    assert members == [("dr.lead",)]
+    assert audited == [("project.lead_add", None, "cli")]

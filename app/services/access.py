@@ -182,7 +182,7 @@ def add_lead(
     project_id: int,
     username: str,
     *,
-    actor_id: int,
+    actor_id: int | None,  # None: the command line
     client_address: str | None = None,
 ) -> ProjectLead:
     """Make an active lead account a lead of the project; anything else stores nothing."""
