@@ -486,7 +486,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     import json
 
     from app.runtime import open_runtime
-    from app.services.metrics import MetricsFilter, project_metrics
+    from app.services.metrics import FilterError, MetricsFilter, project_metrics
 
     if args.idle is not None and not 0 < args.idle <= 3600:  # before starting any database
         print("error: --idle must be above 0 and at most 3600 seconds", file=sys.stderr)
@@ -498,13 +498,17 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         project = _project_named(runtime, args.project)
         if project is None:
             return 2
-        report = project_metrics(
-            runtime.sessions,
-            project.id,
-            idle_threshold_seconds=args.idle,
-            filters=MetricsFilter(args.batch, args.annotator, args.label, args.condition),
-            seed=args.seed,
-        )
+        try:
+            report = project_metrics(
+                runtime.sessions,
+                project.id,
+                idle_threshold_seconds=args.idle,
+                filters=MetricsFilter(args.batch, args.annotator, args.label, args.condition),
+                seed=args.seed,
+            )
+        except FilterError as error:
+            print(f"error: --batch: {error.message}", file=sys.stderr)
+            return 2
     finally:
         runtime.close()
     if args.json:

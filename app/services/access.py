@@ -100,6 +100,19 @@ def project_of(db: Session, kind: ProjectObject, object_id: int) -> int | None:
     return db.scalar(query)
 
 
+def not_of_project(db: Session, project_id: int, kind: ProjectObject, ids: Sequence[int]) -> list[int]:
+    """The ids among ``ids`` that are no ``kind`` of this project (missing, or another project's).
+
+    For ids a route reads from its query string or form (a batch filter, the runs to compare): the
+    path's objects are checked by check_lead_access, these by the service that uses them.
+    """
+    if not ids:
+        return []
+    table, column = _PROJECT_COLUMN[kind]
+    found = set(db.scalars(select(table.id).where(table.id.in_(set(ids)), column == project_id)))
+    return sorted({i for i in ids if i not in found})
+
+
 def leads_project(db: Session, user: User, project_id: int) -> bool:
     """Whether ``user`` may see and change the project: an admin, or a lead who is a member."""
     if user.role == Role.admin.value:

@@ -39,6 +39,7 @@ from app.domain.label_schema import parse_label_schema, parse_study_settings
 from app.domain.note_statistics import LAYOUT, NoteWork, SubmittedWork, note_statistics, pooled_report
 from app.domain.spans import Fragment, SpanData
 from app.domain.vocabulary import EditKind, SetOrigin, SetStatus
+from app.services import access
 
 METRICS_SCHEMA = "clinann.metrics/1"
 
@@ -56,6 +57,15 @@ REFRESH_CHUNK = 500
 # submit may arrive just after it.
 SETTLE_TIME = timedelta(minutes=2)
 REFRESH_MARGIN = timedelta(seconds=10)
+
+
+class FilterError(ValueError):
+    """A filter naming what the project does not have (another project's batch); ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -350,6 +360,9 @@ def project_metrics(
 
         documents_query = select(Document.id, Document.external_id).where(Document.project_id == project_id)
         if filters.batch_id is not None:
+            # Another project's batch would show empty figures as if they were this project's.
+            if access.not_of_project(db, project_id, access.ProjectObject.batch, [filters.batch_id]):
+                raise FilterError("batch_id", f"batch {filters.batch_id} is not a batch of this project")
             documents_query = documents_query.where(Document.batch_id == filters.batch_id)
         external = dict(db.execute(documents_query).all())
         document_ids = sorted(external)

@@ -52,7 +52,7 @@ from app.domain.resolver import (
     resolve_iob_token,
 )
 from app.domain.vocabulary import RunStatus, SetOrigin, SetStatus, SpanStatus
-from app.services import audit, item_runs
+from app.services import access, audit, item_runs
 from app.services.gold import current_gold_set_ids
 from app.services.item_runs import FINISHED
 
@@ -100,6 +100,8 @@ class RunRequest:
 def _documents_of(db: Session, project_id: int, request: RunRequest) -> list[int]:
     query = select(Document.id).where(Document.project_id == project_id).order_by(Document.id)
     if request.batch_id is not None:
+        if access.not_of_project(db, project_id, access.ProjectObject.batch, [request.batch_id]):
+            raise RunError("batch_id", f"batch {request.batch_id} is not a batch of this project")
         query = query.where(Document.batch_id == request.batch_id)
     ids = list(db.scalars(query))
     if request.document_ids is not None:

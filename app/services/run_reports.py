@@ -24,6 +24,7 @@ from app.domain.evaluation import Evaluation, evaluate_all
 from app.domain.label_schema import parse_label_schema
 from app.domain.spans import Fragment, SpanData
 from app.domain.vocabulary import RunStatus
+from app.services import access
 from app.services.gold import current_gold_set_ids
 
 
@@ -247,9 +248,15 @@ def gold_documents(sessions: sessionmaker[Session], project_id: int) -> list[tup
         )
 
 
+class NotOfProject(LookupError):
+    """Runs or a batch named in a request that are not this project's; the message names the field."""
+
+
 def batch_documents(sessions: sessionmaker[Session], project_id: int, batch_id: int) -> list[int]:
     """The notes of one batch of the project (a development set to evaluate runs on)."""
     with sessions() as db:
+        if access.not_of_project(db, project_id, access.ProjectObject.batch, [batch_id]):
+            raise NotOfProject(f"batch_id: batch {batch_id} is not a batch of this project")
         return list(
             db.scalars(
                 select(Document.id).where(Document.project_id == project_id, Document.batch_id == batch_id)
@@ -263,8 +270,14 @@ def evaluate_runs(
     run_ids: list[int],
     document_ids: list[int] | None = None,
 ) -> list[RunEvaluation]:
-    """Each run against gold on the same notes: those with gold that every run covered (or those chosen)."""
+    """Each run against gold on the same notes: those with gold that every run covered (or those chosen).
+
+    A run id that is not of this project is refused (NotOfProject) rather than skipped: it would
+    otherwise still narrow the notes the other runs are compared on.
+    """
     with sessions() as db:
+        if foreign := access.not_of_project(db, project_id, access.ProjectObject.pre_annotation_run, run_ids):
+            raise NotOfProject(f"run: not runs of this project: {', '.join(map(str, foreign))}")
         project = db.get(Project, project_id)
         labels = [e.name for e in parse_label_schema(project.label_schema).entity_types]
         gold_sets = current_gold_set_ids(project_id)
@@ -287,9 +300,7 @@ def evaluate_runs(
         reference = {str(d): gold.get(d, []) for d in covered}
         evaluations = []
         for run_id in run_ids:
-            run = runs.get(run_id)
-            if run is None or run.project_id != project_id:
-                continue
+            run = runs[run_id]
             response_spans = _spans_by_document(db, AnnotationSet.pre_annotation_run_id == run_id, covered)
             response = {str(d): response_spans.get(d, []) for d in covered}
             evaluation = RunEvaluation(run_id, run.name, len(covered))

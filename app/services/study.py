@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.models import AnnotationSet, Assignment, Document, PreAnnotationRun, Project, Study, User
 from app.domain.study_design import PlannedAssignment, StudyDesignError, StudyPlan, design_study, summarise
 from app.domain.vocabulary import Condition, Role, SetOrigin, StudyStatus
-from app.services import audit
+from app.services import access, audit
 from app.services.annotation_sets import start_set
 
 
@@ -80,6 +80,8 @@ def _plan(
         .order_by(Document.id)
     )
     if request.batch_id is not None:
+        if access.not_of_project(db, project_id, access.ProjectObject.batch, [request.batch_id]):
+            raise StudyError("batch_id", f"batch {request.batch_id} is not a batch of this project")
         query = query.where(Document.batch_id == request.batch_id)
     taken = set(db.scalars(select(Assignment.document_id).where(Assignment.project_id == project_id)))
     documents = {external: i for i, external in db.execute(query).all() if i not in taken}

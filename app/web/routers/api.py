@@ -375,7 +375,7 @@ def metrics_api(
     seed: int | None = None,
 ) -> JSONResponse:
     """The study's figures in the versioned layout of the README (the dashboard's and the CLI's)."""
-    from app.services.metrics import MetricsFilter, project_metrics
+    from app.services.metrics import FilterError, MetricsFilter, project_metrics
 
     if idle is not None and not 0 < idle <= 3600:
         raise HTTPException(
@@ -389,6 +389,10 @@ def metrics_api(
             filters=MetricsFilter(batch_id, annotator, label, condition),
             seed=seed,
         )
+    except FilterError as error:
+        raise HTTPException(
+            status_code=422, detail=[{"loc": ["query", error.field], "msg": error.message}]
+        ) from None
     except LookupError:
         raise HTTPException(status_code=404, detail="No such project.") from None
     return JSONResponse(report)

@@ -19,7 +19,7 @@ from app.domain.note_statistics import evaluation_json
 from app.domain.spreadsheet import safe_cell
 from app.domain.vocabulary import Condition, Role
 from app.services import run_reports
-from app.services.metrics import MetricsFilter, project_metrics
+from app.services.metrics import FilterError, MetricsFilter, project_metrics
 from app.web import charts
 from app.web.deps import Sessions, project_or_404, require_project_lead, require_role
 from app.web.templating import render
@@ -73,7 +73,10 @@ def _filters(request: Request, project: Project) -> tuple[MetricsFilter, float |
 
 def _report(sessions, project: Project, filters: MetricsFilter, idle: float | None) -> dict[str, Any]:
     # The project's recorded seed (project_metrics' default), so a figure can be reproduced.
-    return project_metrics(sessions, project.id, idle_threshold_seconds=idle, filters=filters)
+    try:
+        return project_metrics(sessions, project.id, idle_threshold_seconds=idle, filters=filters)
+    except FilterError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
 
 
 def _choices(sessions, project: Project) -> dict[str, list]:

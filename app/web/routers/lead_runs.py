@@ -121,13 +121,17 @@ def compare(request: Request, sessions: Sessions, project_id: int) -> Response:
     except ValueError:
         raise HTTPException(status_code=422, detail="run: must be run ids") from None
     batch = request.query_params.get("batch_id") or None
-    document_ids = None
-    if batch is not None:  # a development set: the notes of one batch
-        try:
-            document_ids = run_reports.batch_documents(sessions, project_id, int(batch))
-        except ValueError:
-            raise HTTPException(status_code=422, detail="batch_id: must be a batch id") from None
-    evaluations = run_reports.evaluate_runs(sessions, project_id, run_ids, document_ids)
+    try:
+        batch_id = None if batch is None else int(batch)
+    except ValueError:
+        raise HTTPException(status_code=422, detail="batch_id: must be a batch id") from None
+    try:
+        document_ids = None  # or a development set: the notes of one batch
+        if batch_id is not None:
+            document_ids = run_reports.batch_documents(sessions, project_id, batch_id)
+        evaluations = run_reports.evaluate_runs(sessions, project_id, run_ids, document_ids)
+    except run_reports.NotOfProject as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
     return render(
         request, "lead/run_compare.html", {"project": project, "evaluations": evaluations, "batch_id": batch}
     )
