@@ -113,6 +113,13 @@ def not_of_project(db: Session, project_id: int, kind: ProjectObject, ids: Seque
     return sorted({i for i in ids if i not in found})
 
 
+def batch_refusal(db: Session, project_id: int, batch_id: int) -> str | None:
+    """Why a request may not narrow this project's notes to ``batch_id`` (None when it may)."""
+    if not_of_project(db, project_id, ProjectObject.batch, [batch_id]):
+        return f"batch {batch_id} is not a batch of this project"
+    return None
+
+
 def leads_project(db: Session, user: User, project_id: int) -> bool:
     """Whether ``user`` may see and change the project: an admin, or a lead who is a member."""
     if user.role == Role.admin.value:

@@ -361,8 +361,8 @@ def project_metrics(
         documents_query = select(Document.id, Document.external_id).where(Document.project_id == project_id)
         if filters.batch_id is not None:
             # Another project's batch would show empty figures as if they were this project's.
-            if access.not_of_project(db, project_id, access.ProjectObject.batch, [filters.batch_id]):
-                raise FilterError("batch_id", f"batch {filters.batch_id} is not a batch of this project")
+            if refusal := access.batch_refusal(db, project_id, filters.batch_id):
+                raise FilterError("batch_id", refusal)
             documents_query = documents_query.where(Document.batch_id == filters.batch_id)
         external = dict(db.execute(documents_query).all())
         document_ids = sorted(external)

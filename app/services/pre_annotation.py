@@ -100,8 +100,8 @@ class RunRequest:
 def _documents_of(db: Session, project_id: int, request: RunRequest) -> list[int]:
     query = select(Document.id).where(Document.project_id == project_id).order_by(Document.id)
     if request.batch_id is not None:
-        if access.not_of_project(db, project_id, access.ProjectObject.batch, [request.batch_id]):
-            raise RunError("batch_id", f"batch {request.batch_id} is not a batch of this project")
+        if refusal := access.batch_refusal(db, project_id, request.batch_id):
+            raise RunError("batch_id", refusal)
         query = query.where(Document.batch_id == request.batch_id)
     ids = list(db.scalars(query))
     if request.document_ids is not None:

@@ -255,8 +255,8 @@ class NotOfProject(LookupError):
 def batch_documents(sessions: sessionmaker[Session], project_id: int, batch_id: int) -> list[int]:
     """The notes of one batch of the project (a development set to evaluate runs on)."""
     with sessions() as db:
-        if access.not_of_project(db, project_id, access.ProjectObject.batch, [batch_id]):
-            raise NotOfProject(f"batch_id: batch {batch_id} is not a batch of this project")
+        if refusal := access.batch_refusal(db, project_id, batch_id):
+            raise NotOfProject(f"batch_id: {refusal}")
         return list(
             db.scalars(
                 select(Document.id).where(Document.project_id == project_id, Document.batch_id == batch_id)

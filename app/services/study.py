@@ -80,8 +80,8 @@ def _plan(
         .order_by(Document.id)
     )
     if request.batch_id is not None:
-        if access.not_of_project(db, project_id, access.ProjectObject.batch, [request.batch_id]):
-            raise StudyError("batch_id", f"batch {request.batch_id} is not a batch of this project")
+        if refusal := access.batch_refusal(db, project_id, request.batch_id):
+            raise StudyError("batch_id", refusal)
         query = query.where(Document.batch_id == request.batch_id)
     taken = set(db.scalars(select(Assignment.document_id).where(Assignment.project_id == project_id)))
     documents = {external: i for i, external in db.execute(query).all() if i not in taken}
