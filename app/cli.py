@@ -51,7 +51,7 @@ def _serve(settings: Settings, runtime, *, run_worker: bool, banner: str | None 
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # query strings could name notes; the audit trail records access
-        proxy_headers=True,
+        proxy_headers=False,  # app.web.proxies believes only the configured trusted_proxies
     )
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the previous handler: make
@@ -84,7 +84,7 @@ def _serve_workers(settings: Settings, runtime, workers: int, *, run_worker: boo
         workers=workers,
         log_level=settings.log_level,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=False,  # app.web.proxies believes only the configured trusted_proxies
     )
 
 
@@ -298,6 +298,8 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     def show(sessions) -> None:
         for user in users.list_users(sessions):
             state = "active" if user.is_active else "disabled"
+            if user.must_change_password:
+                state += ", must change password"
             print(f"{user.username:<24} {user.role:<10} {state:<9} {user.display_name}")
 
     return _with_sessions(args, show)
@@ -320,6 +322,28 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
             f"{users.set_active(s, args.username, False).username} is disabled; their sessions ended"
         ),
     )
+
+
+def cmd_user_enable(args: argparse.Namespace) -> int:
+    from app.services import users
+
+    return _with_sessions(
+        args, lambda s: print(f"{users.set_active(s, args.username, True).username} is enabled")
+    )
+
+
+def cmd_user_reset_password(args: argparse.Namespace) -> int:
+    from app.services import users
+
+    password = None if args.generate else _read_password(args)
+
+    def reset(sessions) -> None:
+        user, temporary = users.reset_password(sessions, args.username, password)
+        if args.generate:
+            print(f"temporary password of {user.username}: {temporary}")
+        print(f"{user.username} must choose a new password at the next login; their sessions ended")
+
+    return _with_sessions(args, reset)
 
 
 def _project_id(sessions, name: str) -> int:
@@ -710,6 +734,24 @@ def build_parser() -> argparse.ArgumentParser:
     disable.add_argument("username")
     data_dir(disable)
     disable.set_defaults(func=cmd_user_disable)
+    enable = user.add_parser("enable", help="enable a disabled account")
+    enable.add_argument("username")
+    data_dir(enable)
+    enable.set_defaults(func=cmd_user_enable)
+    reset = user.add_parser(
+        "reset-password",
+        help="give an account a temporary password, to be changed at the next login (ends its sessions)",
+    )
+    reset.add_argument("username")
+    chosen = reset.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the temporary password from the first line of standard input",
+    )
+    chosen.add_argument("--generate", action="store_true", help="make one up and print it")
+    data_dir(reset)
+    reset.set_defaults(func=cmd_user_reset_password)
     project = commands.add_parser("project", help="a project's leads").add_subparsers(
         dest="project_command", required=True, metavar="ACTION"
     )

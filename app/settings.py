@@ -6,7 +6,7 @@ The README's settings table lists each field below; a test keeps the two in step
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository root: templates/, static/ and migrations/ live beside app/.
@@ -49,10 +49,36 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(
         default=5,
         ge=1,
-        description="Failed logins for one user name (or from one address) allowed per window.",
+        description=(
+            "Failed logins for one user name from one address allowed per window; the last one blocks "
+            "that pair (only) for login_block_minutes."
+        ),
     )
     login_failure_window_minutes: int = Field(
         default=15, ge=1, description="Window over which failed logins are counted for throttling."
+    )
+    login_block_minutes: int = Field(
+        default=15,
+        ge=1,
+        description="How long a user name stays blocked from one address after login_max_failures failures.",
+    )
+    login_slow_after_failures: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Failed logins for one user name (from all addresses), or from one address (for all names), "
+            "per window after which each further failure is answered later and later."
+        ),
+    )
+    login_max_delay_seconds: float = Field(
+        default=10, ge=0, description="Longest a failed login waits for its answer."
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default=[],
+        description=(
+            "Addresses or networks (JSON list, e.g. [\"10.0.0.0/8\"]) of reverse proxies whose "
+            "X-Forwarded-For and X-Forwarded-Proto are believed. Empty: the peer's address is the client's."
+        ),
     )
     upload_max_file_mb: float = Field(
         default=5, gt=0, description="Largest single note (or .ann) file accepted in an upload, in MB."

@@ -451,7 +451,9 @@ def profile_project_metrics(runtime, project_id: int, top: int) -> None:
 
 def serve(runtime, port: int) -> uvicorn.Server:
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(runtime), host="127.0.0.1", port=port, log_level="warning", proxy_headers=False
+        )
     )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:

@@ -48,7 +48,7 @@ def test_user_add_refuses_bad_input_and_stores_nothing(sessions, settings, monke
     monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
     monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
     assert main(["user", "add", "dr.x", "--role", "lead", "--password-stdin"]) == 2
-    assert "password: at least 8 characters" in capsys.readouterr().err
+    assert "password: at least 12 characters" in capsys.readouterr().err
     assert main(["user", "set-role", "nobody", "lead"]) == 2
     with sessions() as db:
         assert db.scalar(select(User.id)) is None

@@ -63,7 +63,27 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(Text)
     is_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    # Set by an admin's reset: the next login must choose a new password before anything else.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at()
+
+
+class LoginThrottle(Base):
+    """Login attempts (failed, or still being checked) counted under one key ("account:NAME",
+    "address:IP" or "pair:NAME|IP"); ``blocked_until`` is only ever set on a pair.
+
+    One row per key, changed by single statements (INSERT ... ON CONFLICT ... RETURNING), so that
+    concurrent attempts cannot all read the same count before any of them records its failure.
+    """
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Indexed: spent rows are deleted by it (app.services.auth._forget_spent_throttles).
+    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LoginSession(Base):

@@ -299,6 +299,43 @@ def check_answers(
     return stored, problems
 
 
+# Deeper than any real record; a line nested thousands deep made json.loads raise RecursionError (a 500).
+MAX_NESTING = 64
+
+
+def _nesting_depth(line: str) -> int:
+    """The deepest nesting of arrays and objects in ``line`` (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed value holds U+0000 anywhere (PostgreSQL text cannot store it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def parse_jsonl_with_problems(
     content: str, source: str = "<jsonl>"
 ) -> tuple[list[JsonlDocument], list[JsonlError]]:
@@ -311,8 +348,17 @@ def parse_jsonl_with_problems(
         line = physical.removesuffix("\r")
         if not line.strip():
             continue
+        # Counted only where it could matter: a line with few brackets cannot be nested deep.
+        if line.count("[") + line.count("{") > MAX_NESTING and _nesting_depth(line) > MAX_NESTING:
+            problems.append(
+                JsonlError(source, number, "(line)", f"nested more than {MAX_NESTING} levels deep")
+            )
+            continue
         try:
             data = json.loads(line)
+        except RecursionError:  # cannot happen past the depth check; refused, never a 500, all the same
+            problems.append(JsonlError(source, number, "(line)", "nested too deep"))
+            continue
         except json.JSONDecodeError as error:
             problems.append(
                 JsonlError(source, number, "(line)", f"not JSON: {error.msg} at column {error.colno}")
@@ -320,6 +366,11 @@ def parse_jsonl_with_problems(
             continue
         if not isinstance(data, dict):
             problems.append(JsonlError(source, number, "(line)", "must be a JSON object"))
+            continue
+        if "u0000" in line and _holds_nul(data):
+            problems.append(
+                JsonlError(source, number, "(line)", "holds a NUL character (\\u0000): not allowed in a note")
+            )
             continue
         try:
             document = JsonlDocument.model_validate(data)

@@ -1,5 +1,13 @@
-"""Cells of the CSV files clinann writes, made safe to open in a spreadsheet."""
+"""The CSV files clinann writes, every cell made safe to open in a spreadsheet.
 
+Every CSV the app produces goes through ``csv_text``: a note id, a user name or a label written by an
+upload or a login could otherwise run as a formula (``=HYPERLINK(...)``) in the spreadsheet of whoever
+opens the export (issue 17, finding 5).
+"""
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -15,3 +23,13 @@ def safe_cell(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in FORMULA_STARTS:
         return "'" + value
     return value
+
+
+def csv_text(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
+    """The rows (after the header, when given) as CSV text, each cell through ``safe_cell``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    if header is not None:
+        writer.writerow([safe_cell(name) for name in header])
+    writer.writerows([safe_cell(value) for value in row] for row in rows)
+    return out.getvalue()

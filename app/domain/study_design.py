@@ -36,13 +36,13 @@ What :func:`design_study` guarantees (each is a property test in tests/domain/te
 Documents are each used once in the main study: in one condition pipeline or in overlap.
 """
 
-import csv
-import io
 import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from app.domain.spreadsheet import csv_text
 
 SCRATCH = "scratch"
 REFINE_LLM = "refine_llm"
@@ -456,11 +456,9 @@ def summarise(assignments: Iterable[PlannedAssignment]) -> dict:
 
 def assignments_csv(assignments: Iterable[PlannedAssignment]) -> str:
     """The assignments as CSV with a header row; calibration as true/false, no base as empty."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for a in assignments:
-        writer.writerow(
+    return csv_text(
+        CSV_COLUMNS,
+        (
             [
                 a.document,
                 a.annotator,
@@ -469,5 +467,6 @@ def assignments_csv(assignments: Iterable[PlannedAssignment]) -> str:
                 "true" if a.calibration else "false",
                 a.base_annotator or "",
             ]
-        )
-    return out.getvalue()
+            for a in assignments
+        ),
+    )

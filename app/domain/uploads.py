@@ -10,6 +10,7 @@ because brat offsets count them. Nothing here stores anything; a caller stores a
 import csv
 import io
 import posixpath
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -108,6 +109,24 @@ def _safe_member(name: str) -> bool:
     return ".." not in name.replace("\\", "/").split("/")
 
 
+# An archive inside the upload's archive is refused rather than unpacked: each would get a size budget
+# of its own (a zip of zips multiplies what one upload unpacks to).
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar", ".zst")
+
+
+def _entry_refusal(member: zipfile.ZipInfo) -> str | None:
+    """Why a zip entry is refused: a symbolic link (its "text" would be the link's target), a device,
+    a FIFO or a socket, or an archive of its own. None for a plain file."""
+    mode = member.external_attr >> 16  # the Unix mode, when a Unix zip tool wrote one
+    kind = stat.S_IFMT(mode)
+    if kind and kind != stat.S_IFREG:
+        what = "a symbolic link" if kind == stat.S_IFLNK else "a device, FIFO or socket"
+        return f"{what} is not a note file: refused"
+    if member.filename.lower().endswith(ARCHIVE_SUFFIXES):
+        return "an archive inside the archive is refused: unpack it and upload its files"
+    return None
+
+
 class _Reader:
     def __init__(self, limits: UploadLimits, brat_reader):
         self.limits = limits
@@ -174,6 +193,9 @@ class _Reader:
                 continue
             if not _safe_member(member.filename):
                 self.problem(where, "a path outside the archive (absolute or with '..') is refused")
+                return
+            if refusal := _entry_refusal(member):
+                self.problem(where, refusal)
                 return
             if member.file_size > self.limits.max_file_bytes:
                 self.problem(

@@ -1,8 +1,6 @@
 """The audit trail: who did what to which object, from where, when; read and exported by admins,
 never changed (PostgreSQL refuses updates and deletes: migration 0009)."""
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import AuditEvent, User
-from app.domain.spreadsheet import safe_cell
+from app.domain.spreadsheet import csv_text
 
 
 def record(
@@ -112,12 +110,11 @@ def export_audit_trail(sessions: sessionmaker[Session], wanted: AuditFilter, fmt
     rows.reverse()
     if fmt == "jsonl":
         return "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(AUDIT_COLUMNS)
-    for row in rows:
-        writer.writerow(
-            [safe_cell(json.dumps(row[c], ensure_ascii=False, sort_keys=True) if c == "details" else row[c])
+    return csv_text(
+        AUDIT_COLUMNS,
+        (
+            [json.dumps(row[c], ensure_ascii=False, sort_keys=True) if c == "details" else row[c]
              for c in AUDIT_COLUMNS]
-        )  # fmt: skip
-    return buffer.getvalue()
+            for row in rows
+        ),
+    )  # fmt: skip

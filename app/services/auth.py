@@ -9,10 +9,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.models import ApiToken, AuditEvent, LoginSession, User
+from app.db.models import ApiToken, LoginSession, LoginThrottle, User
+from app.domain.login_throttle import failure_delay, throttle_keys
 from app.services import audit
 from app.services.users import verify_password
 from app.settings import Settings
@@ -27,10 +29,12 @@ def _sha256(secret: str) -> str:
 
 
 class LoginRefused(Exception):
-    """A login that did not succeed; ``throttled`` when too many failures came first."""
+    """A login that did not succeed; ``throttled`` when too many failures came first (the password
+    was not checked). ``delay_seconds``: how long to hold the answer to a failure."""
 
-    def __init__(self, throttled: bool = False):
+    def __init__(self, throttled: bool = False, delay_seconds: float = 0.0):
         self.throttled = throttled
+        self.delay_seconds = delay_seconds
         super().__init__("throttled" if throttled else "wrong user name or password")
 
 
@@ -50,18 +54,43 @@ class CurrentSession:
     csrf_token: str
 
 
-def _recent_failures(db: Session, username: str, address: str | None, since: datetime) -> int:
-    who = [AuditEvent.username == username]
-    if address:
-        who.append(AuditEvent.client_address == address)
-    return (
-        db.scalar(
-            select(func.count())
-            .select_from(AuditEvent)
-            .where(AuditEvent.action == "login.failure", AuditEvent.at >= since, or_(*who))
+def _count_attempt(db: Session, key: str, *, now: datetime, window_start: datetime) -> tuple[int, bool]:
+    """Count one attempt under ``key`` in a single statement: the count with it, and whether a block
+    is in force (then nothing is counted). The row lock the statement takes orders concurrent
+    attempts, so each sees those before it; a window or a block that has run out starts again at 1.
+    """
+    row = LoginThrottle.__table__.c  # the stored row, in ON CONFLICT DO UPDATE
+    blocked = row.blocked_until > now
+    start_again = or_(row.window_started_at <= window_start, row.blocked_until <= now)
+    statement = (
+        pg_insert(LoginThrottle)
+        .values(key=key, failures=1, window_started_at=now, blocked_until=None)
+        .on_conflict_do_update(
+            index_elements=[row.key],
+            set_={
+                "failures": case((blocked, row.failures), (start_again, 1), else_=row.failures + 1),
+                "window_started_at": case(
+                    (blocked, row.window_started_at), (start_again, now), else_=row.window_started_at
+                ),
+                "blocked_until": case((blocked, row.blocked_until), else_=None),
+            },
         )
-        or 0
+        .returning(row.failures, row.blocked_until)
     )
+    failures, blocked_until = db.execute(statement).one()
+    return failures, blocked_until is not None
+
+
+def _forget_spent_throttles(db: Session, settings: Settings, now: datetime) -> None:
+    """Drop counts whose window and any block have run out (names that were tried once and never
+    again would pile up). Rows another attempt holds are skipped, so this never waits for one."""
+    spent = now - timedelta(minutes=settings.login_failure_window_minutes + settings.login_block_minutes)
+    rows = (
+        select(LoginThrottle.key)
+        .where(LoginThrottle.window_started_at < spent)
+        .with_for_update(skip_locked=True)
+    )
+    db.execute(delete(LoginThrottle).where(LoginThrottle.key.in_(rows.scalar_subquery())))
 
 
 def log_in(
@@ -75,56 +104,94 @@ def log_in(
 ) -> Login:
     """Check a password and open a new login session (a fresh id every time).
 
-    Failures are audited; past ``login_max_failures`` in the window, further attempts for that
-    user name or from that address are refused without checking the password.
+    Every attempt is first counted, in a transaction of its own, under the pair (user name, client
+    address), the user name and the address, before the password is looked at; so concurrent
+    attempts cannot all pass. The pair may have ``login_max_failures`` failures per window: the
+    last of them blocks that pair (only) for ``login_block_minutes``, and until then its attempts
+    are refused without checking the password. A success clears the pair's count. Nothing blocks a
+    user name or an address as a whole (anyone could lock a real user out that way): their counts,
+    and the pair's, only make each failure's answer wait longer (``LoginRefused.delay_seconds``,
+    see ``app.domain.login_throttle``). Successes, failures and refusals are audited.
     """
     username = username.strip().lower()[:64]
+    keys = throttle_keys(username, client_address)
     window_start = now - timedelta(minutes=settings.login_failure_window_minutes)
     with sessions.begin() as db:
-        failures = _recent_failures(db, username, client_address, window_start)
-        if failures >= settings.login_max_failures:
+        pair_failures, blocked = _count_attempt(db, keys.pair, now=now, window_start=window_start)
+        if blocked or pair_failures > settings.login_max_failures:
             audit.record(db, "login.throttled", username=username, client_address=client_address, at=now)
             throttled = True
         else:
             throttled = False
+            # Always account, then address, after the pair: concurrent attempts lock rows in one order.
+            account_failures, _ = _count_attempt(db, keys.account, now=now, window_start=window_start)
+            address_failures, _ = _count_attempt(db, keys.address, now=now, window_start=window_start)
             user = db.scalar(select(User).where(User.username == username))
-            password_ok = verify_password(user.password_hash if user else None, password)
-            if user is not None and password_ok and user.is_active:
-                secret = secrets.token_urlsafe(32)
-                csrf_token = secrets.token_urlsafe(32)
-                db.add(
-                    LoginSession(
-                        token_sha256=_sha256(secret),
-                        user_id=user.id,
-                        csrf_token=csrf_token,
-                        created_at=now,
-                        last_seen_at=now,
-                        expires_at=now + timedelta(hours=settings.session_max_hours),
-                        client_address=client_address,
-                    )
+            password_hash = user.password_hash if user else None
+    if throttled:
+        raise LoginRefused(throttled=True)
+    # Outside any transaction: argon2 takes its time, and holds no connection or row lock meanwhile.
+    password_ok = verify_password(password_hash, password)
+    with sessions.begin() as db:
+        user = db.get(User, user.id) if user is not None else None
+        # A password changed (or an account disabled) while this one was checked does not count.
+        password_ok = password_ok and user is not None and user.password_hash == password_hash
+        if user is not None and password_ok and user.is_active:
+            db.execute(delete(LoginThrottle).where(LoginThrottle.key == keys.pair))
+            for key in (keys.account, keys.address):  # this attempt was no failure after all
+                db.execute(
+                    update(LoginThrottle)
+                    .where(LoginThrottle.key == key)
+                    .values(failures=func.greatest(LoginThrottle.failures - 1, 0))
                 )
-                audit.record(
-                    db,
-                    "login.success",
+            secret = secrets.token_urlsafe(32)
+            csrf_token = secrets.token_urlsafe(32)
+            db.add(
+                LoginSession(
+                    token_sha256=_sha256(secret),
                     user_id=user.id,
-                    username=username,
+                    csrf_token=csrf_token,
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=now + timedelta(hours=settings.session_max_hours),
                     client_address=client_address,
-                    at=now,
                 )
-                return Login(session_secret=secret, user=user, csrf_token=csrf_token)
-            reason = (
-                "unknown user" if user is None else ("disabled user" if password_ok else "wrong password")
             )
             audit.record(
                 db,
-                "login.failure",
-                user_id=user.id if user else None,
+                "login.success",
+                user_id=user.id,
                 username=username,
                 client_address=client_address,
-                details={"reason": reason},
                 at=now,
             )
-    raise LoginRefused(throttled=throttled)
+            return Login(session_secret=secret, user=user, csrf_token=csrf_token)
+        reason = "unknown user" if user is None else ("disabled user" if password_ok else "wrong password")
+        audit.record(
+            db,
+            "login.failure",
+            user_id=user.id if user else None,
+            username=username,
+            client_address=client_address,
+            details={"reason": reason},
+            at=now,
+        )
+        if pair_failures >= settings.login_max_failures:
+            db.execute(
+                update(LoginThrottle)
+                .where(LoginThrottle.key == keys.pair, LoginThrottle.blocked_until.is_(None))
+                .values(blocked_until=now + timedelta(minutes=settings.login_block_minutes))
+            )
+        _forget_spent_throttles(db, settings, now)
+    raise LoginRefused(
+        delay_seconds=failure_delay(
+            pair_failures=pair_failures,
+            account_failures=account_failures,
+            address_failures=address_failures,
+            slow_after=settings.login_slow_after_failures,
+            max_delay_seconds=settings.login_max_delay_seconds,
+        )
+    )
 
 
 # Built once: every request of a logged-in browser runs it.

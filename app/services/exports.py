@@ -10,7 +10,6 @@ brat gets each span's attributes (A lines) and concept (N lines) and the set's r
 its document answers go in ``<note>.answers.json`` beside the ``.ann``, which an import reads back.
 """
 
-import csv
 import io
 import json
 import re
@@ -50,6 +49,7 @@ from app.domain.brat import (
 from app.domain.conll import write_conll
 from app.domain.label_schema import LabelSchema, QuestionKind
 from app.domain.spans import Fragment
+from app.domain.spreadsheet import csv_text
 from app.domain.vocabulary import SetOrigin, SetStatus
 from app.services import audit
 from app.services.gold import current_gold_sets
@@ -514,14 +514,16 @@ def export_events(db: Session, project_id: int, fmt: str) -> str:
         )
     if fmt == "events-jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=EVENT_COLUMNS)
-    writer.writeheader()
-    for record in records:
-        writer.writerow(
-            {**record, "before": json.dumps(record["before"]), "after": json.dumps(record["after"])}
-        )
-    return out.getvalue()
+    return csv_text(
+        EVENT_COLUMNS,
+        (
+            [
+                json.dumps(record[c]) if c in ("before", "after") else record.get(c)
+                for c in EVENT_COLUMNS
+            ]
+            for record in records
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,27 @@ from app.db.models import LlmEndpoint
 from app.services import audit
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+# An endpoint's key comes only from a variable named so: any other name would let an admin make the
+# server send, say, CLINANN_DATABASE_URL or CLINANN_SECRET_KEY as a bearer token to a URL of their
+# choosing (issue 17, finding 6). Fixed rather than a setting: a prefix of "" or "CLINANN_" would undo it.
+KEY_ENV_PREFIX = "CLINANN_LLM_KEY_"
+
+
+def key_env_refusal(name: str) -> str | None:
+    """Why ``name`` may not hold an endpoint's key (None when it may)."""
+    if not _ENV_NAME.match(name):
+        return "must be the NAME of an environment variable, not the key itself"
+    if not name.startswith(KEY_ENV_PREFIX) or name == KEY_ENV_PREFIX:
+        return f"must start with {KEY_ENV_PREFIX} (for example {KEY_ENV_PREFIX}OPENAI)"
+    return None
+
+
+def endpoint_key(api_key_env: str | None) -> str | None:
+    """The key an endpoint sends: read now from its variable, and only from a variable that may hold one
+    (an endpoint stored before the prefix rule sends no key rather than another secret)."""
+    if not api_key_env or key_env_refusal(api_key_env):
+        return None
+    return os.environ.get(api_key_env)
 DEFAULT_PARAMETERS: dict[str, Any] = {
     "max_concurrency": 4,
     "timeout_seconds": 60.0,
@@ -75,8 +96,8 @@ def _checked(form: EndpointForm) -> EndpointForm:
     if not model or len(model) > 200:
         raise EndpointError("model", "give the model name the server knows (1 to 200 characters)")
     env = (form.api_key_env or "").strip() or None
-    if env is not None and not _ENV_NAME.match(env):
-        raise EndpointError("api_key_env", "must be the NAME of an environment variable, not the key itself")
+    if env is not None and (refusal := key_env_refusal(env)):
+        raise EndpointError("api_key_env", refusal)
     if not 1 <= form.max_concurrency <= 256:
         raise EndpointError("max_concurrency", "must be between 1 and 256")
     if not 0 < form.timeout_seconds <= 3600:
@@ -105,7 +126,7 @@ def view(endpoint: LlmEndpoint) -> EndpointView:
         base_url=endpoint.base_url,
         model=endpoint.model,
         api_key_env=endpoint.api_key_env,
-        key_is_set=bool(endpoint.api_key_env and os.environ.get(endpoint.api_key_env)),
+        key_is_set=bool(endpoint_key(endpoint.api_key_env)),
         parameters={**DEFAULT_PARAMETERS, **(endpoint.parameters or {})},
         is_active=endpoint.is_active,
     )
@@ -179,7 +200,7 @@ def client_config(endpoint: EndpointView | LlmEndpoint):
     from app.llm.client import EndpointConfig
 
     parameters = {**DEFAULT_PARAMETERS, **(endpoint.parameters or {})}
-    key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
+    key = endpoint_key(endpoint.api_key_env)
     return EndpointConfig(
         base_url=endpoint.base_url,
         model=endpoint.model,

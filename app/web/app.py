@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.runtime import Runtime
 from app.settings import PROJECT_ROOT
-from app.web.deps import NotLoggedIn, verify_csrf
+from app.web.deps import NotLoggedIn, PasswordChangeRequired, guard_lead_routes, verify_csrf
+from app.web.proxies import TrustedProxies
 from app.web.routers import (
     account,
     admin,
@@ -148,7 +149,7 @@ class SecurityHeaders:
                     headers.setdefault(name, value)
                 if not path.startswith("/static/"):
                     headers.setdefault("Cache-Control", "no-store")
-                if scope.get("scheme") == "https":  # behind TLS (--proxy-headers sets it from the proxy)
+                if scope.get("scheme") == "https":  # behind TLS (a trusted proxy's X-Forwarded-Proto)
                     headers.setdefault("Strict-Transport-Security", HSTS)
             await send(message)
 
@@ -172,6 +173,15 @@ def freeze_start_up_objects() -> None:
     one stalls every request for ~170 ms. Not in create_app: tests build an app per test."""
     gc.collect()
     gc.freeze()
+
+
+def every_route(app: FastAPI) -> list:
+    """Every route of the app, those of included routers too (FastAPI keeps these as branches)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before the included-router branches: app.routes is already flat
+        return list(app.routes)
+    return list(iter_route_contexts(app.routes))
 
 
 def create_app(
@@ -223,8 +233,12 @@ def create_app(
     ):
         app.include_router(module.router)
     app.include_router(admin_vocabularies_router)
+    app.include_router(account.password_router)
+    guard_lead_routes(every_route(app))
 
     app.add_middleware(SecurityHeaders)
+    # Outermost, so that everything inside sees the client (and scheme) a trusted proxy reported.
+    app.add_middleware(TrustedProxies, trusted=runtime.settings.trusted_proxies if runtime else ())
 
     @app.exception_handler(NotLoggedIn)
     async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
@@ -236,6 +250,19 @@ def create_app(
         if request.headers.get("HX-Request"):
             return Response(status_code=401, headers={"HX-Redirect": "/login"})
         return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    @app.exception_handler(PasswordChangeRequired)
+    async def password_change_required(request: Request, exc: PasswordChangeRequired) -> Response:
+        # Until the user replaces the password an admin reset, nothing but the password page answers.
+        if _wants_json(request):
+            message = (
+                "Your password was reset by an administrator: log in in the browser and choose a new "
+                "one at /account/password before using the API."
+            )
+            return JSONResponse({"detail": message}, status_code=403)
+        if request.headers.get("HX-Request"):
+            return Response(status_code=403, headers={"HX-Redirect": "/account/password"})
+        return RedirectResponse("/account/password", status_code=303)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -4,8 +4,10 @@ Both edit through the same service and the same page script; each router mounts 
 its own prefix and keeps its own role check, and the service decides who may edit which set.
 """
 
+import inspect
 import logging
 from datetime import UTC, datetime
+from functools import partial, wraps
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
@@ -148,13 +150,43 @@ def editor_page(sessions, set_id: int, user_id: int, base: str) -> dict[str, Any
     }
 
 
-def add_editor_routes(router: APIRouter, path: str) -> None:
-    """Mount the editor's endpoints on ``router`` under ``path`` (which holds ``{set_id}``)."""
-    router.add_api_route(f"{path}/spans", span_list, methods=["GET"])
-    router.add_api_route(f"{path}/relations", relation_list, methods=["GET"])
-    router.add_api_route(f"{path}/concepts", concept_lookup, methods=["GET"])
-    router.add_api_route(f"{path}/edits", edit, methods=["POST"])
-    router.add_api_route(f"{path}/events", time_events, methods=["POST"], status_code=204)
+def add_editor_routes(router: APIRouter, path: str, set_id_type: Any = int) -> None:
+    """Mount the editor's endpoints on ``router`` under ``path`` (which holds ``{set_id}``).
+
+    ``set_id_type`` is how the router takes the set's id: a physician's set is decided by its assignment
+    (editing.editor_context), a lead's gold set by the project check (deps.LeadSetId).
+    """
+    taking = partial(_taking_set_id, set_id_type=set_id_type)
+    router.add_api_route(f"{path}/spans", taking(span_list), methods=["GET"])
+    router.add_api_route(f"{path}/relations", taking(relation_list), methods=["GET"])
+    router.add_api_route(f"{path}/concepts", taking(concept_lookup), methods=["GET"])
+    router.add_api_route(f"{path}/edits", taking(edit), methods=["POST"])
+    router.add_api_route(f"{path}/events", taking(time_events), methods=["POST"], status_code=204)
+
+
+def _taking_set_id(endpoint, set_id_type: Any):
+    """``endpoint`` as FastAPI should see it: the same function, its ``set_id`` of ``set_id_type``."""
+    if set_id_type is int:
+        return endpoint
+    signature = inspect.signature(endpoint)
+    parameters = [
+        p.replace(annotation=set_id_type) if p.name == "set_id" else p for p in signature.parameters.values()
+    ]
+
+    if inspect.iscoroutinefunction(endpoint):
+
+        @wraps(endpoint)
+        async def taking(*args, **kwargs):
+            return await endpoint(*args, **kwargs)
+
+    else:
+
+        @wraps(endpoint)
+        def taking(*args, **kwargs):
+            return endpoint(*args, **kwargs)
+
+    taking.__signature__ = signature.replace(parameters=parameters)
+    return taking
 
 
 def span_list(request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions) -> Response:

@@ -566,6 +566,28 @@ route("POST", "/api/v1/admin/batches/{batch_id}/release", Group.admin)(
 route("POST", "/api/v1/admin/batches/{batch_id}/reject", Group.admin)(
     lambda w: Ask(f"/api/v1/admin/batches/{w.batch}/reject")
 )
+# The admin's accounts pages (issue 17), on dr.c's account.
+route("GET", "/admin/users/{user_id}", Group.admin)(lambda w: Ask(f"/admin/users/{w.users['dr.c']}"))
+route("POST", "/admin/users/{user_id}/role", Group.admin)(
+    lambda w: Ask(f"/admin/users/{w.users['dr.c']}/role", data={"role": "lead"})
+)
+route("POST", "/admin/users/{user_id}/disable", Group.admin)(
+    lambda w: Ask(f"/admin/users/{w.users['dr.c']}/disable")
+)
+
+
+@route("POST", "/admin/users/{user_id}/enable", Group.admin)
+def _enable_account(w: World) -> Ask:
+    with w.sessions.begin() as db:
+        db.get(User, w.users["dr.c"]).is_active = False
+    return Ask(f"/admin/users/{w.users['dr.c']}/enable")
+
+
+route("POST", "/admin/users/{user_id}/password", Group.admin)(
+    lambda w: Ask(
+        f"/admin/users/{w.users['dr.c']}/password", data={"temporary_password": "Velvet-harbour-lantern-2291"}
+    )
+)
 route("POST", "/admin/endpoints/{endpoint_id}/test", Group.admin)(
     lambda w: Ask(f"/admin/endpoints/{w.endpoint}/test")
 )

@@ -30,7 +30,7 @@ def test_admin_adds_an_endpoint_the_key_stays_a_variable_name_and_it_is_audited(
     response = _post(
         web, "/admin/endpoints", "/admin/endpoints",
         name="local vLLM", base_url="http://127.0.0.1:8001/v1/", model="llama-3-8b",
-        api_key_env="CLINANN_TEST_KEY", max_concurrency="16", timeout_seconds="30", structured_output="on",
+        api_key_env="CLINANN_LLM_KEY_TEST", max_concurrency="16", timeout_seconds="30", structured_output="on",
         is_active="on",
     )  # fmt: skip
     assert response.status_code == 303
@@ -38,11 +38,11 @@ def test_admin_adds_an_endpoint_the_key_stays_a_variable_name_and_it_is_audited(
         stored = db.scalar(select(LlmEndpoint))
         audit = db.scalar(select(AuditEvent).where(AuditEvent.action == "llm_endpoint.created"))
     assert (stored.base_url, stored.model, stored.api_key_env) == ("http://127.0.0.1:8001/v1", "llama-3-8b",
-                                                                 "CLINANN_TEST_KEY")  # fmt: skip
+                                                                 "CLINANN_LLM_KEY_TEST")  # fmt: skip
     assert stored.parameters["max_concurrency"] == 16 and stored.parameters["structured_output"] is True
     assert audit is not None and audit.details["model"] == "llama-3-8b"
     rows = page(web.get("/admin/endpoints")).select("[data-testid=endpoint-row]")
-    assert len(rows) == 1 and "CLINANN_TEST_KEY" in rows[0].get_text()
+    assert len(rows) == 1 and "CLINANN_LLM_KEY_TEST" in rows[0].get_text()
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,10 @@ def test_admin_adds_an_endpoint_the_key_stays_a_variable_name_and_it_is_audited(
         ({"base_url": "not a url"}, "base_url"),
         ({"model": ""}, "model"),
         ({"api_key_env": "sk-live-abc123 with spaces"}, "api_key_env"),
+        # Any other variable would be sent as the bearer token: the secret key, the database URL (issue 17)
+        ({"api_key_env": "CLINANN_SECRET_KEY"}, "api_key_env"),
+        ({"api_key_env": "CLINANN_DATABASE_URL"}, "api_key_env"),
+        ({"api_key_env": "OPENAI_API_KEY"}, "api_key_env"),
         ({"max_concurrency": "0"}, "max_concurrency"),
         ({"max_concurrency": "many"}, "max_concurrency"),
         ({"timeout_seconds": "-1"}, "timeout_seconds"),
@@ -190,3 +194,17 @@ def test_a_bad_run_form_names_the_field(web, sessions, accounts, demo):
     with sessions() as db:
         assert db.scalar(select(func.count()).select_from(PreAnnotationRun).where(
             PreAnnotationRun.method == "llm")) == 0  # fmt: skip
+
+
+def test_an_endpoint_stored_with_another_variable_sends_no_key(sessions, monkeypatch):
+    """An endpoint stored before the prefix rule (or written into the database) cannot leak a secret."""
+    from app.services.llm_endpoints import client_config, list_endpoints
+
+    monkeypatch.setenv("CLINANN_SECRET_KEY", "the-server-secret")
+    monkeypatch.setenv("CLINANN_LLM_KEY_VLLM", "the-llm-key")
+    with sessions.begin() as db:
+        for name, env in (("leaky", "CLINANN_SECRET_KEY"), ("proper", "CLINANN_LLM_KEY_VLLM")):
+            db.add(LlmEndpoint(name=name, base_url="http://127.0.0.1:9/v1", model="m", api_key_env=env))
+    shown = {e.name: e for e in list_endpoints(sessions)}
+    assert client_config(shown["leaky"]).api_key is None and not shown["leaky"].key_is_set
+    assert client_config(shown["proper"]).api_key == "the-llm-key" and shown["proper"].key_is_set

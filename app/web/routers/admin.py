@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
+from app.domain.passwords import MIN_LENGTH as MIN_PASSWORD_LENGTH
 from app.domain.vocabulary import Role
 from app.services import audit, users
 from app.services.administration import admin_overview
@@ -20,6 +21,36 @@ def overview(request: Request, sessions: Sessions) -> Response:
     return render(request, "admin/home.html", {"overview": admin_overview(sessions), "roles": list(Role)})
 
 
+# ---- accounts: list, add, change role, disable or enable, reset a password ------------------------
+
+
+def _error_field(error: Exception | str | None) -> str | None:
+    """The field a refusal names ("password: at least 12 characters" names password)."""
+    return str(error).partition(": ")[0] if error else None
+
+
+def _accounts_page(request: Request, sessions, *, form=None, error=None, outcome=None) -> Response:
+    return render(
+        request,
+        "admin/users.html",
+        {
+            "accounts": users.list_users(sessions),
+            "roles": [role.value for role in Role],
+            "form": form or {},
+            "form_error": str(error) if error else None,
+            "error_field": _error_field(error),
+            "outcome": outcome,
+            "min_length": MIN_PASSWORD_LENGTH,
+        },
+        status_code=422 if error else 200,
+    )
+
+
+@router.get("/users")
+def accounts(request: Request, sessions: Sessions, added: str | None = None) -> Response:
+    return _accounts_page(request, sessions, outcome=f"Account {added} added." if added else None)
+
+
 @router.post("/users")
 def add_user(
     request: Request,
@@ -31,20 +62,161 @@ def add_user(
     display_name: Annotated[str, Form()] = "",
 ) -> Response:
     try:
-        users.add_user(sessions, username, password, role, display_name or None, actor_id=identity.user.id)
-    except users.AccountError as error:
-        return render(
-            request,
-            "admin/home.html",
-            {
-                "overview": admin_overview(sessions),
-                "roles": list(Role),
-                "form_error": str(error),
-                "form_username": username,
-            },
-            status_code=422,
+        user = users.add_user(
+            sessions,
+            username,
+            password,
+            role,
+            display_name or None,
+            actor_id=identity.user.id,
+            client_address=client_address(request),
         )
-    return RedirectResponse("/admin", status_code=303)
+    except users.AccountError as error:
+        form = {"username": username, "display_name": display_name, "role": role}
+        return _accounts_page(request, sessions, form=form, error=error)
+    return RedirectResponse(f"/admin/users?added={user.username}", status_code=303)
+
+
+def _account_page(
+    request: Request,
+    identity,
+    sessions,
+    user_id: int,
+    *,
+    error=None,
+    outcome=None,
+    temporary_password=None,
+) -> Response:
+    account = users.get_user(sessions, user_id)
+    if account is None:
+        raise HTTPException(status_code=404, detail="No such account.")
+    response = render(
+        request,
+        "admin/user.html",
+        {
+            "account": account,
+            "is_self": account.id == identity.user.id,
+            "roles": [role.value for role in Role],
+            "form_error": str(error) if error else None,
+            "error_field": _error_field(error),
+            "outcome": outcome,
+            "temporary_password": temporary_password,
+        },
+        status_code=422 if error else 200,
+    )
+    response.headers["Cache-Control"] = "no-store"  # a temporary password is shown once
+    return response
+
+
+ACCOUNT_OUTCOMES = {
+    "role": "Role changed.",
+    "disabled": "Account disabled; its login sessions have ended.",
+    "enabled": "Account enabled.",
+}
+
+
+@router.get("/users/{user_id}")
+def account(
+    request: Request, user_id: int, identity: CurrentIdentity, sessions: Sessions, done: str | None = None
+) -> Response:
+    return _account_page(request, identity, sessions, user_id, outcome=ACCOUNT_OUTCOMES.get(done or ""))
+
+
+def _account_change(request: Request, identity, sessions, user_id: int, done: str, change) -> Response:
+    """Run one change of an account; on a refusal show its page with the reason, naming the field."""
+    if users.get_user(sessions, user_id) is None:
+        raise HTTPException(status_code=404, detail="No such account.")
+    try:
+        change()
+    except users.AccountError as error:
+        return _account_page(request, identity, sessions, user_id, error=error)
+    return RedirectResponse(f"/admin/users/{user_id}?done={done}", status_code=303)
+
+
+@router.post("/users/{user_id}/role")
+def change_role(
+    request: Request,
+    user_id: int,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    role: Annotated[str, Form()] = "",
+) -> Response:
+    return _account_change(
+        request,
+        identity,
+        sessions,
+        user_id,
+        "role",
+        lambda: users.set_role(
+            sessions, user_id, role, actor_id=identity.user.id, client_address=client_address(request)
+        ),
+    )
+
+
+def _set_active(request: Request, user_id: int, identity, sessions, now, active: bool) -> Response:
+    return _account_change(
+        request,
+        identity,
+        sessions,
+        user_id,
+        "enabled" if active else "disabled",
+        lambda: users.set_active(
+            sessions,
+            user_id,
+            active,
+            actor_id=identity.user.id,
+            now=now,
+            client_address=client_address(request),
+        ),
+    )
+
+
+@router.post("/users/{user_id}/disable")
+def disable(
+    request: Request, user_id: int, identity: CurrentIdentity, sessions: Sessions, now: Now
+) -> Response:
+    return _set_active(request, user_id, identity, sessions, now, False)
+
+
+@router.post("/users/{user_id}/enable")
+def enable(
+    request: Request, user_id: int, identity: CurrentIdentity, sessions: Sessions, now: Now
+) -> Response:
+    return _set_active(request, user_id, identity, sessions, now, True)
+
+
+@router.post("/users/{user_id}/password")
+def reset_password(
+    request: Request,
+    user_id: int,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    now: Now,
+    temporary_password: Annotated[str, Form()] = "",
+) -> Response:
+    """Answered with the page itself, not a redirect: a generated password is shown this once."""
+    if users.get_user(sessions, user_id) is None:
+        raise HTTPException(status_code=404, detail="No such account.")
+    try:
+        _, password = users.reset_password(
+            sessions,
+            user_id,
+            temporary_password or None,
+            actor_id=identity.user.id,
+            now=now,
+            client_address=client_address(request),
+        )
+    except users.AccountError as error:
+        return _account_page(request, identity, sessions, user_id, error=error)
+    given = bool(temporary_password)
+    return _account_page(
+        request,
+        identity,
+        sessions,
+        user_id,
+        outcome="Password reset to the one you gave; the user's sessions have ended." if given else None,
+        temporary_password=None if given else password,
+    )
 
 
 # ---- the audit trail: read, filter, export (never changed: PostgreSQL refuses it) -------------------

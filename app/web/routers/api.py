@@ -18,10 +18,12 @@ from app.services.administration import admin_overview
 from app.services.queues import annotator_queue
 from app.web.deps import (
     CurrentIdentity,
+    LeadBatchFilter,
+    LeadProjectId,
+    LeadRunId,
     Now,
     Sessions,
     current_identity,
-    require_project_lead,
     require_role,
 )
 
@@ -30,7 +32,7 @@ annotate = APIRouter(prefix="/annotate", dependencies=[Depends(require_role(Role
 # A lead reaches only the projects they are a member of (and what is in them); admins every one.
 lead = APIRouter(
     prefix="/lead",
-    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+    dependencies=[Depends(require_role(Role.lead, Role.admin))],
 )
 admin = APIRouter(prefix="/admin", dependencies=[Depends(require_role(Role.admin))])
 
@@ -251,7 +253,7 @@ def reject_batch_api(
 
 @lead.get("/projects/{project_id}/export")
 def export_api(
-    project_id: int,
+    project_id: LeadProjectId,
     request: Request,
     identity: CurrentIdentity,
     sessions: Sessions,
@@ -327,7 +329,7 @@ def _run_out(summary) -> RunStatusOut:
 
 @lead.post("/projects/{project_id}/runs", status_code=201, response_model=RunStatusOut)
 def start_run_api(
-    project_id: int, body: NewRun, identity: CurrentIdentity, sessions: Sessions
+    project_id: LeadProjectId, body: NewRun, identity: CurrentIdentity, sessions: Sessions
 ) -> RunStatusOut:
     """Start a pre-annotation run; its notes are queued as background jobs."""
     from app.services import pre_annotation, run_reports
@@ -347,14 +349,14 @@ def start_run_api(
 
 
 @lead.get("/projects/{project_id}/runs", response_model=list[RunStatusOut])
-def list_runs_api(project_id: int, sessions: Sessions) -> list[RunStatusOut]:
+def list_runs_api(project_id: LeadProjectId, sessions: Sessions) -> list[RunStatusOut]:
     from app.services import run_reports
 
     return [_run_out(r) for r in run_reports.list_runs(sessions, project_id)]
 
 
 @lead.get("/runs/{run_id}", response_model=RunStatusOut)
-def run_api(run_id: int, sessions: Sessions) -> RunStatusOut:
+def run_api(run_id: LeadRunId, sessions: Sessions) -> RunStatusOut:
     from app.services import run_reports
 
     found = run_reports.run_summary(sessions, run_id)
@@ -365,10 +367,10 @@ def run_api(run_id: int, sessions: Sessions) -> RunStatusOut:
 
 @lead.get("/projects/{project_id}/metrics")
 def metrics_api(
-    project_id: int,
+    project_id: LeadProjectId,
     sessions: Sessions,
+    batch_id: LeadBatchFilter,
     idle: float | None = None,
-    batch_id: int | None = None,
     annotator: str | None = None,
     label: str | None = None,
     condition: str | None = None,

@@ -1,9 +1,11 @@
 """Login and logout pages."""
 
+import asyncio
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from itsdangerous import BadSignature
 
@@ -77,7 +79,7 @@ def login_form(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login")
-def login(
+async def login(
     request: Request,
     now: Now,
     username: Annotated[str, Form()] = "",
@@ -86,7 +88,8 @@ def login(
 ) -> Response:
     runtime = request.app.state.runtime
     try:
-        login = auth.log_in(
+        login = await run_in_threadpool(
+            auth.log_in,
             runtime.sessions,
             runtime.settings,
             username,
@@ -98,6 +101,9 @@ def login(
         if refused.throttled:
             message = "Too many failed logins. Wait a few minutes, then try again."
             return _login_page(request, error=message, status_code=429, username=username)
+        # Held here, on the event loop, not in a thread of the pool: waiting answers cost nothing
+        # but their connection. Tests inject another sleep through app.state.sleep.
+        await getattr(request.app.state, "sleep", asyncio.sleep)(refused.delay_seconds)
         return _login_page(
             request,
             error="Wrong user name or password.",

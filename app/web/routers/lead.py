@@ -15,10 +15,11 @@ from app.services.access import led_project_ids
 from app.services.projects import ProjectError, create_project, project_overview, update_project
 from app.web.deps import (
     CurrentIdentity,
+    LeadExportId,
+    LeadProjectId,
     Sessions,
     client_address,
     project_or_404,
-    require_project_lead,
     require_role,
 )
 from app.web.templating import render
@@ -28,7 +29,7 @@ from app.web.templating import render
 router = APIRouter(
     prefix="/lead",
     tags=["lead"],
-    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+    dependencies=[Depends(require_role(Role.lead, Role.admin))],
 )
 
 
@@ -163,7 +164,7 @@ def new_project(request: Request) -> Response:
 
 
 @router.get("/projects/{project_id}")
-def edit_project(request: Request, project_id: int, sessions: Sessions) -> Response:
+def edit_project(request: Request, project_id: LeadProjectId, sessions: Sessions) -> Response:
     with sessions() as db:
         project = db.get(Project, project_id)
     if project is None:
@@ -172,10 +173,24 @@ def edit_project(request: Request, project_id: int, sessions: Sessions) -> Respo
 
 
 @router.post("/projects")
+async def create_project_page(request: Request, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """Create a project. It takes no project id from anywhere: a create route that also read one from
+    its query string updated that project, whoever led it (issue 17)."""
+    return await _save_project(request, identity, sessions, None)
+
+
 @router.post("/projects/{project_id}")
-async def save_project(
-    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: int | None = None
+async def update_project_page(
+    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: LeadProjectId
 ) -> Response:
+    with sessions() as db:
+        project = db.get(Project, project_id)
+    if project is None:
+        raise HTTPException(status_code=404, detail="No such project.")
+    return await _save_project(request, identity, sessions, project)
+
+
+async def _save_project(request: Request, identity, sessions, project: Project | None) -> Response:
     """Create or update a project; every problem names its field and nothing is stored."""
     form = await request.form()
     values = {
@@ -208,10 +223,6 @@ async def save_project(
             ("study_settings", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
         )
         study = None
-    with sessions() as db:
-        project = db.get(Project, project_id) if project_id else None
-    if project_id and project is None:
-        raise HTTPException(status_code=404, detail="No such project.")
     if not problems:
         try:
             if project is None:
@@ -250,7 +261,7 @@ async def save_project(
 @router.post("/projects/{project_id}/leads")
 def add_lead(
     request: Request,
-    project_id: int,
+    project_id: LeadProjectId,
     identity: CurrentIdentity,
     sessions: Sessions,
     username: Annotated[str, Form()] = "",
@@ -270,7 +281,7 @@ def add_lead(
 
 @router.post("/projects/{project_id}/leads/{user_id}/remove")
 def remove_lead(
-    request: Request, project_id: int, user_id: int, identity: CurrentIdentity, sessions: Sessions
+    request: Request, project_id: LeadProjectId, user_id: int, identity: CurrentIdentity, sessions: Sessions
 ) -> Response:
     """Take a lead off this project; a lead who removes themselves loses the project at once."""
     try:
@@ -288,7 +299,7 @@ def remove_lead(
 
 
 @router.get("/projects/{project_id}/annotation.conf")
-def download_conf(project_id: int, sessions: Sessions) -> Response:
+def download_conf(project_id: LeadProjectId, sessions: Sessions) -> Response:
     with sessions() as db:
         project = db.get(Project, project_id)
     if project is None:
@@ -306,7 +317,7 @@ def download_conf(project_id: int, sessions: Sessions) -> Response:
 @router.post("/projects/{project_id}/exports")
 def start_export(
     request: Request,
-    project_id: int,
+    project_id: LeadProjectId,
     identity: CurrentIdentity,
     sessions: Sessions,
     format: Annotated[str, Form()],
@@ -346,13 +357,13 @@ def _exports_block(request: Request, sessions, project_id: int) -> Response:
 
 
 @router.get("/projects/{project_id}/exports")
-def exports(request: Request, project_id: int, sessions: Sessions) -> Response:
+def exports(request: Request, project_id: LeadProjectId, sessions: Sessions) -> Response:
     return _exports_block(request, sessions, project_id)
 
 
 @router.get("/exports/{export_id}/download")
 def download_export(
-    request: Request, export_id: int, identity: CurrentIdentity, sessions: Sessions
+    request: Request, export_id: LeadExportId, identity: CurrentIdentity, sessions: Sessions
 ) -> Response:
     from pathlib import Path
 

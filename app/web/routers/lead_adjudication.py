@@ -6,14 +6,23 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.domain.vocabulary import Role
 from app.services import adjudication, editing
-from app.web.deps import CurrentIdentity, Now, Sessions, project_or_404, require_project_lead, require_role
+from app.web.deps import (
+    CurrentIdentity,
+    LeadDocumentId,
+    LeadProjectId,
+    LeadSetId,
+    Now,
+    Sessions,
+    project_or_404,
+    require_role,
+)
 from app.web.editor_routes import add_editor_routes, editor_page
 from app.web.templating import render
 
 router = APIRouter(
     prefix="/lead",
     tags=["lead"],
-    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+    dependencies=[Depends(require_role(Role.lead, Role.admin))],
 )
 
 
@@ -23,7 +32,7 @@ GOLD_STATUSES = ("not started", "open", "submitted")
 
 @router.get("/projects/{project_id}/adjudication")
 def queue(
-    request: Request, project_id: int, sessions: Sessions, page: int = 1, gold: str | None = None
+    request: Request, project_id: LeadProjectId, sessions: Sessions, page: int = 1, gold: str | None = None
 ) -> Response:
     """The queue, a page at a time; ``gold`` keeps only the notes whose gold is in that state."""
     project = project_or_404(sessions, project_id)
@@ -52,7 +61,11 @@ def queue(
 
 @router.post("/projects/{project_id}/adjudication/{document_id}")
 def start(
-    project_id: int, document_id: int, identity: CurrentIdentity, sessions: Sessions, now: Now
+    project_id: LeadProjectId,
+    document_id: LeadDocumentId,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    now: Now,
 ) -> Response:
     """Open the note's adjudication, starting it (with what everyone agreed on) the first time."""
     project_or_404(sessions, project_id)
@@ -76,7 +89,11 @@ def _comparison(sessions, set_id: int, user_id: int, hide_names: bool) -> adjudi
 
 @router.get("/gold/{set_id}")
 def gold_page(
-    request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions, hide_names: bool = False
+    request: Request,
+    set_id: LeadSetId,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    hide_names: bool = False,
 ) -> Response:
     comparison = _comparison(sessions, set_id, identity.user.id, hide_names)
     page = editor_page(sessions, set_id, identity.user.id, f"/lead/gold/{set_id}")
@@ -88,7 +105,11 @@ def gold_page(
 
 @router.get("/gold/{set_id}/comparison")
 def comparison_panel(
-    request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions, hide_names: bool = False
+    request: Request,
+    set_id: LeadSetId,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    hide_names: bool = False,
 ) -> Response:
     """The physicians' versions beside gold as it is now: what the page reloads after each edit."""
     comparison = _comparison(sessions, set_id, identity.user.id, hide_names)
@@ -100,4 +121,4 @@ def comparison_panel(
     )
 
 
-add_editor_routes(router, "/gold/{set_id}")
+add_editor_routes(router, "/gold/{set_id}", LeadSetId)

@@ -9,14 +9,14 @@ from app.domain import augmentation as aug
 from app.domain.label_schema import parse_label_schema
 from app.domain.vocabulary import Role
 from app.services import audit, augmentation
-from app.services.access import ProjectObject
 from app.services.llm_endpoints import list_endpoints
 from app.web.deps import (
     CurrentIdentity,
+    LeadAugmentationRunId,
+    LeadProjectId,
     Sessions,
     client_address,
     project_or_404,
-    require_project_lead,
     require_role,
 )
 from app.web.forms import number_field
@@ -27,7 +27,6 @@ router = APIRouter(
     tags=["lead"],
     dependencies=[
         Depends(require_role(Role.lead, Role.admin)),
-        Depends(require_project_lead(run_id=ProjectObject.augmentation_run)),
     ],
 )
 
@@ -52,7 +51,7 @@ def _page(request: Request, sessions, project: Project, *, values=None, error=No
 
 
 @router.get("/projects/{project_id}/augmentation")
-def runs(request: Request, sessions: Sessions, project_id: int) -> Response:
+def runs(request: Request, sessions: Sessions, project_id: LeadProjectId) -> Response:
     project = project_or_404(sessions, project_id)
     if request.headers.get("HX-Request"):
         return render(
@@ -65,7 +64,9 @@ def runs(request: Request, sessions: Sessions, project_id: int) -> Response:
 
 
 @router.post("/projects/{project_id}/augmentation")
-async def start(request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: int) -> Response:
+async def start(
+    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: LeadProjectId
+) -> Response:
     project = project_or_404(sessions, project_id)
     form = await request.form()
 
@@ -107,7 +108,7 @@ def _run(sessions, run_id: int):
 
 
 @router.get("/augmentation/{run_id}")
-def run_page(request: Request, sessions: Sessions, run_id: int) -> Response:
+def run_page(request: Request, sessions: Sessions, run_id: LeadAugmentationRunId) -> Response:
     project_id, run = _run(sessions, run_id)
     project = project_or_404(sessions, project_id)
     context = {"project": project, "run": run, "reasons": aug.REJECTIONS}
@@ -135,7 +136,7 @@ def run_page(request: Request, sessions: Sessions, run_id: int) -> Response:
 
 
 @router.post("/augmentation/{run_id}/cancel")
-def cancel(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Response:
+def cancel(identity: CurrentIdentity, sessions: Sessions, run_id: LeadAugmentationRunId) -> Response:
     _run(sessions, run_id)
     try:
         augmentation.cancel_run(sessions, run_id, user_id=identity.user.id)
@@ -146,7 +147,11 @@ def cancel(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Respon
 
 @router.get("/augmentation/{run_id}/export")
 def export(
-    request: Request, identity: CurrentIdentity, sessions: Sessions, run_id: int, format: str = "jsonl"
+    request: Request,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    run_id: LeadAugmentationRunId,
+    format: str = "jsonl",
 ):
     """The run's synthetic notes, as JSONL or a brat zip; every export is audited."""
     _run(sessions, run_id)

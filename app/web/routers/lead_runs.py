@@ -10,10 +10,12 @@ from app.services import pre_annotation, run_reports
 from app.services.llm_endpoints import list_endpoints
 from app.web.deps import (
     CurrentIdentity,
+    LeadDocumentId,
+    LeadProjectId,
+    LeadRunId,
     Sessions,
     client_address,
     project_or_404,
-    require_project_lead,
     require_role,
 )
 from app.web.forms import number_field
@@ -22,7 +24,7 @@ from app.web.templating import render
 router = APIRouter(
     prefix="/lead",
     tags=["lead"],
-    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+    dependencies=[Depends(require_role(Role.lead, Role.admin))],
 )
 
 
@@ -54,7 +56,7 @@ def _runs_page(request: Request, sessions, project: Project, *, values=None, err
 
 
 @router.get("/projects/{project_id}/runs")
-def runs(request: Request, sessions: Sessions, project_id: int) -> Response:
+def runs(request: Request, sessions: Sessions, project_id: LeadProjectId) -> Response:
     project = project_or_404(sessions, project_id)
     if request.headers.get("HX-Request"):
         return render(
@@ -72,7 +74,7 @@ def _number(form, field: str, kind, default):
 
 @router.post("/projects/{project_id}/runs")
 async def start_run(
-    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: int
+    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: LeadProjectId
 ) -> Response:
     project = project_or_404(sessions, project_id)
     form = await request.form()
@@ -114,7 +116,7 @@ async def start_run(
 
 
 @router.get("/projects/{project_id}/runs/compare")
-def compare(request: Request, sessions: Sessions, project_id: int) -> Response:
+def compare(request: Request, sessions: Sessions, project_id: LeadProjectId) -> Response:
     project = project_or_404(sessions, project_id)
     try:
         run_ids = [int(r) for r in request.query_params.getlist("run")]
@@ -138,7 +140,7 @@ def compare(request: Request, sessions: Sessions, project_id: int) -> Response:
 
 
 @router.get("/runs/{run_id}")
-def run_page(request: Request, sessions: Sessions, run_id: int) -> Response:
+def run_page(request: Request, sessions: Sessions, run_id: LeadRunId) -> Response:
     run, project_id = _run(sessions, run_id)
     context = {"run": run, "project_id": project_id}
     if request.headers.get("HX-Request"):
@@ -163,7 +165,9 @@ def run_page(request: Request, sessions: Sessions, run_id: int) -> Response:
 
 
 @router.get("/runs/{run_id}/notes/{document_id}")
-def note_prompts(request: Request, sessions: Sessions, run_id: int, document_id: int) -> Response:
+def note_prompts(
+    request: Request, sessions: Sessions, run_id: LeadRunId, document_id: LeadDocumentId
+) -> Response:
     run, project_id = _run(sessions, run_id)
     records = run_reports.chunk_records(sessions, run_id, document_id)
     return render(
@@ -182,7 +186,7 @@ def _act(sessions, run_id: int, action) -> Response:
 
 
 @router.post("/runs/{run_id}/cancel")
-def cancel(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Response:
+def cancel(identity: CurrentIdentity, sessions: Sessions, run_id: LeadRunId) -> Response:
     _run(sessions, run_id)
     return _act(
         sessions, run_id, lambda: pre_annotation.cancel_run(sessions, run_id, user_id=identity.user.id)
@@ -190,7 +194,7 @@ def cancel(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Respon
 
 
 @router.post("/runs/{run_id}/rerun")
-def rerun(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Response:
+def rerun(identity: CurrentIdentity, sessions: Sessions, run_id: LeadRunId) -> Response:
     _run(sessions, run_id)
     return _act(
         sessions, run_id, lambda: pre_annotation.rerun_failed(sessions, run_id, user_id=identity.user.id)
@@ -198,7 +202,7 @@ def rerun(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Respons
 
 
 @router.post("/runs/{run_id}/study-base")
-def study_base(identity: CurrentIdentity, sessions: Sessions, run_id: int) -> Response:
+def study_base(identity: CurrentIdentity, sessions: Sessions, run_id: LeadRunId) -> Response:
     _run(sessions, run_id)
     return _act(
         sessions, run_id, lambda: pre_annotation.mark_study_base(sessions, run_id, user_id=identity.user.id)

@@ -10,14 +10,21 @@ from app.domain.label_schema import parse_label_schema
 from app.domain.study_design import assignments_csv
 from app.domain.vocabulary import Condition, Role
 from app.services import study
-from app.web.deps import CurrentIdentity, Sessions, project_or_404, require_project_lead, require_role
+from app.web.deps import (
+    CurrentIdentity,
+    LeadProjectId,
+    LeadStudyId,
+    Sessions,
+    project_or_404,
+    require_role,
+)
 from app.web.forms import number_field
 from app.web.templating import render
 
 router = APIRouter(
     prefix="/lead",
     tags=["lead"],
-    dependencies=[Depends(require_role(Role.lead, Role.admin)), Depends(require_project_lead())],
+    dependencies=[Depends(require_role(Role.lead, Role.admin))],
 )
 
 
@@ -85,13 +92,13 @@ def _page(request: Request, sessions, project: Project, *, values=None, preview=
 
 
 @router.get("/projects/{project_id}/study")
-def study_page(request: Request, sessions: Sessions, project_id: int) -> Response:
+def study_page(request: Request, sessions: Sessions, project_id: LeadProjectId) -> Response:
     return _page(request, sessions, project_or_404(sessions, project_id))
 
 
 @router.post("/projects/{project_id}/study")
 async def design(
-    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: int
+    request: Request, identity: CurrentIdentity, sessions: Sessions, project_id: LeadProjectId
 ) -> Response:
     project = project_or_404(sessions, project_id)
     form = await request.form()
@@ -108,7 +115,7 @@ async def design(
 
 
 @router.post("/studies/{study_id}/release")
-def release(identity: CurrentIdentity, sessions: Sessions, study_id: int) -> Response:
+def release(identity: CurrentIdentity, sessions: Sessions, study_id: LeadStudyId) -> Response:
     from app.db.models import Study
 
     with sessions() as db:
@@ -123,7 +130,7 @@ def release(identity: CurrentIdentity, sessions: Sessions, study_id: int) -> Res
 
 
 @router.get("/studies/{study_id}/assignments.csv")
-def assignments(sessions: Sessions, study_id: int) -> Response:
+def assignments(sessions: Sessions, study_id: LeadStudyId) -> Response:
     """The study's assignments as stored, one row each."""
     rows = study.assignment_rows(sessions, study_id)
     if rows is None:
