@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app import __version__
 from app.domain.vocabulary import Role
-from app.settings import Settings
+from app.settings import SettingError, Settings
 
 log = logging.getLogger("clinann")
 
@@ -836,7 +836,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return fake_llm(arguments[1:])
     args = build_parser().parse_args(arguments)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingError as error:  # a setting to fix, not a crash: no traceback
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class SettingError(ValueError):
+    """A setting names something clinann will not use; the message says which and why (and never
+    repeats a secret). The command line prints it without a traceback."""
+
+
 class Settings(BaseSettings):
     """Settings for the server, the worker and the command line."""
 

@@ -17,7 +17,8 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.settings import Settings
+from app.domain.passwords import MAX_LENGTH, password_problem
+from app.settings import SettingError, Settings
 
 log = logging.getLogger("clinann.db")
 
@@ -47,14 +48,40 @@ class DatabaseServer:
             self._embedded = None
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
 def sqlalchemy_url(url: str) -> str:
     """Accept postgres://, postgresql:// or postgresql+psycopg:// and use psycopg 3."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:  # the URL itself may hold the password: the message must not repeat it
+        raise SettingError("CLINANN_DATABASE_URL is not a URL (postgresql://user:password@host/db)") from None
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     else:
-        raise ValueError(f"CLINANN_DATABASE_URL must be a PostgreSQL URL, not {parsed.drivername}")
+        raise SettingError(f"CLINANN_DATABASE_URL must be a PostgreSQL URL, not {parsed.drivername}")
     return parsed.render_as_string(hide_password=False)
+
+
+def weak_network_password(url: str) -> str | None:
+    """Why the URL's password is refused, or None. A server reached over the network with a guessable
+    password (docker-compose's old default "clinann", "postgres", ...) holds every note for anyone on
+    that network; a password on a loopback address or Unix socket, or none (a .pgpass file, client
+    certificates), is the operator's business."""
+    parsed = make_url(url)
+    socket_dir = parsed.query.get("host")
+    if parsed.password is None or not parsed.host or parsed.host in LOOPBACK_HOSTS or socket_dir:
+        return None
+    words = [word for word in ("postgres", parsed.username, parsed.database) if word]
+    problem = password_problem(str(parsed.password)[:MAX_LENGTH], words)
+    if problem is None:
+        return None
+    return (
+        f"CLINANN_DATABASE_URL: the password for the database server at {parsed.host} is refused "
+        f"({problem}; a common or default password is refused too). Set a long random one, "
+        "e.g. POSTGRES_PASSWORD=$(openssl rand -hex 24) with docker-compose."
+    )
 
 
 def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE_NAME) -> DatabaseServer:
@@ -80,7 +107,10 @@ def start_embedded_postgres(data_dir: Path, database: str = EMBEDDED_DATABASE_NA
 def open_database(settings: Settings) -> DatabaseServer:
     """The configured server, or an embedded one in ``settings.data_dir``."""
     if settings.database_url:
-        return DatabaseServer(url=sqlalchemy_url(settings.database_url))
+        url = sqlalchemy_url(settings.database_url)
+        if refusal := weak_network_password(url):
+            raise SettingError(refusal)
+        return DatabaseServer(url=url)
     return start_embedded_postgres(settings.data_dir)
 
 

@@ -31,6 +31,7 @@ from app.web.routers import (
     admin,
     annotate,
     api,
+    api_docs,
     auth,
     lead,
     lead_adjudication,
@@ -210,10 +211,9 @@ def create_app(
         lifespan=lifespan,
         telemetry=NO_TELEMETRY,
         dependencies=[Depends(verify_csrf)],
-        docs_url="/api/docs",
+        docs_url=None,  # served by routers/api_docs from vendored assets (FastAPI's own uses a CDN)
         redoc_url=None,
-        openapi_url="/api/v1/openapi.json",
-        swagger_ui_parameters=None,
+        openapi_url=api_docs.OPENAPI_URL,
     )
     app.state.runtime = runtime
     app.state.clock = clock
@@ -230,6 +230,7 @@ def create_app(
         admin,
         account,
         api,
+        api_docs,
     ):
         app.include_router(module.router)
     app.include_router(admin_vocabularies_router)

@@ -117,15 +117,17 @@ def test_every_nav_page_is_self_contained(browser, demo_server, role, username, 
         assert targets, f"{username} sees no navigation"
         assert all(t.startswith("/") and not t.startswith("//") for t in targets), targets
         expected = {
-            "annotator": {"/annotate", "/account/tokens"},
-            "lead": {"/lead", "/account/tokens"},
+            "annotator": {"/annotate", "/account/tokens", "/account/password"},
+            "lead": {"/lead", "/account/tokens", "/account/password"},
             "admin": {
                 "/lead",
                 "/admin",
+                "/admin/users",
                 "/admin/batches",
                 "/admin/endpoints",
                 "/admin/vocabularies",
                 "/account/tokens",
+                "/account/password",
             },
         }[role]
         assert set(targets) == expected
@@ -142,5 +144,34 @@ def test_every_nav_page_is_self_contained(browser, demo_server, role, username, 
             expect(page.get_by_test_id("error-page")).to_be_visible()
 
         _assert_all_local(recorder, demo_server)
+    finally:
+        context.close()
+
+
+def test_the_api_reference_works_offline(browser, demo_server):
+    """/api/docs is Swagger UI from static/: FastAPI's own page loads it from a CDN, which our CSP
+    blocks and which an offline site cannot reach. Every request stays on the server, the page
+    breaks no CSP rule, and the operations are listed."""
+    context = browser.new_context(base_url=demo_server)
+    try:
+        recorder = Recorder(context)
+        page = context.new_page()
+        console = []
+        page.on("console", lambda message: console.append((message.type, message.text)))
+        response = page.goto("/api/docs")
+        assert response is not None and response.ok
+        expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=10_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert any(path.startswith("/api/v1/") for path in paths), paths[:5]
+        page.wait_for_load_state("networkidle")
+        assert recorder.requests, "no requests were recorded"
+        assert not recorder.foreign(demo_server), recorder.foreign(demo_server)
+        requested = {urlsplit(url).path for _, url in recorder.requests}
+        assert "/api/v1/openapi.json" in requested
+        assert any(path.startswith("/static/swagger-ui-") for path in requested), requested
+        assert not recorder.failed, recorder.failed
+        violations = [text for kind, text in console if "Content Security Policy" in text]
+        assert not violations, violations
+        assert not [text for kind, text in console if kind == "error"], console
     finally:
         context.close()

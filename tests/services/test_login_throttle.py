@@ -71,7 +71,9 @@ def test_many_names_from_one_address_do_not_lock_out_others_there_or_elsewhere(s
     for name in names:
         for _ in range(settings.login_max_failures):
             assert _attempt(sessions, settings, name, "Winter2026!", ATTACKER) == "refused"
-    assert _count(sessions, "login.failure", client_address=ATTACKER) == len(names) * settings.login_max_failures
+    assert (
+        _count(sessions, "login.failure", client_address=ATTACKER) == len(names) * settings.login_max_failures
+    )
     # Another user behind the same address, and the attacked users elsewhere, log in.
     assert _attempt(sessions, settings, "lead", PASSWORDS["lead"], ATTACKER) == "ok"
     assert _attempt(sessions, settings, "admin", PASSWORDS["admin"], "192.0.2.10") == "ok"
@@ -82,7 +84,10 @@ def test_a_blocked_pair_is_blocked_for_the_block_time_only(sessions, accounts, r
     settings = runtime.settings
     minute = timedelta(minutes=1)
     for i in range(settings.login_max_failures):  # spread over the window: the last one blocks
-        assert _attempt(sessions, settings, "lead", "wrong-password!", ATTACKER, now=NOW + i * minute) == "refused"
+        assert (
+            _attempt(sessions, settings, "lead", "wrong-password!", ATTACKER, now=NOW + i * minute)
+            == "refused"
+        )
     blocked_at = NOW + (settings.login_max_failures - 1) * minute
     block = timedelta(minutes=settings.login_block_minutes)
     # Refused without a check while blocked, however many tries (they do not lengthen the block).
@@ -97,7 +102,9 @@ def test_a_blocked_pair_is_blocked_for_the_block_time_only(sessions, accounts, r
 
 
 def test_a_success_clears_the_pair_but_failures_keep_slowing_the_account(sessions, accounts, runtime):
-    settings = runtime.settings.model_copy(update={"login_slow_after_failures": 3, "login_max_delay_seconds": 5})
+    settings = runtime.settings.model_copy(
+        update={"login_slow_after_failures": 3, "login_max_delay_seconds": 5}
+    )
     delays = []
     for i in range(8):  # one failure from each of eight addresses: each pair is new
         try:

@@ -139,7 +139,7 @@ def test_the_route_table_is_walked(web, capsys):
 
 @pytest.mark.parametrize("route", ROUTES, ids=" ".join)
 def test_no_spelling_of_an_id_gets_past_the_check(world, route, capsys):
-    """Every refused identity, every path id in every spelling: still refused, nothing shown, nothing changed."""
+    """Every refused identity, every path id in every spelling: refused, nothing shown, nothing changed."""
     method, template = route
     api = template.startswith("/api/")
     ask = MATRIX[route].recipe(world)

@@ -472,6 +472,30 @@ def _admin_add_user(w: World) -> Send:
     return Send("/admin/users", data=form)
 
 
+@recipe("POST", "/admin/users/{user_id}/role")
+def _admin_change_role(w: World) -> Send:
+    path = f"/admin/users/{w.user_id('annotator')}/role"
+    return Send(path, data={"csrf_token": w.browser("admin"), "role": "lead"})
+
+
+@recipe("POST", "/admin/users/{user_id}/disable")
+def _admin_disable_account(w: World) -> Send:
+    return Send(f"/admin/users/{w.user_id('annotator')}/disable", data={"csrf_token": w.browser("admin")})
+
+
+@recipe("POST", "/admin/users/{user_id}/enable")
+def _admin_enable_account(w: World) -> Send:
+    with w.sessions.begin() as db:
+        db.get(User, w.user_id("annotator")).is_active = False
+    return Send(f"/admin/users/{w.user_id('annotator')}/enable", data={"csrf_token": w.browser("admin")})
+
+
+@recipe("POST", "/admin/users/{user_id}/password")
+def _admin_set_temporary_password(w: World) -> Send:
+    form = {"csrf_token": w.browser("admin"), "temporary_password": "Velvet-harbour-lantern-2291"}
+    return Send(f"/admin/users/{w.user_id('annotator')}/password", data=form)
+
+
 @recipe("POST", "/admin/batches")
 def _admin_upload(w: World) -> Send:
     project_id = w.project()
@@ -548,6 +572,17 @@ def _account_create_token(w: World) -> Send:
 def _account_revoke_token(w: World) -> Send:
     token, _ = auth.create_api_token(w.sessions, w.user_id("annotator"), "old script")
     return Send(f"/account/tokens/{token.id}/revoke", data={"csrf_token": w.browser("annotator")})
+
+
+@recipe("POST", "/account/password")
+def _account_change_password(w: World) -> Send:
+    form = {
+        "csrf_token": w.browser("annotator"),
+        "current_password": PASSWORDS["annotator"],
+        "new_password": "Velvet-harbour-lantern-2291",
+        "new_password_confirmation": "Velvet-harbour-lantern-2291",
+    }
+    return Send("/account/password", data=form)
 
 
 @recipe("POST", "/api/v1/lead/projects")

@@ -30,8 +30,8 @@ def test_admin_adds_an_endpoint_the_key_stays_a_variable_name_and_it_is_audited(
     response = _post(
         web, "/admin/endpoints", "/admin/endpoints",
         name="local vLLM", base_url="http://127.0.0.1:8001/v1/", model="llama-3-8b",
-        api_key_env="CLINANN_LLM_KEY_TEST", max_concurrency="16", timeout_seconds="30", structured_output="on",
-        is_active="on",
+        api_key_env="CLINANN_LLM_KEY_TEST", max_concurrency="16", timeout_seconds="30",
+        structured_output="on", is_active="on",
     )  # fmt: skip
     assert response.status_code == 303
     with sessions() as db:
