@@ -14,6 +14,7 @@ from app.domain.vocabulary import Role
 from app.settings import SettingError, Settings
 
 log = logging.getLogger("clinann")
+MAX_WARNINGS_SHOWN = 20
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -413,7 +414,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     from app.db.models import Project
     from app.runtime import open_runtime
-    from app.services.batches import BatchError, release_batch, upload_batch
+    from app.services.batches import BatchError, release_batch, resolve_layer, upload_batch
 
     settings = _settings(args)
     _configure_logging(settings)
@@ -430,6 +431,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     files = _collect_files(args.path)
     runtime = open_runtime(settings)
+    created, additions = False, []
     try:
         with runtime.sessions() as db:
             project = db.scalar(select(Project).where(Project.name == args.project))
@@ -440,7 +442,12 @@ def cmd_import(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            project = _create_project_from_files(runtime, args.project, files)
+            with runtime.sessions() as db:  # a layer that cannot be used refuses before a project is made
+                resolve_layer(db, layer)
+            project, additions = _create_project_from_files(runtime, args.project, files)
+            if project is None:
+                return 1
+            created = True
         started = time.monotonic()
         try:
             outcome = upload_batch(
@@ -451,16 +458,26 @@ def cmd_import(args: argparse.Namespace) -> int:
                 actor_id=None,
                 layer=layer,
                 client_address="cli",
+                skip_mismatched=args.skip_mismatched,
+                extend_schema=args.extend_schema,
             )
         except BatchError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        if created:
+            outcome.schema_additions[:0] = additions
         for problem in outcome.problems:
             print(f"error: {problem}", file=sys.stderr)
-        for warning in outcome.warnings[:20]:
+        for warning in outcome.warnings[:MAX_WARNINGS_SHOWN]:
             print(f"note: {warning}", file=sys.stderr)
+        if len(outcome.warnings) > MAX_WARNINGS_SHOWN:
+            print(
+                f"note: ... and {len(outcome.warnings) - MAX_WARNINGS_SHOWN} more warnings", file=sys.stderr
+            )
+        for notice in outcome.notices():
+            print(f"note: {notice}", file=sys.stderr)
         if outcome.status == "refused":
-            print(f"refused: {len(outcome.problems)} problems; nothing was stored", file=sys.stderr)
+            print(outcome.summary(), file=sys.stderr)
             return 1
         if outcome.status == "held":
             print(
@@ -481,10 +498,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 client_address="cli",
             )
             outcome.stored = stored
-        print(
-            f"imported {outcome.stored} notes into '{project.name}' as {layer} "
-            f"({len(outcome.duplicates)} duplicates skipped) in {time.monotonic() - started:.1f} s"
-        )
+        print(f"'{project.name}' as {layer}: {outcome.summary()} ({time.monotonic() - started:.1f} s)")
     except BatchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -594,17 +608,37 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _create_project_from_files(runtime, name: str, files: list[tuple[str, bytes]]):
-    """A new project whose schema comes from annotation.conf and the labels the data uses."""
-    from app.domain.brat import label_schema_from_conf, parse_annotation_conf
+    """A new project whose schema is the corpus's annotation.conf widened to hold its data, and the
+    additions; (None, []) after saying on stderr why no project can be made."""
+    from app.domain.brat import BratError, parse_annotation_conf
     from app.domain.brat_import import read_brat_document
-    from app.domain.uploads import labels_of, read_upload
+    from app.domain.corpus_schema import schema_for_corpus
+    from app.domain.label_schema import LabelSchemaError
+    from app.domain.uploads import read_upload
     from app.services.batches import limits_of
     from app.services.projects import create_project
 
     contents = read_upload(files, limits_of(runtime.settings), read_brat_document)
-    conf = parse_annotation_conf(contents.annotation_conf) if contents.annotation_conf else {}
-    schema = label_schema_from_conf(conf, labels_of(contents.documents))
-    return create_project(runtime.sessions, name, schema)
+    if contents.problems:  # no project for an upload that would be refused: all or nothing
+        for problem in contents.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"refused: {len(contents.problems)} problems; nothing was stored", file=sys.stderr)
+        return None, []
+    try:
+        conf = parse_annotation_conf(contents.annotation_conf) if contents.annotation_conf else None
+    except BratError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None, []
+    schema, additions = schema_for_corpus(conf, contents.documents)
+    try:
+        return create_project(runtime.sessions, name, schema), additions
+    except LabelSchemaError as error:
+        for field, message in error.problems:
+            print(
+                f"error: annotation.conf and the data give a schema that cannot be used: {field}: {message}",
+                file=sys.stderr,
+            )
+        return None, []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -788,6 +822,17 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--annotator", help="with --as annotator: whose set")
     importer.add_argument("--source", help="with --as pre: the pre-annotation source name (default imported)")
     importer.add_argument("--release-reason", help="release a batch the PHI screen holds, with this reason")
+    importer.add_argument(
+        "--skip-mismatched",
+        action="store_true",
+        help="store the rest when a note's name is in the project with another text (default: refuse all)",
+    )
+    importer.add_argument(
+        "--extend-schema",
+        action="store_true",
+        help="add the labels, relation types, attributes and values the data uses beyond the project's "
+        "schema (listed and audited; default: refuse naming file and line)",
+    )
     data_dir(importer)
     importer.set_defaults(func=cmd_import)
 

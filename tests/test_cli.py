@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from app.cli import build_parser, main
-from app.db.models import AuditEvent, User
+from app.db.models import AuditEvent, Project, User
 
 
 def test_every_command_has_help():
@@ -68,7 +68,7 @@ def test_import_and_export_on_the_command_line(sessions, settings, monkeypatch, 
         "[entities]\nDrug\nStrength\n[relations]\nStrength-Drug Arg1:Strength, Arg2:Drug\n"
     )
     assert main(["import", str(folder), "--project", "Meds", "--create", "--as", "gold"]) == 0
-    assert "imported 1 notes into 'Meds' as gold" in capsys.readouterr().out
+    assert "'Meds' as gold: stored 1 notes" in capsys.readouterr().out
     out = tmp_path / "meds.jsonl"
     assert main(["export", str(out), "--project", "Meds", "--format", "jsonl", "--layer", "gold"]) == 0
     [document] = [json.loads(line) for line in out.read_text().splitlines()]
@@ -116,3 +116,58 @@ def test_project_add_lead_and_leads(sessions, settings, monkeypatch, capsys, pas
         audited = db.execute(select(AuditEvent.action, AuditEvent.user_id, AuditEvent.client_address)).all()
     assert members == [("dr.lead",)]
     assert audited == [("project.lead_add", None, "cli")]
+
+
+def test_create_takes_a_corpus_as_it_is(sessions, settings, monkeypatch, capsys, tmp_path):
+    """Issue 18: relation arguments the conf never declares, and data outside the conf, crashed with a
+    traceback (LabelSchemaError); a folder of plain notes crashed too (no entity types)."""
+    monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
+    corpus = tmp_path / "n2c2"
+    corpus.mkdir()
+    (corpus / "annotation.conf").write_text(
+        "[entities]\nDrug\n[relations]\nReason-Drug\tArg1:Reason, Arg2:Drug\n[events]\n[attributes]\n"
+    )
+    (corpus / "a.txt").write_text("Aspirin for chest pain, rash.\n")
+    (corpus / "a.ann").write_text(
+        "T1\tDrug 0 7\tAspirin\nT2\tReason 12 22\tchest pain\nT3\tADE 24 28\trash\n"
+        "R1\tReason-Drug Arg1:T2 Arg2:T1\n"
+    )
+    assert main(["import", str(corpus), "--project", "n2c2", "--create", "--as", "gold"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    undeclared = "not declared in annotation.conf: an argument of relation 'Reason-Drug'"
+    assert f"note: schema: added entity type 'Reason' ({undeclared})" in captured.err
+    assert "note: schema: added entity type 'ADE' (used by the data)" in captured.err
+    assert "'n2c2' as gold: stored 1 notes;" in captured.out and "2 schema additions" in captured.out
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("n1", "n2"):
+        (plain / f"{name}.txt").write_text(f"Note {name}: fever.\n")
+    assert main(["import", str(plain), "--project", "Plain notes", "--create"]) == 0
+    assert "'Plain notes' as pre:imported: stored 2 notes" in capsys.readouterr().out
+    with sessions() as db:
+        schema = db.scalar(select(Project.label_schema).where(Project.name == "Plain notes"))
+    assert schema["entity_types"] == []
+
+
+def test_an_import_into_a_project_names_data_outside_its_schema_and_extends_it_when_asked(
+    sessions, settings, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "annotation.conf").write_text("[entities]\nDrug\n")
+    (folder / "a.txt").write_text("Aspirin daily.\n")
+    (folder / "a.ann").write_text("T1\tDrug 0 7\tAspirin\n")
+    assert main(["import", str(folder), "--project", "Meds", "--create"]) == 0
+    (folder / "b.txt").write_text("Rash after aspirin.\n")
+    (folder / "b.ann").write_text("T1\tADE 0 4\tRash\n")
+    capsys.readouterr()
+    assert main(["import", str(folder), "--project", "Meds"]) == 1
+    err = capsys.readouterr().err
+    assert "error: b.ann, line 1: label 'ADE' is not in the project's schema" in err
+    assert main(["import", str(folder), "--project", "Meds", "--extend-schema"]) == 0
+    captured = capsys.readouterr()
+    assert "note: schema: added entity type 'ADE' (used by the data)" in captured.err
+    assert "stored 1 notes" in captured.out and "1 already stored with nothing to add" in captured.out

@@ -45,6 +45,7 @@ def read_brat_document(
 
 def to_imported(external_id: str, text: str, annotations: BratAnnotations, source: str) -> ImportedDocument:
     attributes: dict[str, dict] = {}
+    attribute_lines: dict[str, dict[str, int]] = {}
     unmodelled = list(annotations.unmodelled)
     for attribute in annotations.attributes:
         value = True if attribute.value is None else attribute.value
@@ -53,6 +54,7 @@ def to_imported(external_id: str, text: str, annotations: BratAnnotations, sourc
             unmodelled.append(attribute.raw)
             continue
         of_span[attribute.name] = value
+        attribute_lines.setdefault(attribute.target, {})[attribute.name] = attribute.line
     concepts = {}
     for normalization in annotations.normalizations:
         if normalization.target in concepts:  # a second concept for one span: kept as written
@@ -82,9 +84,13 @@ def to_imported(external_id: str, text: str, annotations: BratAnnotations, sourc
                 concept_code=concept[1] if concept else None,
                 concept_name=concept[2] if concept else None,
                 notes=tuple(notes.get(entity.id, ())),
+                line=entity.line or None,
+                attribute_lines=attribute_lines.get(entity.id, {}),
             )
         )
-    relations = [ImportedRelation(r.id, r.type, r.arg1, r.arg2) for r in annotations.relations]
+    relations = [
+        ImportedRelation(r.id, r.type, r.arg1, r.arg2, line=r.line or None) for r in annotations.relations
+    ]
     return ImportedDocument(
         external_id=external_id,
         text=text,

@@ -67,7 +67,9 @@ def answered(document: ImportedDocument) -> AnsweredDocument:
         return document
     values = {f.name: getattr(document, f.name) for f in fields(document)}
     values["relations"] = [
-        r if isinstance(r, ImportedRelationState) else ImportedRelationState(r.id, r.type, r.head, r.tail)
+        r
+        if isinstance(r, ImportedRelationState)
+        else ImportedRelationState(r.id, r.type, r.head, r.tail, line=r.line)
         for r in document.relations
     ]
     return AnsweredDocument(**values)

@@ -157,7 +157,7 @@ def checked_answer(question: DocumentQuestion, value: Any, span_uids: Iterable[s
 
 
 class LabelSchema(_Strict):
-    entity_types: list[EntityType] = Field(min_length=1)
+    entity_types: list[EntityType] = Field(default_factory=list)  # empty: a new project the lead fills in
     relation_types: list[RelationType] = Field(default_factory=list)
     span_attributes: list[SpanAttribute] = Field(default_factory=list)
     document_questions: list[DocumentQuestion] = Field(default_factory=list)

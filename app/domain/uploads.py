@@ -54,6 +54,8 @@ class ImportedSpan:
     concept_code: str | None = None
     concept_name: str | None = None
     notes: tuple[str, ...] = ()
+    line: int | None = field(default=None, compare=False, kw_only=True)  # its line in the .ann
+    attribute_lines: dict[str, int] = field(default_factory=dict, compare=False, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class ImportedRelation:
     type: str
     head: str
     tail: str
+    line: int | None = field(default=None, compare=False, kw_only=True)  # its line in the .ann
 
 
 @dataclass
@@ -135,7 +138,7 @@ class _Reader:
         self.result = UploadContents()
         self.texts: dict[str, tuple[str, str]] = {}  # stem -> (file name, text)
         self.anns: dict[str, tuple[str, str]] = {}
-        self.blank_texts: dict[str, str] = {}
+        self.blank_texts: dict[str, tuple[str, bytes]] = {}  # stem -> (file name, raw white space)
 
     def problem(self, file: str, message: str, line: int | None = None) -> None:
         self.result.problems.append(UploadProblem(file, message, line))
@@ -163,7 +166,7 @@ class _Reader:
             )
             return
         if suffix.lower() == ".txt" and raw and not raw.strip():
-            self.blank_texts[stem] = name  # fine beside an empty .ann (a brat pair with nothing in it)
+            self.blank_texts[stem] = (name, raw)  # fine beside an .ann (a brat pair with nothing in it)
             return
         text = decode_text(name, raw, self.result.problems) if suffix.lower() != ".ann" or raw.strip() else ""
         if text is None:
@@ -265,12 +268,11 @@ class _Reader:
             self.result.documents.append(ImportedDocument(external_id, note, name, metadata))
 
     def finish(self) -> UploadContents:
-        for stem, name in self.blank_texts.items():
-            if stem in self.anns and not self.anns[stem][1].strip():
-                self.result.warnings.append(
-                    UploadProblem(name, "only white space, with an empty .ann: left out")
-                )
-                del self.anns[stem]
+        for stem, (name, raw) in self.blank_texts.items():
+            if stem in self.anns:
+                # A corpus comes back whole: a blank note of a brat pair is stored as it is.
+                self.texts[stem] = (name, raw.decode("ascii"))
+                self.result.warnings.append(UploadProblem(name, "only white space: stored as it is"))
             else:
                 self.problem(name, "the file holds only white space")
         for stem, (ann_name, _) in self.anns.items():
@@ -324,6 +326,15 @@ class _Reader:
         if not self.result.documents and not self.result.problems:
             self.problem("(batch)", "no notes found (.txt, .zip, .jsonl or .csv)")
         return self.result
+
+
+def first_differing_line(stored: str, incoming: str) -> int:
+    """The number (from 1) of the first line of ``incoming`` that is not the same line of ``stored``."""
+    old, new = stored.splitlines(keepends=True), incoming.splitlines(keepends=True)
+    for number, (a, b) in enumerate(zip(old, new, strict=False), 1):
+        if a != b:
+            return number
+    return min(len(old), len(new)) + 1
 
 
 def read_upload(files: list[tuple[str, bytes]], limits: UploadLimits, brat_reader) -> UploadContents:

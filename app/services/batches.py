@@ -24,8 +24,9 @@ from app.db.models import (
     User,
 )
 from app.domain.brat import ANSWERS_SUFFIX, BINARY_VALUE
+from app.domain.corpus_schema import extend_schema as widen_schema
 from app.domain.jsonl import AnsweredDocument, ImportedRelationState, check_answers
-from app.domain.label_schema import LabelSchema, QuestionKind
+from app.domain.label_schema import LabelSchema, LabelSchemaError, QuestionKind, parse_label_schema
 from app.domain.phi import screen
 from app.domain.spans import Fragment
 from app.domain.uploads import (
@@ -34,6 +35,7 @@ from app.domain.uploads import (
     UploadLimits,
     UploadProblem,
     decode_text,
+    first_differing_line,
     read_upload,
 )
 from app.domain.vocabulary import BatchStatus, RunStatus, SetOrigin, SetStatus, SpanStatus
@@ -62,17 +64,55 @@ class Layer:
 
 @dataclass
 class UploadOutcome:
+    """What an upload did. A note is known by its name (file stem, JSONL ``id``) within the project:
+    the same name with the same text is the stored note (its annotations a layer on it); another name
+    with the same text is a note of its own; the same name with another text is refused."""
+
     status: str  # accepted, held, refused
     batch_id: int | None = None
     stored: int = 0
-    duplicates: list[str] = field(default_factory=list)
-    # Duplicates whose annotations became a new layer on the stored note (a second physician's
-    # brat export of the same notes, so their agreement can be measured).
+    # Notes the project has already (same name, same text): not stored again.
+    already_stored: list[str] = field(default_factory=list)
+    # Of those, the ones whose annotations became a new layer on the stored note (a second
+    # physician's brat export of the same notes, so their agreement can be measured).
     layers_added: list[str] = field(default_factory=list)
+    # New notes whose text is that of another note (of the project or of this upload): (name, other).
+    same_text: list[tuple[str, str]] = field(default_factory=list)
+    # Notes whose name the project has with another text, left out because the caller said so.
+    skipped: list[UploadProblem] = field(default_factory=list)
+    # What the upload added to the project's schema (create, or extend_schema), one line each.
+    schema_additions: list[str] = field(default_factory=list)
+    batch_documents: int = 0  # the new notes of the batch (stored, or held with it)
     problems: list[UploadProblem] = field(default_factory=list)
     warnings: list[UploadProblem] = field(default_factory=list)
     phi_counts: dict[str, int] = field(default_factory=dict)
     flagged_documents: int = 0
+
+    def notices(self) -> list[str]:
+        """One line per note worth telling about, and per schema addition."""
+        return [
+            *(
+                f"{name}: same text as {other} (stored as a note of its own)"
+                for name, other in self.same_text
+            ),
+            *(f"{problem} (skipped)" for problem in self.skipped),
+            *(f"schema: added {addition}" for addition in self.schema_additions),
+        ]
+
+    def summary(self) -> str:
+        """The counts of what the upload did, in one line."""
+        if self.status == "refused":
+            return f"refused: {len(self.problems)} problems; nothing was stored"
+        verb = "held for review" if self.status == "held" else "stored"
+        parts = [
+            f"{verb} {self.stored if self.status != 'held' else self.batch_documents} notes",
+            f"{len(self.layers_added)} layers added to notes already stored",
+            f"{len(self.same_text)} with the same text as another note",
+            f"{len(self.already_stored) - len(self.layers_added)} already stored with nothing to add",
+            f"{len(self.skipped)} skipped (another text under that name)",
+            f"{len(self.schema_additions)} schema additions",
+        ]
+        return "; ".join(parts)
 
 
 def limits_of(settings: Settings) -> UploadLimits:
@@ -102,21 +142,30 @@ def resolve_layer(db: Session, layer: str | None) -> Layer:
     raise BatchError("layer: pre:NAME, gold or annotator:LOGIN")
 
 
+def _where_in_file(document: AnsweredDocument, line: int | None) -> tuple[str, int | None]:
+    """The file and line an annotation comes from: a brat note's .ann line, a JSONL note's line."""
+    if line and document.source_file.lower().endswith(".txt"):
+        return document.source_file[:-4] + ".ann", line
+    return document.source_file, document.line
+
+
 def _schema_problems(documents: list[AnsweredDocument], schema: LabelSchema) -> list[UploadProblem]:
     known = {e.name for e in schema.entity_types}
     relation_types = {r.name for r in schema.relation_types}
     problems = []
+    hint = "; import with the option to extend the schema to add it"
     for document in documents:
-        for label in sorted({s.label for s in document.spans} - known):
-            problems.append(
-                UploadProblem(document.source_file, f"label '{label}' is not in the project's schema")
-            )
-        for relation_type in sorted({r.type for r in document.relations} - relation_types):
-            problems.append(
-                UploadProblem(
-                    document.source_file, f"relation type '{relation_type}' is not in the project's schema"
-                )
-            )
+        unknown = (
+            [("label", s.label, s.line) for s in document.spans if s.label not in known]
+            + [("relation type", r.type, r.line) for r in document.relations if r.type not in relation_types]
+        )
+        first: dict[tuple[str, str], int | None] = {}
+        for kind, name, line in unknown:  # once per name and note, at its first line
+            first.setdefault((kind, name), line)
+        for (kind, name), line in sorted(first.items()):
+            file, where = _where_in_file(document, line)
+            message = f"{kind} '{name}' is not in the project's schema{hint}"
+            problems.append(UploadProblem(file, message, where))
         problems.extend(_attribute_problems(document, schema))
     return problems
 
@@ -146,7 +195,8 @@ def _attribute_problems(document: AnsweredDocument, schema: LabelSchema) -> list
                 message = f"'{value}' is not one of {', '.join(definition.values)}"
             # A JSONL note names its line and the field; a brat note, the span's T id.
             where = f"spans[{index}].attributes.{name}" if document.line else f"{span.id} {name}"
-            problems.append(UploadProblem(document.source_file, f"{where}: {message}", document.line))
+            file, line = _where_in_file(document, span.attribute_lines.get(name) or span.line)
+            problems.append(UploadProblem(file, f"{where}: {message}", line))
     return problems
 
 
@@ -220,6 +270,75 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _sort_by_name(
+    db: Session,
+    project_id: int,
+    incoming: list[AnsweredDocument],
+    layer: Layer | None,
+    outcome: UploadOutcome,
+    skip_mismatched: bool,
+) -> tuple[list[AnsweredDocument], list[AnsweredDocument]]:
+    """The notes to store and the annotations to add as layers on stored notes, by name.
+
+    A note whose name the project has with another text is a problem naming it and the first line
+    that differs (or, with ``skip_mismatched``, left out and reported); nothing is ever dropped
+    because its text equals another note's.
+    """
+    names = [d.external_id for d in incoming]
+    stored = dict(
+        db.execute(
+            select(Document.external_id, Document.sha256).where(
+                Document.project_id == project_id, Document.external_id.in_(names)
+            )
+        ).all()
+    )
+    digests = {d.external_id: _sha(d.text) for d in incoming}
+    # The first note of each text, of the project (any name) and then of this upload.
+    named_by_text: dict[str, str] = {}
+    for digest, name in db.execute(
+        select(Document.sha256, Document.external_id)
+        .where(Document.project_id == project_id, Document.sha256.in_(list(set(digests.values()))))
+        .order_by(Document.id)
+    ):
+        named_by_text.setdefault(digest, name)
+    fresh: list[AnsweredDocument] = []
+    layered: list[AnsweredDocument] = []
+    mismatched: list[AnsweredDocument] = []
+    for document in incoming:
+        name, digest = document.external_id, digests[document.external_id]
+        if name in stored:
+            if stored[name] != digest:
+                mismatched.append(document)
+                continue
+            outcome.already_stored.append(name)
+            if layer is not None and document.has_annotations:
+                layered.append(document)
+            continue
+        other = named_by_text.setdefault(digest, name)
+        if other != name:
+            outcome.same_text.append((name, other))
+        fresh.append(document)
+    if mismatched:
+        texts = dict(
+            db.execute(
+                select(Document.external_id, Document.text).where(
+                    Document.project_id == project_id,
+                    Document.external_id.in_([d.external_id for d in mismatched]),
+                )
+            ).all()
+        )
+        for document in mismatched:
+            line = first_differing_line(texts[document.external_id], document.text)
+            problem = UploadProblem(
+                document.source_file,
+                f"note '{document.external_id}' is in the project with another text "
+                f"(they differ from line {line} on)",
+                line,
+            )
+            (outcome.skipped if skip_mismatched else outcome.problems).append(problem)
+    return fresh, layered
+
+
 def upload_batch(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -229,8 +348,16 @@ def upload_batch(
     actor_id: int | None,
     layer: str | None = None,
     client_address: str | None = None,
+    skip_mismatched: bool = False,
+    extend_schema: bool = False,
 ) -> UploadOutcome:
-    """Read, check and screen an upload; store it, hold it for PHI review, or refuse it whole."""
+    """Read, check and screen an upload; store it, hold it for PHI review, or refuse it whole.
+
+    ``skip_mismatched``: notes whose name the project has with another text are left out (and
+    reported) instead of refusing the upload. ``extend_schema``: labels, relation types, attributes
+    and values the data uses beyond the project's schema are added to it (listed in
+    ``schema_additions``, audited) instead of refusing the upload.
+    """
     from app.domain.brat_import import attach_answer_files, read_brat_document
 
     contents = read_upload(files, limits_of(settings), read_brat_document)
@@ -250,10 +377,27 @@ def upload_batch(
         except BatchError as error:
             outcome.problems.append(UploadProblem("(batch)", str(error)))
             resolved = None
+        extended: dict[str, Any] | None = None
+        fresh: list[AnsweredDocument] = []
+        layered: list[AnsweredDocument] = []
         if not outcome.problems:
+            fresh, layered = _sort_by_name(db, project_id, incoming, resolved, outcome, skip_mismatched)
+            kept = [*fresh, *layered]  # a skipped note's annotations are not checked: not stored
             schema = LabelSchema.model_validate(project.label_schema)
-            outcome.problems.extend(_schema_problems(incoming, schema))
-            incoming, answer_problems = _checked_answers(incoming, schema)
+            problems = _schema_problems(kept, schema)
+            if problems and extend_schema:
+                # Widened only if the rest holds: a refused upload leaves the schema as it was.
+                wider, outcome.schema_additions = widen_schema(project.label_schema, kept)
+                try:
+                    schema = parse_label_schema(wider)
+                except LabelSchemaError as error:
+                    outcome.problems.extend(UploadProblem("(schema)", f"{f}: {m}") for f, m in error.problems)
+                else:
+                    extended, problems = schema.model_dump(mode="json"), _schema_problems(kept, schema)
+            outcome.problems.extend(problems)
+            fresh, answer_problems = _checked_answers(fresh, schema)
+            outcome.problems.extend(answer_problems)
+            layered, answer_problems = _checked_answers(layered, schema)
             outcome.problems.extend(answer_problems)
         if outcome.problems:
             audit.record(
@@ -266,38 +410,18 @@ def upload_batch(
                 details={"files": file_names[:100], "problems": _where(outcome.problems)},
             )
             return outcome
-        existing = set(db.scalars(select(Document.sha256).where(Document.project_id == project_id)))
-        existing_ids = set(db.scalars(select(Document.external_id).where(Document.project_id == project_id)))
-        fresh: list[AnsweredDocument] = []
-        layered: list[AnsweredDocument] = []
-        for document in incoming:
-            digest = _sha(document.text)
-            if digest in existing:
-                outcome.duplicates.append(document.external_id)
-                if resolved is not None and document.has_annotations:
-                    layered.append(document)
-                continue
-            if document.external_id in existing_ids:
-                outcome.problems.append(
-                    UploadProblem(
-                        document.source_file,
-                        f"note id '{document.external_id}' exists in the project with another text",
-                    )
-                )
-                continue
-            existing.add(digest)
-            fresh.append(document)
-        if outcome.problems:
+        if extended is not None:
+            before = project.label_schema
+            project.label_schema = extended
             audit.record(
                 db,
-                "batch.refused",
+                "project.schema_extend",
                 user_id=actor_id,
                 object_type="project",
                 object_id=project_id,
                 client_address=client_address,
-                details={"files": file_names[:100], "problems": _where(outcome.problems)},
+                details={"additions": outcome.schema_additions, "before": before, "after": extended},
             )
-            return outcome
         report: dict[str, Any] = {"screened": len(fresh), "documents": {}, "counts": {}}
         for document in fresh:
             hits = screen(document.text).hits
@@ -306,8 +430,9 @@ def upload_batch(
                 for hit in hits:
                     report["counts"][hit.kind] = report["counts"].get(hit.kind, 0) + 1
         report["flagged"] = len(report["documents"])
-        report["duplicates"] = outcome.duplicates
+        report["already_stored"] = outcome.already_stored
         outcome.phi_counts, outcome.flagged_documents = report["counts"], report["flagged"]
+        outcome.batch_documents = len(fresh)
         held = bool(report["documents"])
         batch = Batch(
             project_id=project_id,
@@ -344,7 +469,9 @@ def upload_batch(
                 "files": file_names[:100],
                 "documents": len(fresh),
                 "status": outcome.status,
-                "duplicates": len(outcome.duplicates),
+                "already_stored": len(outcome.already_stored),
+                "same_text": len(outcome.same_text),
+                "skipped": _where(outcome.skipped),
                 "phi_counts": report["counts"],
             },
         )
@@ -381,14 +508,7 @@ def release_batch(
                 )
             )
         )
-        hashes = set(
-            db.scalars(
-                select(Document.sha256).where(
-                    Document.project_id == project.id, Document.sha256.in_([_sha(d.text) for d in documents])
-                )
-            )
-        )
-        clashes = sorted({d.external_id for d in documents if d.external_id in ids or _sha(d.text) in hashes})
+        clashes = sorted({d.external_id for d in documents if d.external_id in ids})
         if clashes:
             raise BatchError(f"notes stored since this upload clash with it: {', '.join(clashes[:20])}")
         layer = resolve_layer(db, batch.layer)
@@ -480,24 +600,31 @@ def _attach_layers(
     layer is there already. Returns the notes that got one."""
     if not documents or layer is None:
         return []
-    by_sha = dict(
-        db.execute(
-            select(Document.sha256, Document.id).where(
-                Document.project_id == project.id, Document.sha256.in_([_sha(d.text) for d in documents])
+    by_name = {
+        name: (document_id, digest)
+        for name, document_id, digest in db.execute(
+            select(Document.external_id, Document.id, Document.sha256).where(
+                Document.project_id == project.id,
+                Document.external_id.in_([d.external_id for d in documents]),
             )
-        ).all()
-    )
+        )
+    }
     same_layer = (
         AnnotationSet.origin == layer.origin.value,
         AnnotationSet.annotator_id.is_not_distinct_from(layer.annotator_id),
         AnnotationSet.source_name.is_not_distinct_from(layer.source_name),
     )
     taken = set(db.scalars(select(AnnotationSet.document_id).where(
-        AnnotationSet.document_id.in_(list(by_sha.values())), *same_layer)))  # fmt: skip
+        AnnotationSet.document_id.in_([i for i, _ in by_name.values()]), *same_layer)))  # fmt: skip
     pairs, seen = [], set()
     for document in documents:
-        document_id = by_sha.get(_sha(document.text))
-        if document_id is None or document_id in taken or document_id in seen:
+        document_id, digest = by_name.get(document.external_id, (None, None))
+        if (
+            document_id is None
+            or digest != _sha(document.text)
+            or document_id in taken
+            or document_id in seen
+        ):
             continue
         seen.add(document_id)
         pairs.append((document_id, document))

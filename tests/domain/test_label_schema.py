@@ -41,10 +41,14 @@ def test_a_good_schema_is_normalised():
     assert schema.entity_types[0].hotkey == "d"
 
 
+def test_a_schema_with_no_labels_yet_is_valid():
+    """A project made from a folder of plain notes starts empty; its lead adds the labels (issue 18)."""
+    assert parse_label_schema({"entity_types": []}).entity_types == []
+
+
 BAD_SCHEMAS = [
     # (what is wrong, schema, field named, words in the message)
     ("not an object", ["Drug"], "(schema)", "JSON object"),
-    ("no entity types", with_change("entity_types", []), "entity_types", "at least 1"),
     ("colour not hex", with_change("entity_types.0.color", "blue"), "entity_types[0].color", "colour"),
     ("hotkey two chars", with_change("entity_types.1.hotkey", "ss"), "entity_types[1].hotkey", "one"),
     ("hotkey reserved", with_change("entity_types.1.hotkey", "z"), "entity_types[1].hotkey", "reserved"),

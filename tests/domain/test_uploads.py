@@ -57,10 +57,10 @@ CASES = {
         [("blank.txt", b"  \r\n\t\n"), GOOD],
         [("blank.txt", None, "only white space")],
     ),
-    "a whitespace-only .txt beside an empty .ann is left out with a warning": Case(
+    "a whitespace-only .txt beside an .ann is stored as it is, with a warning": Case(
         [("blank.txt", b"  \n"), ("blank.ann", b""), GOOD],
-        warnings=[("blank.txt", "only white space, with an empty .ann: left out")],
-        notes={"good": "Aspirin 81 mg daily."},
+        warnings=[("blank.txt", "only white space: stored as it is")],
+        notes={"good": "Aspirin 81 mg daily.", "blank": "  \n"},
     ),
     "a file over max_file_bytes": Case(
         [("big.txt", varied(1001)), GOOD],

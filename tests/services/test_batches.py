@@ -134,7 +134,8 @@ def documents(sessions) -> dict[str, Document]:
 def test_a_clean_note_is_stored_exactly_with_its_sha256(sessions, runtime, project):
     text = "\ufeffAspirin 81 mg\r\ndaily for chest pain.\r\n"
     outcome = upload(sessions, runtime, project, [("n1.txt", text.encode())])
-    assert (outcome.status, outcome.stored, outcome.problems, outcome.duplicates) == ("accepted", 1, [], [])
+    assert (outcome.status, outcome.stored, outcome.problems) == ("accepted", 1, [])
+    assert outcome.already_stored == []
     stored = documents(sessions)
     assert list(stored) == ["n1"]
     assert stored["n1"].text == text
@@ -183,7 +184,7 @@ REFUSALS = {
     "a label not in the project's schema": (
         [("a.txt", CLEAN.encode()), ("a.ann", b"T1\tMedication 0 7\tAspirin\n"), ("b.txt", b"Heparin")],
         "pre:ctakes",
-        [("a.txt", None, "label 'Medication' is not in the project's schema")],
+        [("a.ann", 1, "label 'Medication' is not in the project's schema")],
     ),
     "a relation type not in the project's schema": (
         [
@@ -191,7 +192,7 @@ REFUSALS = {
             ("a.ann", b"T1\tDrug 0 7\tAspirin\nT2\tStrength 8 13\t81 mg\nR1\tDose-of Arg1:T2 Arg2:T1\n"),
         ],
         "gold",
-        [("a.txt", None, "relation type 'Dose-of' is not in the project's schema")],
+        [("a.ann", 3, "relation type 'Dose-of' is not in the project's schema")],
     ),
     "an unknown annotator login": (
         [("a.txt", CLEAN.encode()), ("a.ann", b"T1\tDrug 0 7\tAspirin\n")],
@@ -265,12 +266,12 @@ REFUSALS = {
     "an attribute on a type it does not apply to": (
         [("a.txt", CLEAN.encode()), ("a.ann", b"T1\tDrug 0 7\tAspirin\nA1\tcertainty T1 possible\n")],
         "gold",
-        [("a.txt", None, "T1 certainty: does not apply to Drug (only to Reason)")],
+        [("a.ann", 2, "T1 certainty: does not apply to Drug (only to Reason)")],
     ),
     "a binary attribute line for an attribute with values": (
         [("a.txt", CLEAN.encode()), ("a.ann", b"T3\tReason 24 34\tchest pain\nA1\tcertainty T3\n")],
         "gold",
-        [("a.txt", None, "T3 certainty: needs a value, one of certain, possible")],
+        [("a.ann", 2, "T3 certainty: needs a value, one of certain, possible")],
     ),
     "brat answers to a question the schema does not ask": (
         [
@@ -335,7 +336,9 @@ def test_a_refused_upload_stores_nothing_and_audits_only_where(
     assert events(sessions, "batch.upload") == []
 
 
-def test_a_duplicate_of_a_stored_note_is_reported_not_stored_twice(sessions, runtime, project):
+def test_a_stored_note_sent_again_is_not_stored_twice_and_a_copy_under_another_name_is_its_own(
+    sessions, runtime, project
+):
     first = upload(sessions, runtime, project, [("n1.txt", CLEAN.encode())])
     again = upload(
         sessions,
@@ -344,24 +347,34 @@ def test_a_duplicate_of_a_stored_note_is_reported_not_stored_twice(sessions, run
         [("n1.txt", CLEAN.encode()), ("copy.txt", CLEAN.encode()), ("n2.txt", b"Heparin 5000 units")],
     )
     assert first.status == "accepted"
-    assert (again.status, again.stored, sorted(again.duplicates)) == ("accepted", 1, ["copy", "n1"])
+    assert (again.status, again.stored, again.already_stored) == ("accepted", 2, ["n1"])
+    assert again.same_text == [("copy", "n1")]  # a note of its own, reported, never dropped
     stored = documents(sessions)
-    assert sorted(stored) == ["n1", "n2"] and stored["n1"].batch_id == first.batch_id
-    assert the_batch(sessions, again.batch_id).document_count == 1
-    assert counts(sessions)["documents"] == 2
+    assert sorted(stored) == ["copy", "n1", "n2"] and stored["n1"].batch_id == first.batch_id
+    assert the_batch(sessions, again.batch_id).document_count == 2
+    assert "1 with the same text as another note" in again.summary()
 
 
-def test_a_note_id_that_exists_with_another_text_is_refused(sessions, runtime, project):
-    upload(sessions, runtime, project, [("n1.txt", CLEAN.encode())])
-    outcome = upload(sessions, runtime, project, [("n1.txt", b"Heparin 5000 units"), ("n2.txt", b"Warfarin")])
-    assert outcome.status == "refused"
-    assert [(p.file, p.message) for p in outcome.problems] == [
-        ("n1.txt", "note id 'n1' exists in the project with another text")
+def test_a_note_id_that_exists_with_another_text_is_refused_naming_the_first_differing_line(
+    sessions, runtime, project
+):
+    upload(sessions, runtime, project, [("n1.txt", b"Aspirin 81 mg\ndaily\nfor chest pain\n")])
+    before = counts(sessions)
+    files = [("n1.txt", b"Aspirin 81 mg\ndaily for\nchest pain\n"), ("n2.txt", b"Warfarin")]
+    outcome = upload(sessions, runtime, project, files)
+    assert outcome.status == "refused" and counts(sessions) == before
+    assert [(p.file, p.line, p.message) for p in outcome.problems] == [
+        ("n1.txt", 2, "note 'n1' is in the project with another text (they differ from line 2 on)")
     ]
-    assert documents(sessions)["n1"].text == CLEAN
-    assert counts(sessions) == {**NOTHING, "documents": 1, "batches": 1}
-    [event] = events(sessions, "batch.refused")
-    assert event.details["problems"] == ["n1.txt"] and "Heparin" not in json.dumps(event.details)
+    # Asked to, the rest is stored and the mismatched note is reported as skipped.
+    kept = upload_batch(
+        sessions, runtime.settings, project.id, files, actor_id=None, skip_mismatched=True
+    )
+    assert (kept.status, kept.stored) == ("accepted", 1)
+    assert [(p.file, p.line) for p in kept.skipped] == [("n1.txt", 2)]
+    assert sorted(documents(sessions)) == ["n1", "n2"]
+    assert documents(sessions)["n1"].text == "Aspirin 81 mg\ndaily\nfor chest pain\n"
+    assert "1 skipped (another text under that name)" in kept.summary()
 
 
 # ---- PHI: held, released with a reason, or rejected ---------------------------------------------------

@@ -218,7 +218,7 @@ def test_agreement_of_an_existing_brat_project_imported_as_two_annotators(
     second = upload_batch(sessions, settings, project.id, [("y.zip", brat_zip(ann["dr.y"]))], actor_id=None,
                           layer="annotator:dr.y")  # fmt: skip
     assert (first.status, first.stored, second.stored) == ("accepted", 1, 0)
-    assert second.duplicates == ["a"] and second.layers_added == ["a"]  # same note, a second layer
+    assert second.already_stored == ["a"] and second.layers_added == ["a"]  # same note, a second layer
     again = upload_batch(sessions, settings, project.id, [("y.zip", brat_zip(ann["dr.y"]))], actor_id=None,
                          layer="annotator:dr.y")  # fmt: skip
     assert again.layers_added == []  # that layer is there already

@@ -343,6 +343,8 @@ async def upload(request: Request, identity: CurrentIdentity, sessions: Sessions
             actor_id=identity.user.id,
             layer=layer,
             client_address=client_address(request),
+            skip_mismatched=form.get("skip_mismatched") == "on",
+            extend_schema=form.get("extend_schema") == "on",
         )
     except BatchError as error:
         return _batches_page(request, sessions, form_error=str(error), status_code=422)

@@ -162,7 +162,12 @@ class UploadResult(BaseModel):
     status: str
     batch_id: int | None
     stored: int
-    duplicates: list[str]
+    duplicates: list[str]  # notes the project has already (same name, same text): not stored again
+    layers_added: list[str]  # of those, the ones whose annotations became a new layer
+    same_text: list[list[str]]  # [name, other name]: new notes whose text another note has too
+    skipped: list[str]  # with skip_mismatched: notes whose name the project has with another text
+    schema_additions: list[str]  # with extend_schema
+    summary: str
     problems: list[str]
     warnings: list[str]
     phi_counts: dict[str, int]
@@ -196,6 +201,8 @@ async def upload_batch_api(request: Request, identity: CurrentIdentity, sessions
             actor_id=identity.user.id,
             layer=str(form.get("layer") or "") or None,
             client_address=request.client.host if request.client else None,
+            skip_mismatched=str(form.get("skip_mismatched") or "").lower() in ("1", "true", "on"),
+            extend_schema=str(form.get("extend_schema") or "").lower() in ("1", "true", "on"),
         )
     except BatchError as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
@@ -203,7 +210,12 @@ async def upload_batch_api(request: Request, identity: CurrentIdentity, sessions
         status=outcome.status,
         batch_id=outcome.batch_id,
         stored=outcome.stored,
-        duplicates=outcome.duplicates,
+        duplicates=outcome.already_stored,
+        layers_added=outcome.layers_added,
+        same_text=[list(pair) for pair in outcome.same_text],
+        skipped=[str(p) for p in outcome.skipped],
+        schema_additions=outcome.schema_additions,
+        summary=outcome.summary(),
         problems=[str(p) for p in outcome.problems],
         warnings=[str(w) for w in outcome.warnings],
         phi_counts=outcome.phi_counts,
