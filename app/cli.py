@@ -426,8 +426,16 @@ def cmd_import(args: argparse.Namespace) -> int:
         "gold": "gold",
         "annotator": f"annotator:{args.annotator}",
     }[args.as_layer]
-    if args.as_layer == "annotator" and not args.annotator:
-        print("error: --as annotator needs --annotator LOGIN", file=sys.stderr)
+    if args.annotator_from_folder:
+        layer = "annotator:(one per folder)"
+    if args.annotator_from_folder and args.as_layer != "annotator":
+        print("error: --annotator-from-folder goes with --as annotator", file=sys.stderr)
+        return 2
+    if args.create_annotators and not args.annotator_from_folder:
+        print("error: --create-annotators goes with --annotator-from-folder", file=sys.stderr)
+        return 2
+    if args.as_layer == "annotator" and not (args.annotator or args.annotator_from_folder):
+        print("error: --as annotator needs --annotator LOGIN (or --annotator-from-folder)", file=sys.stderr)
         return 2
     files = _collect_files(args.path)
     runtime = open_runtime(settings)
@@ -442,8 +450,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            with runtime.sessions() as db:  # a layer that cannot be used refuses before a project is made
-                resolve_layer(db, layer)
+            if not args.annotator_from_folder:  # a layer that cannot be used refuses before a project is made
+                with runtime.sessions() as db:
+                    resolve_layer(db, layer)
             project, additions = _create_project_from_files(runtime, args.project, files)
             if project is None:
                 return 1
@@ -460,6 +469,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                 client_address="cli",
                 skip_mismatched=args.skip_mismatched,
                 extend_schema=args.extend_schema,
+                annotator_from_folder=args.annotator_from_folder,
+                create_annotators=args.create_annotators,
             )
         except BatchError as error:
             print(f"error: {error}", file=sys.stderr)
@@ -826,6 +837,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-mismatched",
         action="store_true",
         help="store the rest when a note's name is in the project with another text (default: refuse all)",
+    )
+    importer.add_argument(
+        "--annotator-from-folder",
+        action="store_true",
+        help="with --as annotator: one folder per annotator (corpus/LOGIN/note.txt); each folder's "
+        "annotations are that annotator's set of the note",
+    )
+    importer.add_argument(
+        "--create-annotators",
+        action="store_true",
+        help="with --annotator-from-folder: create an annotator account for a folder that names none, "
+        "disabled until an admin sets its password",
     )
     importer.add_argument(
         "--extend-schema",

@@ -33,6 +33,7 @@ from statistics import fmean
 import numpy as np
 
 from app.domain.evaluation import RelationData, match_relations, match_spans, span_overlap
+from app.domain.events import AnnotatorEvents, matched_events
 from app.domain.spans import SpanData
 from app.domain.tokens import TOKEN_PATTERN, tokenize
 
@@ -782,6 +783,49 @@ def _annotation_details(
     return [[*key, count] for key, count in sorted(pairs.items())], [agreed, compared]
 
 
+_NO_EVENTS = AnnotatorEvents([], [], [])
+
+
+def _event_counts(a: AnnotatorEvents, b: AnnotatorEvents, rule: str) -> dict[str, AgreementCounts]:
+    """Per event type: matched events (one to one under ``rule``), |A| and |B| of one document."""
+    matched = matched_events(a.events, b.events, rule)
+    sizes_a, sizes_b = Counter(e.type for e in a.events), Counter(e.type for e in b.events)
+    return {
+        kind: AgreementCounts(matched.get(kind, 0), sizes_a[kind], sizes_b[kind])
+        for kind in sorted(set(sizes_a) | set(sizes_b))
+    }
+
+
+def _event_relation_counts(a: AnnotatorEvents, b: AnnotatorEvents) -> dict[str, AgreementCounts]:
+    """Per type of relation with an event argument: the same type and arguments (events strictly)."""
+    left, right = Counter(a.relations), Counter(b.relations)
+    both = left & right
+    kinds = sorted({r[0] for r in left} | {r[0] for r in right})
+    return {
+        kind: AgreementCounts(
+            sum(n for r, n in both.items() if r[0] == kind),
+            sum(n for r, n in left.items() if r[0] == kind),
+            sum(n for r, n in right.items() if r[0] == kind),
+        )
+        for kind in kinds
+    }
+
+
+def _event_attribute_pairs(a: AnnotatorEvents, b: AnnotatorEvents) -> list[list]:
+    """On the events both annotated alike (strict): each attribute either set, side by side, counted."""
+    values_a: dict[tuple, dict[str, str]] = defaultdict(dict)
+    values_b: dict[tuple, dict[str, str]] = defaultdict(dict)
+    for values, events in ((values_a, a), (values_b, b)):
+        for name, key, value in events.attributes:
+            values[key][name] = value
+    keys = Counter(e.key for e in a.events) & Counter(e.key for e in b.events)
+    pairs: Counter = Counter()
+    for key in keys:
+        for name in sorted(set(values_a[key]) | set(values_b[key])):
+            pairs[(name, values_a[key].get(name, UNSET), values_b[key].get(name, UNSET))] += 1
+    return [[*key, count] for key, count in sorted(pairs.items())]
+
+
 def document_agreement(
     document: str,
     by_annotator: Mapping[str, Sequence[SpanData]],
@@ -792,15 +836,18 @@ def document_agreement(
     attributes: Mapping[str, AttributeRule] | None = None,
     answers: Mapping[str, Mapping[str, object]] | None = None,
     questions: Mapping[str, str] | None = None,
+    events: Mapping[str, AnnotatorEvents] | None = None,
 ) -> dict:
     """What pooled_agreement needs of one document, as plain JSON.
 
     ``by_annotator`` holds the spans of every annotator who submitted the document (possibly none),
     ``relations`` theirs; the text is needed only when two or more annotators did. ``attributes``
     (name -> AttributeRule), ``answers`` (annotator -> question key -> value) and ``questions`` (key ->
-    kind) add attribute, code and answer agreement.
+    kind) add attribute, code and answer agreement; ``events`` (annotator -> AnnotatorEvents) event,
+    event-relation and event-attribute agreement.
     """
     attributes = attributes or {}
+    events = events or {}
     answers = answers or {}
     compared_questions = {key: kind for key, kind in (questions or {}).items() if kind in COMPARED_QUESTIONS}
     annotators = sorted(by_annotator)
@@ -809,6 +856,11 @@ def document_agreement(
         "annotators": annotators,
         "labels": seen,
         "relation_types": sorted({r.type for a in annotators for r in relations.get(a, ())}),
+        "event_types": sorted({e.type for a in annotators for e in events.get(a, _NO_EVENTS).events}),
+        "event_relation_types": sorted(
+            {r[0] for a in annotators for r in events.get(a, _NO_EVENTS).relations}
+        ),
+        "events_unresolved": sum(events.get(a, _NO_EVENTS).unresolved for a in annotators),
         "pairs": [],
         "fleiss": None,
         "coincidence": None,
@@ -841,6 +893,7 @@ def document_agreement(
         strict_f1.append(sum(spans["strict"].values(), _NO_COUNTS).f1)
         attribute_pairs, coded = _annotation_details(by_annotator[a], by_annotator[b], attributes)
         answers_a, answers_b = answers.get(a, {}), answers.get(b, {})
+        events_a, events_b = events.get(a, _NO_EVENTS), events.get(b, _NO_EVENTS)
         share["pairs"].append(
             {
                 "annotators": [a, b],
@@ -848,6 +901,9 @@ def document_agreement(
                 "relations": {rule: _counts_entries(relation_counts[rule]) for rule in RULES},
                 "confusion": _sparse(_confusion(codes[a], codes[b], categories), names),
                 "attributes": attribute_pairs,
+                "events": {rule: _counts_entries(_event_counts(events_a, events_b, rule)) for rule in RULES},
+                "event_relations": {"strict": _counts_entries(_event_relation_counts(events_a, events_b))},
+                "event_attributes": _event_attribute_pairs(events_a, events_b),
                 "codes": coded,
                 # Both answered: the two answers side by side, per compared question.
                 "answers": [
@@ -936,6 +992,21 @@ def _answer_figures(pairs: Sequence[tuple], kind: str) -> dict:
     return figures
 
 
+def _event_figures(
+    results: list, handles: Mapping, event_order: Sequence[str], relation_order: Sequence[str]
+):
+    """Event F1 (strict, lenient) per event type, and F1 of relations with an event argument; None when
+    the documents have none."""
+    return {
+        "event_f1": {rule: _labelled(results[handles["events"][rule]], event_order) for rule in RULES}
+        if handles["events"] is not None
+        else None,
+        "event_relation_f1": {"strict": _labelled(results[handles["event_relations"]], relation_order)}
+        if handles["event_relations"] is not None
+        else None,
+    }
+
+
 def pooled_agreement(
     shares: Mapping[str, Mapping],
     labels: Sequence[str],
@@ -974,6 +1045,20 @@ def pooled_agreement(
         rule: [np.zeros((len(rows), len(type_order), 3), dtype=np.int64) for rows in pair_documents]
         for rule in RULES
     }
+    # Events: types as they occur in the data (brat's conf has them, the label schema does not).
+    event_order = sorted({kind for share in shares.values() for kind in share.get("event_types", ())})
+    event_relation_order = sorted(
+        {kind for share in shares.values() for kind in share.get("event_relation_types", ())}
+    )
+    event_position = {kind: index for index, kind in enumerate(event_order)}
+    event_relation_position = {kind: index for index, kind in enumerate(event_relation_order)}
+    event_rows = {
+        rule: [np.zeros((len(rows), len(event_order), 3), dtype=np.int64) for rows in pair_documents]
+        for rule in RULES
+    }
+    event_relation_rows = [
+        np.zeros((len(rows), len(event_relation_order), 3), dtype=np.int64) for rows in pair_documents
+    ]
     confusion_rows = [
         np.zeros((len(rows), categories, categories), dtype=np.int64) for rows in pair_documents
     ]
@@ -988,6 +1073,15 @@ def pooled_agreement(
             for rule in RULES:
                 _fill_counts(span_rows[rule][index], at, pair["spans"][rule], label_position)
                 _fill_counts(relation_rows[rule][index], at, pair["relations"][rule], type_position)
+                _fill_counts(
+                    event_rows[rule][index], at, pair.get("events", {}).get(rule, ()), event_position
+                )
+            _fill_counts(
+                event_relation_rows[index],
+                at,
+                pair.get("event_relations", {}).get("strict", ()),
+                event_relation_position,
+            )
             confusion = confusion_rows[index][at]
             for a, b, count in pair["confusion"]:
                 confusion[code_of[a], code_of[b]] = count
@@ -1002,6 +1096,12 @@ def pooled_agreement(
             "spans": {rule: bootstrap.add(span_rows[rule][index], _f1_figures) for rule in RULES},
             "relations": {rule: bootstrap.add(relation_rows[rule][index], _f1_figures) for rule in RULES},
             "kappa": bootstrap.add(confusion_rows[index], _kappa_figures),
+            "events": {rule: bootstrap.add(event_rows[rule][index], _f1_figures) for rule in RULES}
+            if event_order
+            else None,
+            "event_relations": bootstrap.add(event_relation_rows[index], _f1_figures)
+            if event_relation_order
+            else None,
         }
         for index in range(len(pair_names))
     ]
@@ -1025,6 +1125,15 @@ def pooled_agreement(
                 for rule in RULES
             },
             "kappa": bootstrap.add(aligned(confusion_rows), _mean_over_pairs(_kappa_figures)),
+            "events": {
+                rule: bootstrap.add(aligned(event_rows[rule]), _mean_over_pairs(_f1_figures))
+                for rule in RULES
+            }
+            if event_order
+            else None,
+            "event_relations": bootstrap.add(aligned(event_relation_rows), _mean_over_pairs(_f1_figures))
+            if event_relation_order
+            else None,
         }
 
     frequency = Counter(len(share["annotators"]) for share in shares.values())
@@ -1044,6 +1153,7 @@ def pooled_agreement(
 
     # Attribute, code and answer agreement: point figures from the pooled pairs of each annotator pair.
     attribute_pairs: list[Counter] = [Counter() for _ in pair_names]
+    event_attribute_pairs: list[Counter] = [Counter() for _ in pair_names]
     codes = [[0, 0] for _ in pair_names]
     answer_pairs: list[dict[str, list[tuple]]] = [defaultdict(list) for _ in pair_names]
     question_kinds = dict(question_kinds or {})
@@ -1052,6 +1162,8 @@ def pooled_agreement(
             index = pair_index[tuple(pair["annotators"])]
             for name, value_a, value_b, count in pair.get("attributes", ()):
                 attribute_pairs[index][(name, value_a, value_b)] += count
+            for name, value_a, value_b, count in pair.get("event_attributes", ()):
+                event_attribute_pairs[index][(name, value_a, value_b)] += count
             agreed, compared = pair.get("codes", (0, 0))
             codes[index][0] += agreed
             codes[index][1] += compared
@@ -1069,6 +1181,8 @@ def pooled_agreement(
                 rule: _labelled(results[handles["relations"][rule]], type_order) for rule in RULES
             },
             "attribute_kappa": _attribute_figures(attribute_pairs[index]),
+            **_event_figures(results, handles, event_order, event_relation_order),
+            "event_attribute_kappa": _attribute_figures(event_attribute_pairs[index]),
             "code_agreement": {
                 "agreed": codes[index][0],
                 "compared": codes[index][1],
@@ -1090,6 +1204,7 @@ def pooled_agreement(
             "relation_f1": {
                 rule: _labelled(results[mean_handles["relations"][rule]], type_order) for rule in RULES
             },
+            **_event_figures(results, mean_handles, event_order, event_relation_order),
         }
     fleiss_report = None
     if fleiss_handle is not None:
@@ -1099,6 +1214,10 @@ def pooled_agreement(
     return {
         "labels": order,
         "relation_types": type_order,
+        "event_types": event_order,
+        "event_relation_types": event_relation_order,
+        # Events left out of agreement: a trigger or an argument missing (deleted in the editor) or a cycle.
+        "events_unresolved": sum(share.get("events_unresolved", 0) for share in shares.values()),
         "annotators": annotators,
         "bootstrap": {"method": "percentile", "resamples": resamples, "seed": seed, "level": level},
         "pairs": pair_reports,

@@ -175,7 +175,9 @@ def resolve_events(lines: EventLines, spans_by_id: Mapping[str, SpanData]) -> An
     for attribute in lines.attributes:
         event = resolved.get(attribute.event)
         if event is not None:
-            attributes.append((attribute.name, event.key, "true" if attribute.value is None else attribute.value))
+            attributes.append(
+                (attribute.name, event.key, "true" if attribute.value is None else attribute.value)
+            )
     unresolved = sum(1 for found in resolved.values() if found is None)
     return AnnotatorEvents(events, relations, attributes, unresolved)
 
@@ -198,7 +200,8 @@ def _lenient_same(a: object, b: object) -> bool:
         unused = list(b.arguments)
         for role, argument in a.arguments:
             partner = next(
-                (i for i, (r, other) in enumerate(unused) if r == role and _lenient_same(argument, other)), None
+                (i for i, (r, other) in enumerate(unused) if r == role and _lenient_same(argument, other)),
+                None,
             )
             if partner is None:
                 return False

@@ -59,6 +59,9 @@ class AnsweredDocument(ImportedDocument):
     answers: dict[str, Any] = field(default_factory=dict)
     line: int | None = None
     answers_file: str | None = None
+    # Where its annotations go when the upload has one folder per annotator ("annotator:LOGIN");
+    # None: the upload's layer.
+    layer: str | None = None
 
 
 def answered(document: ImportedDocument) -> AnsweredDocument:

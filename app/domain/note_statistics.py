@@ -25,6 +25,7 @@ from app.domain.active_time import TimeEvent
 from app.domain.agreement import AttributeRule, document_agreement, pooled_agreement, ranked_by_disagreement
 from app.domain.edit_mix import OUTCOMES, edit_event_counts, edit_mix_by_label
 from app.domain.evaluation import Evaluation, RelationData, evaluation_counts, evaluations_from_counts
+from app.domain.events import AnnotatorEvents
 from app.domain.spans import SpanData
 from app.domain.study_time import (
     PUBLISHED_REFERENCE,
@@ -37,7 +38,7 @@ from app.domain.vocabulary import Condition
 
 # Bumped whenever the record's content or meaning changes, so stored records of an older layout are
 # recomputed instead of being misread.
-LAYOUT = 3
+LAYOUT = 4  # 4: events, relations with an event argument and attributes on events (issue 18)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class SubmittedWork:
     edit_kinds: Mapping[str, int] = field(default_factory=dict)  # its edit events, counted by kind
     base_spans: Sequence[SpanData] | None = None  # the set it started from, if any
     answers: Mapping[str, Any] = field(default_factory=dict)  # its answers to the note's questions
+    events: AnnotatorEvents | None = None  # its brat events (kept verbatim), resolved for agreement
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def note_statistics(
         attributes=attributes,
         answers={annotator: work.answers for annotator, work in independent.items()},
         questions=questions,
+        events={annotator: work.events for annotator, work in independent.items() if work.events is not None},
     )
     return {"layout": LAYOUT, "sets": sets, "agreement": agreement}
 

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import re
+import secrets
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -83,6 +84,7 @@ class UploadOutcome:
     # What the upload added to the project's schema (create, or extend_schema), one line each.
     schema_additions: list[str] = field(default_factory=list)
     batch_documents: int = 0  # the new notes of the batch (stored, or held with it)
+    accounts_created: list[str] = field(default_factory=list)  # annotator folders' new, disabled accounts
     problems: list[UploadProblem] = field(default_factory=list)
     warnings: list[UploadProblem] = field(default_factory=list)
     phi_counts: dict[str, int] = field(default_factory=dict)
@@ -97,6 +99,10 @@ class UploadOutcome:
             ),
             *(f"{problem} (skipped)" for problem in self.skipped),
             *(f"schema: added {addition}" for addition in self.schema_additions),
+            *(
+                f"account '{login}' created for its folder, disabled until an admin sets its password"
+                for login in self.accounts_created
+            ),
         ]
 
     def summary(self) -> str:
@@ -104,11 +110,12 @@ class UploadOutcome:
         if self.status == "refused":
             return f"refused: {len(self.problems)} problems; nothing was stored"
         verb = "held for review" if self.status == "held" else "stored"
+        nothing_to_add = [n for n in self.already_stored if n not in self.layers_added]
         parts = [
             f"{verb} {self.stored if self.status != 'held' else self.batch_documents} notes",
-            f"{len(self.layers_added)} layers added to notes already stored",
+            f"{len(self.layers_added)} notes given a further layer",
             f"{len(self.same_text)} with the same text as another note",
-            f"{len(self.already_stored) - len(self.layers_added)} already stored with nothing to add",
+            f"{len(nothing_to_add)} already stored with nothing to add",
             f"{len(self.skipped)} skipped (another text under that name)",
             f"{len(self.schema_additions)} schema additions",
         ]
@@ -155,10 +162,9 @@ def _schema_problems(documents: list[AnsweredDocument], schema: LabelSchema) -> 
     problems = []
     hint = "; import with the option to extend the schema to add it"
     for document in documents:
-        unknown = (
-            [("label", s.label, s.line) for s in document.spans if s.label not in known]
-            + [("relation type", r.type, r.line) for r in document.relations if r.type not in relation_types]
-        )
+        unknown = [("label", s.label, s.line) for s in document.spans if s.label not in known] + [
+            ("relation type", r.type, r.line) for r in document.relations if r.type not in relation_types
+        ]
         first: dict[tuple[str, str], int | None] = {}
         for kind, name, line in unknown:  # once per name and note, at its first line
             first.setdefault((kind, name), line)
@@ -270,6 +276,81 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _by_annotator_folder(
+    documents: list[AnsweredDocument], problems: list[UploadProblem]
+) -> list[AnsweredDocument]:
+    """Each note as named within its annotator's folder, its layer that annotator's."""
+    result = []
+    for document in documents:
+        folder, separator, name = document.external_id.partition("/")
+        if not separator and document.source_file.endswith(f"/{document.external_id}.txt"):
+            # One annotator's folder alone: the reader took it for the folder every note shares.
+            folder = document.source_file.rsplit("/", 2)[-2]
+            separator, name = "/", document.external_id
+        if not separator:
+            problems.append(
+                UploadProblem(
+                    document.source_file,
+                    "with one folder per annotator, every note must be in an annotator's folder",
+                )
+            )
+            continue
+        result.append(replace(document, external_id=name, layer=f"annotator:{folder.lower()}"))
+    return result
+
+
+def _annotator_layers(
+    db: Session,
+    documents: list[AnsweredDocument],
+    create: bool,
+    actor_id: int | None,
+    client_address: str | None,
+    outcome: UploadOutcome,
+) -> dict[str | None, Layer | None]:
+    """The layer of each annotator folder; a folder naming no account is a problem, or with
+    ``create`` a new annotator account, disabled until an admin sets its password (audited)."""
+    from app.services.users import USERNAME, hash_password
+
+    layers: dict[str | None, Layer | None] = {}
+    for name in dict.fromkeys(d.layer for d in documents):
+        login = name.removeprefix("annotator:")
+        first = next(d for d in documents if d.layer == name)
+        folder = first.source_file[: first.source_file.rfind(first.external_id)] or f"{login}/"
+        user = db.scalar(select(User).where(User.username == login))
+        if user is None and create and USERNAME.match(login):
+            user = User(
+                username=login,
+                display_name=login,
+                role="annotator",
+                password_hash=hash_password(secrets.token_urlsafe(32)),  # nobody's: an admin sets one
+                is_active=False,
+                must_change_password=True,
+            )
+            db.add(user)
+            db.flush()
+            details = {"username": login, "role": "annotator", "active": False, "from": "import"}
+            audit.record(
+                db,
+                "user.create",
+                user_id=actor_id,
+                object_type="user",
+                object_id=user.id,
+                client_address=client_address,
+                details=details,
+            )
+            outcome.accounts_created.append(login)
+        if user is None:
+            hint = (
+                "add the account first, or import with the option to create annotators"
+                if USERNAME.match(login)
+                else "a user name is 2-64 lower-case letters, digits, '.', '_' or '-'"
+            )
+            outcome.problems.append(UploadProblem(folder, f"no annotator account '{login}' ({hint})"))
+            continue
+        layers[name] = Layer(SetOrigin.annotator, f"annotator:{user.username}", user.id)
+    return layers
+
+
 def _sort_by_name(
     db: Session,
     project_id: int,
@@ -284,7 +365,7 @@ def _sort_by_name(
     that differs (or, with ``skip_mismatched``, left out and reported); nothing is ever dropped
     because its text equals another note's.
     """
-    names = [d.external_id for d in incoming]
+    names = list(dict.fromkeys(d.external_id for d in incoming))
     stored = dict(
         db.execute(
             select(Document.external_id, Document.sha256).where(
@@ -292,28 +373,37 @@ def _sort_by_name(
             )
         ).all()
     )
-    digests = {d.external_id: _sha(d.text) for d in incoming}
+    digests = {_sha(d.text) for d in incoming}
     # The first note of each text, of the project (any name) and then of this upload.
     named_by_text: dict[str, str] = {}
     for digest, name in db.execute(
         select(Document.sha256, Document.external_id)
-        .where(Document.project_id == project_id, Document.sha256.in_(list(set(digests.values()))))
+        .where(Document.project_id == project_id, Document.sha256.in_(list(digests)))
         .order_by(Document.id)
     ):
         named_by_text.setdefault(digest, name)
     fresh: list[AnsweredDocument] = []
     layered: list[AnsweredDocument] = []
-    mismatched: list[AnsweredDocument] = []
+    mismatched: list[tuple[AnsweredDocument, str | None]] = []  # and the text it differs from, if new
+    first_here: dict[str, AnsweredDocument] = {}  # one folder per annotator: a name comes once per folder
     for document in incoming:
-        name, digest = document.external_id, digests[document.external_id]
-        if name in stored:
-            if stored[name] != digest:
-                mismatched.append(document)
-                continue
-            outcome.already_stored.append(name)
-            if layer is not None and document.has_annotations:
+        name, digest = document.external_id, _sha(document.text)
+        if name in first_here:  # another annotator's copy of a note of this upload
+            if _sha(first_here[name].text) != digest:
+                mismatched.append((document, first_here[name].text))
+            elif document.has_annotations and (layer is not None or document.layer is not None):
                 layered.append(document)
             continue
+        if name in stored:
+            if stored[name] != digest:
+                mismatched.append((document, None))
+                continue
+            if name not in outcome.already_stored:
+                outcome.already_stored.append(name)
+            if document.has_annotations and (layer is not None or document.layer is not None):
+                layered.append(document)
+            continue
+        first_here[name] = document
         other = named_by_text.setdefault(digest, name)
         if other != name:
             outcome.same_text.append((name, other))
@@ -323,16 +413,17 @@ def _sort_by_name(
             db.execute(
                 select(Document.external_id, Document.text).where(
                     Document.project_id == project_id,
-                    Document.external_id.in_([d.external_id for d in mismatched]),
+                    Document.external_id.in_([d.external_id for d, here in mismatched if here is None]),
                 )
             ).all()
         )
-        for document in mismatched:
-            line = first_differing_line(texts[document.external_id], document.text)
+        for document, here in mismatched:
+            name = document.external_id
+            line = first_differing_line(texts[name] if here is None else here, document.text)
+            where = "in the project" if here is None else f"in {first_here[name].source_file}"
             problem = UploadProblem(
                 document.source_file,
-                f"note '{document.external_id}' is in the project with another text "
-                f"(they differ from line {line} on)",
+                f"note '{name}' is {where} with another text (they differ from line {line} on)",
                 line,
             )
             (outcome.skipped if skip_mismatched else outcome.problems).append(problem)
@@ -350,13 +441,19 @@ def upload_batch(
     client_address: str | None = None,
     skip_mismatched: bool = False,
     extend_schema: bool = False,
+    annotator_from_folder: bool = False,
+    create_annotators: bool = False,
 ) -> UploadOutcome:
     """Read, check and screen an upload; store it, hold it for PHI review, or refuse it whole.
 
     ``skip_mismatched``: notes whose name the project has with another text are left out (and
     reported) instead of refusing the upload. ``extend_schema``: labels, relation types, attributes
     and values the data uses beyond the project's schema are added to it (listed in
-    ``schema_additions``, audited) instead of refusing the upload.
+    ``schema_additions``, audited) instead of refusing the upload. ``annotator_from_folder``: the
+    upload has one folder per annotator (``corpus/ann1/note.txt``, as brat and bratiaa users keep
+    them); each folder's annotations are that annotator's set of the note named by the rest of the
+    path, and with ``create_annotators`` a folder naming no account creates it, disabled until an
+    admin sets its password.
     """
     from app.domain.brat_import import attach_answer_files, read_brat_document
 
@@ -368,15 +465,24 @@ def upload_batch(
     outcome.warnings = [w for w in outcome.warnings if not w.file.lower().endswith(ANSWERS_SUFFIX)]
     incoming, sidecar_problems = attach_answer_files(contents.documents, answer_files)
     outcome.problems.extend(sidecar_problems)
+    if annotator_from_folder:
+        incoming = _by_annotator_folder(incoming, outcome.problems)
     with sessions.begin() as db:
         project = db.get(Project, project_id)
         if project is None:
             raise BatchError(f"project: no project {project_id}")
         try:
-            resolved = resolve_layer(db, layer)
+            resolved = None if annotator_from_folder else resolve_layer(db, layer)
         except BatchError as error:
             outcome.problems.append(UploadProblem("(batch)", str(error)))
             resolved = None
+        layers = {None: resolved}
+        # Accounts made for annotator folders are undone if the upload is refused after all.
+        accounts = db.begin_nested()
+        if annotator_from_folder and not outcome.problems:
+            layers.update(
+                _annotator_layers(db, incoming, create_annotators, actor_id, client_address, outcome)
+            )
         extended: dict[str, Any] | None = None
         fresh: list[AnsweredDocument] = []
         layered: list[AnsweredDocument] = []
@@ -400,6 +506,8 @@ def upload_batch(
             layered, answer_problems = _checked_answers(layered, schema)
             outcome.problems.extend(answer_problems)
         if outcome.problems:
+            accounts.rollback()
+            outcome.accounts_created.clear()
             audit.record(
                 db,
                 "batch.refused",
@@ -441,7 +549,7 @@ def upload_batch(
             document_count=len(fresh),
             status=(BatchStatus.held if held else BatchStatus.accepted).value,
             phi_report=report,
-            layer=layer or "pre:imported",
+            layer="annotator:(one per folder)" if annotator_from_folder else (layer or "pre:imported"),
             staged={
                 "documents": [_document_json(d) for d in fresh],
                 "layers": [_document_json(d) for d in layered],
@@ -455,8 +563,8 @@ def upload_batch(
         if held:
             outcome.status = "held"
         else:
-            _store(db, project, batch, fresh, resolved)
-            outcome.layers_added = _attach_layers(db, project, batch, layered, resolved)
+            _store(db, project, batch, fresh, layers)
+            outcome.layers_added = _attach_layers(db, project, batch, layered, layers)
             outcome.status, outcome.stored = "accepted", len(fresh)
         audit.record(
             db,
@@ -511,10 +619,13 @@ def release_batch(
         clashes = sorted({d.external_id for d in documents if d.external_id in ids})
         if clashes:
             raise BatchError(f"notes stored since this upload clash with it: {', '.join(clashes[:20])}")
-        layer = resolve_layer(db, batch.layer)
-        _store(db, project, batch, documents, layer)
         layered = [_document_from_json(d) for d in (batch.staged or {}).get("layers", [])]
-        _attach_layers(db, project, batch, layered, layer)
+        # A batch of annotator folders names each note's layer; any other, one for the batch.
+        named = {d.layer for d in [*documents, *layered] if d.layer is not None}
+        layers = {None: None if named else resolve_layer(db, batch.layer)}
+        layers.update({name: resolve_layer(db, name) for name in named})
+        _store(db, project, batch, documents, layers)
+        _attach_layers(db, project, batch, layered, layers)
         batch.status, batch.staged = BatchStatus.accepted.value, None
         batch.phi_override_reason, batch.decided_by, batch.decided_at = reason, actor_id, now
         audit.record(
@@ -564,7 +675,11 @@ def reject_batch(
 
 
 def _store(
-    db: Session, project: Project, batch: Batch, documents: list[AnsweredDocument], layer: Layer | None
+    db: Session,
+    project: Project,
+    batch: Batch,
+    documents: list[AnsweredDocument],
+    layers: dict[str | None, Layer | None],
 ) -> None:
     """Insert the notes and their annotations with a few bulk statements (big batches stay fast)."""
     if not documents:
@@ -583,22 +698,35 @@ def _store(
             for d in documents
         ],
     ).all()
-    if layer is not None:
-        _store_layer(
-            db,
-            project,
-            batch,
-            [(document_ids[i], d) for i, d in enumerate(documents) if d.has_annotations],
-            layer,
-        )
+    for name, layer in layers.items():  # the upload's layer (None), or one per annotator folder
+        annotated = [
+            (document_ids[i], d) for i, d in enumerate(documents) if d.has_annotations and d.layer == name
+        ]
+        if layer is not None and annotated:
+            _store_layer(db, project, batch, annotated, layer)
 
 
 def _attach_layers(
-    db: Session, project: Project, batch: Batch, documents: list[AnsweredDocument], layer: Layer | None
+    db: Session,
+    project: Project,
+    batch: Batch,
+    documents: list[AnsweredDocument],
+    layers: dict[str | None, Layer | None],
 ) -> list[str]:
     """Annotations of notes the project has already: a new layer on the stored note, unless that
-    layer is there already. Returns the notes that got one."""
-    if not documents or layer is None:
+    layer is there already. Returns the notes that got one (once each)."""
+    added: list[str] = []
+    for name, layer in layers.items():
+        group = [d for d in documents if d.layer == name]
+        if group and layer is not None:
+            added.extend(n for n in _attach_layer(db, project, batch, group, layer) if n not in added)
+    return added
+
+
+def _attach_layer(
+    db: Session, project: Project, batch: Batch, documents: list[AnsweredDocument], layer: Layer
+) -> list[str]:
+    if not documents:
         return []
     by_name = {
         name: (document_id, digest)

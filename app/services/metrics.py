@@ -35,6 +35,7 @@ from app.db.models import (
 from app.domain.active_time import TimeEvent
 from app.domain.agreement import AttributeRule
 from app.domain.evaluation import RelationData
+from app.domain.events import AnnotatorEvents, read_events, resolve_events
 from app.domain.label_schema import parse_label_schema, parse_study_settings
 from app.domain.note_statistics import LAYOUT, NoteWork, SubmittedWork, note_statistics, pooled_report
 from app.domain.spans import Fragment, SpanData
@@ -80,14 +81,16 @@ class MetricsFilter:
 
 def _spans_of(
     db: Session, set_ids: list[int], label: str | None
-) -> tuple[dict[int, list[SpanData]], dict[int, SpanData]]:
-    """Spans of many sets in one query, as domain spans: by set, and by span id (for relations)."""
+) -> tuple[dict[int, list[SpanData]], dict[int, SpanData], dict[int, dict[str, SpanData]]]:
+    """Spans of many sets in one query, as domain spans: by set, by span id (for relations) and by
+    (set, uid) (for the events of its verbatim brat lines, which name spans by their T ids)."""
     if not set_ids:
-        return {}, {}
+        return {}, {}, {}
     query = (
         select(
             Span.annotation_set_id,
             Span.id,
+            Span.uid,
             Span.label,
             SpanFragment.start,
             SpanFragment.end,
@@ -102,19 +105,38 @@ def _spans_of(
     )
     if label is not None:
         query = query.where(Span.label == label)
-    grouped: dict[tuple[int, int], tuple[str, list[Fragment], dict | None, str | None]] = {}
-    for set_id, span_id, span_label, start, end, attributes, system, code in db.execute(query):
+    grouped: dict[tuple[int, int], tuple[str, str, list[Fragment], dict | None, str | None]] = {}
+    for set_id, span_id, uid, span_label, start, end, attributes, system, code in db.execute(query):
         concept = f"{system}:{code}" if code is not None else None
-        grouped.setdefault((set_id, span_id), (span_label, [], attributes, concept))[1].append(
+        grouped.setdefault((set_id, span_id), (uid, span_label, [], attributes, concept))[2].append(
             Fragment(start, end)
         )
     spans: dict[int, list[SpanData]] = defaultdict(list)
     by_span_id: dict[int, SpanData] = {}
-    for (set_id, span_id), (span_label, fragments, attributes, concept) in grouped.items():
+    by_uid: dict[int, dict[str, SpanData]] = defaultdict(dict)
+    for (set_id, span_id), (uid, span_label, fragments, attributes, concept) in grouped.items():
         span = SpanData(span_label, tuple(sorted(fragments)), attributes=attributes or {}, concept=concept)
         spans[set_id].append(span)
         by_span_id[span_id] = span
-    return spans, by_span_id
+        by_uid[set_id][uid] = span
+    return spans, by_span_id, by_uid
+
+
+def _events_of(
+    db: Session, set_ids: list[int], by_uid: dict[int, dict[str, SpanData]]
+) -> dict[int, AnnotatorEvents]:
+    """The events among the sets' verbatim brat lines, resolved against their spans (sets with none
+    are left out, and cost one indexed read of an empty list)."""
+    found: dict[int, AnnotatorEvents] = {}
+    for set_id, lines in db.execute(
+        select(AnnotationSet.id, AnnotationSet.unmodelled_lines).where(
+            _among(AnnotationSet.id, set_ids), func.jsonb_array_length(AnnotationSet.unmodelled_lines) > 0
+        )
+    ):
+        events = read_events(lines)
+        if events.events or events.relations:
+            found[set_id] = resolve_events(events, by_uid.get(set_id, {}))
+    return found
 
 
 def set_spans_and_texts(
@@ -124,7 +146,7 @@ def set_spans_and_texts(
     app.domain.agreement."""
     with sessions() as db:
         set_ids = [set_id for by_login in sets_by_document.values() for set_id in by_login.values()]
-        spans, _ = _spans_of(db, set_ids, None)
+        spans, _, _ = _spans_of(db, set_ids, None)
         texts = dict(
             db.execute(
                 select(Document.id, Document.text).where(_among(Document.id, list(sets_by_document)))
@@ -176,7 +198,8 @@ def _note_works(
     submitted_ids = [s.id for s in submitted]
     base_ids = {s.base_set_id for s in submitted if s.base_set_id is not None}
     gold_ids = {gold_sets[d] for d in document_ids if d in gold_sets}
-    spans, by_span_id = _spans_of(db, sorted(set(submitted_ids) | base_ids | gold_ids), label)
+    spans, by_span_id, by_uid = _spans_of(db, sorted(set(submitted_ids) | base_ids | gold_ids), label)
+    events = _events_of(db, submitted_ids, by_uid)
     relations: dict[int, list[RelationData]] = defaultdict(list)
     for set_id, type_, head, tail in db.execute(
         select(Relation.annotation_set_id, Relation.type, Relation.head_span_id, Relation.tail_span_id).where(
@@ -231,6 +254,7 @@ def _note_works(
                     edit_kinds=kinds.get(s.id, {}),
                     base_spans=None if s.base_set_id is None else spans.get(s.base_set_id, []),
                     answers=answers.get(s.id, {}),
+                    events=events.get(s.id),
                 )
                 for s in sets_by_document[d]
             ],

@@ -30,7 +30,8 @@ def _independent_strict_keys(ann: str) -> tuple[Counter, Counter]:
         if identifier.startswith("T"):
             return spans[identifier]
         (kind, trigger), arguments = events[identifier]
-        return (kind, spans[trigger], tuple(sorted((role.rstrip("0123456789"), key(a)) for role, a in arguments)))
+        roles = sorted((role.rstrip("0123456789"), key(argument)) for role, argument in arguments)
+        return (kind, spans[trigger], tuple(roles))
 
     event_keys = Counter(key(e) for e in events)
     relation_keys = Counter(
