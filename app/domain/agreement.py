@@ -965,14 +965,19 @@ def _attribute_figures(pairs: Counter) -> dict:
     by_name: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for (name, value_a, value_b), count in pairs.items():
         by_name[name].extend([(value_a, value_b)] * count)
-    return {
-        name: {
+    figures = {}
+    for name, values in sorted(by_name.items()):
+        # Spans where neither annotator set a value agree trivially: reported beside the figures, and a
+        # second κ leaves them out, so that a rarely used attribute does not look reliable by silence.
+        set_by_one = [(a, b) for a, b in values if not (a == UNSET and b == UNSET)]
+        figures[name] = {
             "kappa": _nominal_kappa(values),
             "matched_spans": len(values),
             "observed_agreement": sum(a == b for a, b in values) / len(values),
+            "neither_set": len(values) - len(set_by_one),
+            "kappa_where_set": _nominal_kappa(set_by_one),
         }
-        for name, values in sorted(by_name.items())
-    }
+    return figures
 
 
 def _answer_figures(pairs: Sequence[tuple], kind: str) -> dict:

@@ -74,6 +74,30 @@ class _Schema:
             for name in attribute.get("applies_to") or []:
                 self.add_entity_type(name, f"{why}: a type attribute '{attribute['name']}' applies to")
 
+    def add_conf(self, conf: Mapping[str, Any]) -> None:
+        """What an annotation.conf declares that the schema lacks (types, relations, attributes, values)."""
+        declared = label_schema_from_conf(conf)
+        for entity in declared["entity_types"]:
+            self.add_entity_type(entity["name"], "declared in annotation.conf")
+        relations = {r["name"]: r for r in self.data["relation_types"]}
+        for relation in declared["relation_types"]:
+            if relation["name"] not in relations:
+                self.data["relation_types"].append(deepcopy(relation))
+                self.additions.append(f"relation type '{relation['name']}' (declared in annotation.conf)")
+        attributes = {a["name"]: a for a in self.data["span_attributes"]}
+        for attribute in declared["span_attributes"]:
+            found = attributes.get(attribute["name"])
+            if found is None:
+                self.data["span_attributes"].append(deepcopy(attribute))
+                self.additions.append(f"attribute '{attribute['name']}' (declared in annotation.conf)")
+                continue
+            for value in attribute["values"]:
+                if value not in found["values"]:
+                    found["values"].append(value)
+                    self.additions.append(
+                        f"value '{value}' of attribute '{attribute['name']}' (declared in annotation.conf)"
+                    )
+
     def add_data(self, documents: Iterable[ImportedDocument]) -> None:
         used = labels_of(list(documents))
         for label in used["entities"]:
@@ -141,9 +165,13 @@ def schema_for_corpus(
 
 
 def extend_schema(
-    current: Mapping[str, Any], documents: Iterable[ImportedDocument]
+    current: Mapping[str, Any], documents: Iterable[ImportedDocument], conf: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    """An existing project's schema widened to hold the data, and what was added."""
+    """An existing project's schema widened to hold the data (and what an upload's annotation.conf
+    declares, when it has one), and what was added."""
     schema = _Schema(current)
+    if conf:
+        schema.add_conf(conf)
+        schema.declare_argument_types("not declared in annotation.conf")
     schema.add_data(documents)
     return schema.data, schema.additions

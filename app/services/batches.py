@@ -276,6 +276,19 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _upload_conf(text: str | None, outcome: UploadOutcome) -> dict[str, Any] | None:
+    """The upload's annotation.conf, parsed; a line that cannot be read is a problem naming it."""
+    from app.domain.brat import BratError, parse_annotation_conf
+
+    if not text:
+        return None
+    try:
+        return parse_annotation_conf(text)
+    except BratError as error:
+        outcome.problems.append(UploadProblem(error.source, error.message, error.line))
+        return None
+
+
 def _by_annotator_folder(
     documents: list[AnsweredDocument], problems: list[UploadProblem]
 ) -> list[AnsweredDocument]:
@@ -491,9 +504,19 @@ def upload_batch(
             kept = [*fresh, *layered]  # a skipped note's annotations are not checked: not stored
             schema = LabelSchema.model_validate(project.label_schema)
             problems = _schema_problems(kept, schema)
-            if problems and extend_schema:
+            conf = _upload_conf(contents.annotation_conf, outcome)
+            proposed = widen_schema(project.label_schema, kept, conf)[1] if conf else []
+            if proposed and not extend_schema and not problems:
+                outcome.warnings.append(
+                    UploadProblem(
+                        "annotation.conf",
+                        f"declares what the project's schema lacks ({'; '.join(proposed[:10])}): not added; "
+                        "upload again with the option to extend the schema to add it",
+                    )
+                )
+            if (problems or proposed) and extend_schema:
                 # Widened only if the rest holds: a refused upload leaves the schema as it was.
-                wider, outcome.schema_additions = widen_schema(project.label_schema, kept)
+                wider, outcome.schema_additions = widen_schema(project.label_schema, kept, conf)
                 try:
                     schema = parse_label_schema(wider)
                 except LabelSchemaError as error:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.domain.editing import EditRefused, SetState, SpanState
+from app.domain.events import read_events
 from app.domain.vocabulary import EditKind, SpanStatus
 from app.services import editing, metrics, vocabularies
 from app.web.deps import CurrentIdentity, Now, Sessions
@@ -64,6 +65,29 @@ def span_rows(text: str, spans: dict[str, SpanState], uids=None) -> list[dict[st
     ]
     rows.sort(key=lambda r: (r["start"], -r["end"], r["label"], r["uid"]))
     return rows
+
+
+def event_rows(text: str, state: SetState, lines: list[str]) -> list[dict[str, Any]]:
+    """The set's brat events, read-only: type, trigger text and each role's argument (a span's text, or
+    another event by id). They are kept verbatim and written back on export; the editor does not edit
+    them, and says when a span they name was deleted."""
+    events = read_events(lines).events
+
+    def shown(target: str) -> str:
+        if target.startswith("E"):
+            return f"event {target}" if target in events else f"{target} (missing)"
+        span = state.spans.get(target)
+        return " … ".join(text[a:b] for a, b in span.fragments) if span else f"{target} (deleted)"
+
+    return [
+        {
+            "id": event.id,
+            "type": event.type,
+            "trigger": shown(event.trigger),
+            "arguments": [(role, shown(target)) for role, target in event.arguments],
+        }
+        for event in events.values()
+    ]
 
 
 def relation_rows(text: str, state: SetState) -> list[dict[str, Any]]:
@@ -141,6 +165,7 @@ def editor_page(sessions, set_id: int, user_id: int, base: str) -> dict[str, Any
         "labels": labels,
         "spans": span_rows(text, state.spans),
         "relations": relation_rows(text, state),
+        "events": event_rows(text, state, list(context.annotation_set.unmodelled_lines or [])),
         "relation_types": schema.relation_types,
         "questions": [q.model_dump(mode="json") for q in schema.document_questions],
         "answers": state.answers,

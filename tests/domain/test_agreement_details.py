@@ -93,6 +93,13 @@ def test_attribute_code_and_answer_agreement_equal_sklearn(seed):
         assert figure["observed_agreement"] == pytest.approx(
             sum(x == y for x, y in zip(first, second, strict=True)) / len(first)
         )
+        # Issue 18: the spans where neither set a value are counted, and a κ leaves them out.
+        set_by_one = [(x, y) for x, y in zip(first, second, strict=True) if (x, y) != ("(unset)", "(unset)")]
+        assert figure["neither_set"] == len(first) - len(set_by_one)
+        if len({v for pair_ in set_by_one for v in pair_}) > 1:
+            assert figure["kappa_where_set"] == pytest.approx(
+                cohen_kappa_score([x for x, _ in set_by_one], [y for _, y in set_by_one]), abs=1e-9
+            )
     assert pair["code_agreement"] == {"agreed": agreed, "compared": compared, "rate": agreed / compared}
 
     a = [answers[d]["dr.a"] for d in sorted(answers)]
@@ -131,6 +138,8 @@ def test_unanswered_questions_and_uncoded_spans_are_left_out():
         "kappa": None,
         "matched_spans": 1,
         "observed_agreement": 1.0,
+        "neither_set": 1,
+        "kappa_where_set": None,
     }
 
 

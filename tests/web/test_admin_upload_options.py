@@ -66,3 +66,79 @@ def test_the_upload_form_extends_the_schema_and_skips_mismatched_notes_when_tick
         assert db.scalar(select(Document.text).where(Document.external_id == "a")) == "Aspirin.\n"
         names = [e["name"] for e in db.get(Project, project.id).label_schema["entity_types"]]
     assert names == ["Drug", "ADE"]
+
+
+def test_a_zip_of_annotator_folders_with_its_conf_goes_in_as_each_annotators_set(web, accounts, sessions):
+    """The browser reads the zip's annotation.conf (its additions listed, added only when confirmed by
+    ticking Extend the schema) and one folder per annotator, as the command line does."""
+    import io
+    import zipfile
+
+    from tests.domain.test_events import EVENTS
+
+    project = create_project(sessions, "Events", SCHEMA)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for path in sorted(EVENTS.rglob("*")):
+            if path.is_file() and path.name != "README.md":
+                archive.write(path, f"bionlp/{path.relative_to(EVENTS)}")
+    log_in(web, "admin")
+    form = {"project_id": str(project.id), "annotator_from_folder": "on", "create_annotators": "on"}
+
+    def send(**more):
+        return web.post(PAGE, data={**form, **more, "csrf_token": session_csrf(web, PAGE)},
+                        files=[("files", ("bionlp.zip", out.getvalue(), "application/zip"))])  # fmt: skip
+
+    refused = page(send())
+    problems = [li.get_text() for li in refused.select("[data-testid=upload-problems] li")]
+    assert any("label 'Protein' is not in the project's schema" in p for p in problems), problems
+    with sessions() as db:
+        assert db.scalar(select(Document.id)) is None
+
+    done = page(send(extend_schema="on"))
+    notices = [li.get_text() for li in done.select("[data-testid=upload-notices] li")]
+    assert "schema: added entity type 'Protein' (declared in annotation.conf)" in notices
+    assert "schema: added entity type 'Phosphorylation' (declared in annotation.conf)" in notices  # a trigger
+    assert "account 'ann2' created for its folder, disabled until an admin sets its password" in notices
+    with sessions() as db:
+        assert sorted(db.scalars(select(Document.external_id))) == ["n1", "n2"]
+
+
+def test_imported_events_are_shown_read_only_in_the_editor(web, accounts, sessions, runtime):
+    """Events cannot be edited in the browser (issue 18 leaves that out), but the side list shows them,
+    and says which argument a deleted span was."""
+    from sqlalchemy import delete
+
+    from app.db.models import AnnotationSet, Assignment, Span
+    from app.services.batches import upload_batch
+    from tests.domain.test_events import EVENTS
+
+    project = create_project(sessions, "Events", {"entity_types": []})
+    files = [(f"ann1/{p.name}", p.read_bytes()) for p in sorted((EVENTS / "ann1").iterdir())]
+    outcome = upload_batch(sessions, runtime.settings, project.id, files, actor_id=None,
+                           layer="annotator:annotator", extend_schema=True)  # fmt: skip
+    assert outcome.status == "accepted", outcome.problems
+    with sessions.begin() as db:
+        document_id, set_id = db.execute(
+            select(Document.id, AnnotationSet.id)
+            .join(AnnotationSet, AnnotationSet.document_id == Document.id)
+            .where(Document.external_id == "n1")
+        ).one()
+        physician = accounts["annotator"].id
+        db.add(Assignment(project_id=project.id, document_id=document_id, annotator_id=physician,
+                          condition="scratch", queue_position=0, annotation_set_id=set_id))  # fmt: skip
+    log_in(web, "annotator")
+    response = web.get(f"/annotate/sets/{set_id}")
+    assert response.status_code == 200
+    editor = page(response)
+    events = [" ".join(li.get_text().split()) for li in editor.select("[data-testid=event]")]
+    assert events == [
+        "Phosphorylation phosphorylation · Theme: TRAF2",
+        "Negative_regulation inhibits · Cause: Aspirin · Theme: event E1",
+        "Binding binding · Theme: TRAF3",
+    ]
+    with sessions.begin() as db:  # the Theme of the Phosphorylation, deleted (as the editor would)
+        db.execute(delete(Span).where(Span.annotation_set_id == set_id, Span.uid == "T4"))
+    editor = page(web.get(f"/annotate/sets/{set_id}"))
+    first = " ".join(editor.select_one("[data-testid=event]").get_text().split())
+    assert first == "Phosphorylation phosphorylation · Theme: T4 (deleted)"

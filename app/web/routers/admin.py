@@ -345,6 +345,8 @@ async def upload(request: Request, identity: CurrentIdentity, sessions: Sessions
             client_address=client_address(request),
             skip_mismatched=form.get("skip_mismatched") == "on",
             extend_schema=form.get("extend_schema") == "on",
+            annotator_from_folder=form.get("annotator_from_folder") == "on",
+            create_annotators=form.get("create_annotators") == "on",
         )
     except BatchError as error:
         return _batches_page(request, sessions, form_error=str(error), status_code=422)

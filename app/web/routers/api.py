@@ -203,6 +203,8 @@ async def upload_batch_api(request: Request, identity: CurrentIdentity, sessions
             client_address=request.client.host if request.client else None,
             skip_mismatched=str(form.get("skip_mismatched") or "").lower() in ("1", "true", "on"),
             extend_schema=str(form.get("extend_schema") or "").lower() in ("1", "true", "on"),
+            annotator_from_folder=str(form.get("annotator_from_folder") or "").lower() in ("1", "true", "on"),
+            create_annotators=str(form.get("create_annotators") or "").lower() in ("1", "true", "on"),
         )
     except BatchError as error:
         raise HTTPException(status_code=422, detail=str(error)) from None

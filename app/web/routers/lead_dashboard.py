@@ -274,8 +274,8 @@ def _agreement_rows(agreement: dict[str, Any]) -> list[list[Any]]:
 
     def add(scope: str, a: str, b: str, entry: dict[str, Any]) -> None:
         documents = entry["documents"]
-        for family in ("span_f1", "relation_f1"):
-            for rule, figures in entry[family].items():
+        for family in ("span_f1", "relation_f1", "event_f1", "event_relation_f1"):
+            for rule, figures in (entry.get(family) or {}).items():
                 rows.append([scope, a, b, documents, f"{family}_{rule}", "", *_ci(figures["overall"])])
                 for label, figure in figures["per_label"].items():
                     rows.append([scope, a, b, documents, f"{family}_{rule}", label, *_ci(figure)])
