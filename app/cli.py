@@ -414,7 +414,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     from app.db.models import Project
     from app.runtime import open_runtime
-    from app.services.batches import BatchError, release_batch, resolve_layer, upload_batch
+    from app.services.batches import BatchError, release_batch, upload_batch
 
     settings = _settings(args)
     _configure_logging(settings)
@@ -439,7 +439,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     files = _collect_files(args.path)
     runtime = open_runtime(settings)
-    created, additions = False, []
+    new_project, additions = None, []
     try:
         with runtime.sessions() as db:
             project = db.scalar(select(Project).where(Project.name == args.project))
@@ -450,19 +450,17 @@ def cmd_import(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            if not args.annotator_from_folder:  # a layer that cannot be used refuses before a project is made
-                with runtime.sessions() as db:
-                    resolve_layer(db, layer)
-            project, additions = _create_project_from_files(runtime, args.project, files)
-            if project is None:
+            # Made with the notes, in one transaction: a refused import leaves no project behind.
+            schema, additions = _corpus_schema(runtime, files)
+            if schema is None:
                 return 1
-            created = True
+            new_project = (args.project, schema)
         started = time.monotonic()
         try:
             outcome = upload_batch(
                 runtime.sessions,
                 settings,
-                project.id,
+                project.id if project is not None else None,
                 files,
                 actor_id=None,
                 layer=layer,
@@ -471,12 +469,12 @@ def cmd_import(args: argparse.Namespace) -> int:
                 extend_schema=args.extend_schema,
                 annotator_from_folder=args.annotator_from_folder,
                 create_annotators=args.create_annotators,
+                new_project=new_project,
             )
         except BatchError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        if created:
-            outcome.schema_additions[:0] = additions
+        outcome.schema_additions[:0] = additions
         for problem in outcome.problems:
             print(f"error: {problem}", file=sys.stderr)
         for warning in outcome.warnings[:MAX_WARNINGS_SHOWN]:
@@ -509,7 +507,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 client_address="cli",
             )
             outcome.stored = stored
-        print(f"'{project.name}' as {layer}: {outcome.summary()} ({time.monotonic() - started:.1f} s)")
+        print(f"'{args.project}' as {layer}: {outcome.summary()} ({time.monotonic() - started:.1f} s)")
     except BatchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -618,16 +616,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _create_project_from_files(runtime, name: str, files: list[tuple[str, bytes]]):
-    """A new project whose schema is the corpus's annotation.conf widened to hold its data, and the
-    additions; (None, []) after saying on stderr why no project can be made."""
+def _corpus_schema(runtime, files: list[tuple[str, bytes]]):
+    """The schema of a project made from a corpus: its annotation.conf widened to hold its data, and the
+    additions; (None, []) after saying on stderr why none can be made."""
     from app.domain.brat import BratError, parse_annotation_conf
     from app.domain.brat_import import read_brat_document
     from app.domain.corpus_schema import schema_for_corpus
-    from app.domain.label_schema import LabelSchemaError
     from app.domain.uploads import read_upload
     from app.services.batches import limits_of
-    from app.services.projects import create_project
 
     contents = read_upload(files, limits_of(runtime.settings), read_brat_document)
     if contents.problems:  # no project for an upload that would be refused: all or nothing
@@ -640,16 +636,7 @@ def _create_project_from_files(runtime, name: str, files: list[tuple[str, bytes]
     except BratError as error:
         print(f"error: {error}", file=sys.stderr)
         return None, []
-    schema, additions = schema_for_corpus(conf, contents.documents)
-    try:
-        return create_project(runtime.sessions, name, schema), additions
-    except LabelSchemaError as error:
-        for field, message in error.problems:
-            print(
-                f"error: annotation.conf and the data give a schema that cannot be used: {field}: {message}",
-                file=sys.stderr,
-            )
-        return None, []
+    return schema_for_corpus(conf, contents.documents)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,3 +171,27 @@ def test_an_import_into_a_project_names_data_outside_its_schema_and_extends_it_w
     captured = capsys.readouterr()
     assert "note: schema: added entity type 'ADE' (used by the data)" in captured.err
     assert "stored 1 notes" in captured.out and "1 already stored with nothing to add" in captured.out
+
+
+def test_one_folder_per_annotator_on_the_command_line(sessions, settings, monkeypatch, capsys, tmp_path):
+    import shutil
+
+    from tests.domain.test_events import EVENTS
+
+    monkeypatch.setenv("CLINANN_DATABASE_URL", settings.database_url)
+    corpus = tmp_path / "bionlp"
+    shutil.copytree(EVENTS, corpus)
+    (corpus / "README.md").unlink()
+    argv = ["import", str(corpus), "--project", "BioNLP", "--create", "--as", "annotator"]
+    argv.append("--annotator-from-folder")
+    assert main(argv) == 1
+    assert "error: ann1/: no annotator account 'ann1'" in capsys.readouterr().err
+    with sessions() as db:
+        assert db.scalar(select(Project.id).where(Project.name == "BioNLP")) is None  # all or nothing
+    assert main([*argv, "--create-annotators"]) == 0
+    captured = capsys.readouterr()
+    created = "note: account 'ann1' created for its folder, disabled until an admin sets its password"
+    assert created in captured.err
+    assert "'BioNLP' as annotator:(one per folder): stored 2 notes; 2 notes given a further layer" in (
+        captured.out
+    )

@@ -456,6 +456,7 @@ def upload_batch(
     extend_schema: bool = False,
     annotator_from_folder: bool = False,
     create_annotators: bool = False,
+    new_project: tuple[str, dict[str, Any]] | None = None,
 ) -> UploadOutcome:
     """Read, check and screen an upload; store it, hold it for PHI review, or refuse it whole.
 
@@ -466,7 +467,8 @@ def upload_batch(
     upload has one folder per annotator (``corpus/ann1/note.txt``, as brat and bratiaa users keep
     them); each folder's annotations are that annotator's set of the note named by the rest of the
     path, and with ``create_annotators`` a folder naming no account creates it, disabled until an
-    admin sets its password.
+    admin sets its password. ``new_project`` (name, schema): the project is created with the notes, in
+    the same transaction (``project_id`` unused), so a refused import leaves no project behind.
     """
     from app.domain.brat_import import attach_answer_files, read_brat_document
 
@@ -481,6 +483,16 @@ def upload_batch(
     if annotator_from_folder:
         incoming = _by_annotator_folder(incoming, outcome.problems)
     with sessions.begin() as db:
+        # A new project and accounts made for annotator folders are undone if the upload is refused.
+        undo = db.begin_nested()
+        if new_project is not None:
+            from app.services.projects import ProjectError, add_project
+
+            try:
+                project = add_project(db, *new_project, actor_id=actor_id)
+            except (ProjectError, LabelSchemaError) as error:
+                raise BatchError(f"project: {error}") from None
+            project_id = project.id
         project = db.get(Project, project_id)
         if project is None:
             raise BatchError(f"project: no project {project_id}")
@@ -490,8 +502,6 @@ def upload_batch(
             outcome.problems.append(UploadProblem("(batch)", str(error)))
             resolved = None
         layers = {None: resolved}
-        # Accounts made for annotator folders are undone if the upload is refused after all.
-        accounts = db.begin_nested()
         if annotator_from_folder and not outcome.problems:
             layers.update(
                 _annotator_layers(db, incoming, create_annotators, actor_id, client_address, outcome)
@@ -529,8 +539,11 @@ def upload_batch(
             layered, answer_problems = _checked_answers(layered, schema)
             outcome.problems.extend(answer_problems)
         if outcome.problems:
-            accounts.rollback()
+            undo.rollback()
             outcome.accounts_created.clear()
+            refused = {"files": file_names[:100], "problems": _where(outcome.problems)}
+            if new_project is not None:
+                project_id, refused["new_project"] = None, new_project[0]
             audit.record(
                 db,
                 "batch.refused",
@@ -538,7 +551,7 @@ def upload_batch(
                 object_type="project",
                 object_id=project_id,
                 client_address=client_address,
-                details={"files": file_names[:100], "problems": _where(outcome.problems)},
+                details=refused,
             )
             return outcome
         if extended is not None:

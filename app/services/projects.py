@@ -15,8 +15,15 @@ class ProjectError(ValueError):
     """A project request that cannot be carried out; the message names the field."""
 
 
-def create_project(
-    sessions: sessionmaker[Session],
+def create_project(sessions: sessionmaker[Session], name: str, label_schema: Any, **options: Any) -> Project:
+    """Create a project (``options`` as add_project's); a bad schema raises LabelSchemaError and stores
+    nothing."""
+    with sessions.begin() as db:
+        return add_project(db, name, label_schema, **options)
+
+
+def add_project(
+    db: Session,
     name: str,
     label_schema: Any,
     *,
@@ -24,34 +31,34 @@ def create_project(
     study_settings: Any = None,
     actor_id: int | None = None,
 ) -> Project:
-    """Create a project; a bad schema raises LabelSchemaError and stores nothing."""
+    """A new project in the caller's transaction (an import creates its project with its notes, all or
+    nothing); its creator leads it."""
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise ProjectError("name: 1-200 characters")
     schema = parse_label_schema(label_schema)
     study = parse_study_settings(study_settings)
-    with sessions.begin() as db:
-        if db.scalar(select(Project.id).where(Project.name == name)) is not None:
-            raise ProjectError(f"name: a project called '{name}' exists")
-        project = Project(
-            name=name,
-            guidelines=guidelines,
-            label_schema=schema.model_dump(mode="json"),
-            study_settings=study.model_dump(mode="json"),
-            created_by=actor_id,
-        )
-        db.add(project)
-        db.flush()
-        if actor_id is not None:
-            db.add(ProjectMember(project_id=project.id, user_id=actor_id))
-        audit.record(
-            db,
-            "project.create",
-            user_id=actor_id,
-            object_type="project",
-            object_id=project.id,
-            details={"name": name},
-        )
+    if db.scalar(select(Project.id).where(Project.name == name)) is not None:
+        raise ProjectError(f"name: a project called '{name}' exists")
+    project = Project(
+        name=name,
+        guidelines=guidelines,
+        label_schema=schema.model_dump(mode="json"),
+        study_settings=study.model_dump(mode="json"),
+        created_by=actor_id,
+    )
+    db.add(project)
+    db.flush()
+    if actor_id is not None:
+        db.add(ProjectMember(project_id=project.id, user_id=actor_id))
+    audit.record(
+        db,
+        "project.create",
+        user_id=actor_id,
+        object_type="project",
+        object_id=project.id,
+        details={"name": name},
+    )
     return project
 
 

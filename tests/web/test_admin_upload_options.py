@@ -142,3 +142,45 @@ def test_imported_events_are_shown_read_only_in_the_editor(web, accounts, sessio
     editor = page(web.get(f"/annotate/sets/{set_id}"))
     first = " ".join(editor.select_one("[data-testid=event]").get_text().split())
     assert first == "Phosphorylation phosphorylation · Theme: T4 (deleted)"
+
+
+def test_the_report_shows_event_agreement(web, accounts, sessions, runtime):
+    from app.services.batches import upload_batch
+    from tests.conftest import make_lead_of
+    from tests.domain.test_events import EVENTS
+
+    project = create_project(sessions, "Events", {"entity_types": []})
+    files = [(str(p.relative_to(EVENTS)), p.read_bytes()) for p in sorted(EVENTS.rglob("*.*")) if p.is_file()]
+    outcome = upload_batch(sessions, runtime.settings, project.id, files, actor_id=None, extend_schema=True,
+                           annotator_from_folder=True, create_annotators=True)  # fmt: skip
+    assert outcome.status == "accepted", outcome.problems
+    make_lead_of(sessions, project.id)
+    log_in(web, "lead")
+    report = page(web.get(f"/lead/projects/{project.id}/report"))
+    row = report.select_one("[data-testid=agreement-events] tr[data-pair='ann1|ann2']")
+    figures = {td["data-figure"]: td.get_text(" ", strip=True) for td in row.select("td[data-figure]")}
+    assert figures["event_f1_strict"].startswith("0.40")
+    assert figures["event_f1_lenient"].startswith("0.80")
+    assert figures["event_relation_f1"].startswith("0.50")
+    csv = web.get(f"/lead/projects/{project.id}/dashboard.csv?section=agreement").text
+    assert "event_f1_strict" in csv and "event_relation_f1_strict" in csv
+
+
+def test_a_project_made_from_plain_notes_says_it_has_no_labels_yet(web, accounts, sessions, runtime):
+    from app.db.models import AnnotationSet, Assignment
+    from app.services.batches import upload_batch
+
+    outcome = upload_batch(sessions, runtime.settings, None, [("n1.txt", b"Fever since Monday.\n")],
+                           actor_id=None, new_project=("Plain", {"entity_types": []}))  # fmt: skip
+    assert outcome.status == "accepted"
+    with sessions.begin() as db:
+        project_id, document_id = db.execute(select(Document.project_id, Document.id)).one()
+        physician = accounts["annotator"].id
+        work = AnnotationSet(document_id=document_id, origin="annotator", annotator_id=physician)
+        db.add(work)
+        db.flush()
+        db.add(Assignment(project_id=project_id, document_id=document_id, annotator_id=physician,
+                          condition="scratch", queue_position=0, annotation_set_id=work.id))  # fmt: skip
+    log_in(web, "annotator")
+    editor = page(web.get(f"/annotate/sets/{work.id}"))
+    assert "no labels yet" in editor.select_one("[data-testid=no-labels]").get_text()
