@@ -71,6 +71,7 @@ class UploadOutcome:
 
     status: str  # accepted, held, refused
     batch_id: int | None = None
+    project_id: int | None = None  # the project (made by the upload with new_project, when refused: None)
     stored: int = 0
     # Notes the project has already (same name, same text): not stored again.
     already_stored: list[str] = field(default_factory=list)
@@ -494,6 +495,7 @@ def upload_batch(
                 raise BatchError(f"project: {error}") from None
             project_id = project.id
         project = db.get(Project, project_id)
+        outcome.project_id = project_id
         if project is None:
             raise BatchError(f"project: no project {project_id}")
         try:
@@ -543,7 +545,8 @@ def upload_batch(
             outcome.accounts_created.clear()
             refused = {"files": file_names[:100], "problems": _where(outcome.problems)}
             if new_project is not None:
-                project_id, refused["new_project"] = None, new_project[0]
+                project_id = outcome.project_id = None
+                refused["new_project"] = new_project[0]
             audit.record(
                 db,
                 "batch.refused",
