@@ -112,15 +112,16 @@ class UploadOutcome:
             return f"refused: {len(self.problems)} problems; nothing was stored"
         verb = "held for review" if self.status == "held" else "stored"
         nothing_to_add = [n for n in self.already_stored if n not in self.layers_added]
-        parts = [
-            f"{verb} {self.stored if self.status != 'held' else self.batch_documents} notes",
-            f"{len(self.layers_added)} notes given a further layer",
-            f"{len(self.same_text)} with the same text as another note",
-            f"{len(nothing_to_add)} already stored with nothing to add",
-            f"{len(self.skipped)} skipped (another text under that name)",
-            f"{len(self.schema_additions)} schema additions",
+        counted = [
+            (len(self.layers_added), "notes given a further layer"),
+            (len(self.same_text), "with the same text as another note"),
+            (len(nothing_to_add), "already stored with nothing to add"),
+            (len(self.skipped), "skipped (another text under that name)"),
+            (len(self.schema_additions), "schema additions"),
+            (len(self.accounts_created), "annotator accounts created"),
         ]
-        return "; ".join(parts)
+        stored = self.stored if self.status != "held" else self.batch_documents
+        return "; ".join([f"{verb} {stored} notes", *(f"{n} {what}" for n, what in counted if n)])
 
 
 def limits_of(settings: Settings) -> UploadLimits:

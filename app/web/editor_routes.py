@@ -75,7 +75,7 @@ def event_rows(text: str, state: SetState, lines: list[str]) -> list[dict[str, A
 
     def shown(target: str) -> str:
         if target.startswith("E"):
-            return f"event {target}" if target in events else f"{target} (missing)"
+            return f"{events[target].type} {target}" if target in events else f"{target} (missing)"
         span = state.spans.get(target)
         return " … ".join(text[a:b] for a, b in span.fragments) if span else f"{target} (deleted)"
 

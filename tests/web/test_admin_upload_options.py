@@ -134,7 +134,7 @@ def test_imported_events_are_shown_read_only_in_the_editor(web, accounts, sessio
     events = [" ".join(li.get_text().split()) for li in editor.select("[data-testid=event]")]
     assert events == [
         "Phosphorylation phosphorylation · Theme: TRAF2",
-        "Negative_regulation inhibits · Cause: Aspirin · Theme: event E1",
+        "Negative_regulation inhibits · Cause: Aspirin · Theme: Phosphorylation E1",
         "Binding binding · Theme: TRAF3",
     ]
     with sessions.begin() as db:  # the Theme of the Phosphorylation, deleted (as the editor would)
