@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default=[],
         description=(
-            "Addresses or networks (JSON list, e.g. [\"10.0.0.0/8\"]) of reverse proxies whose "
+            'Addresses or networks (JSON list, e.g. ["10.0.0.0/8"]) of reverse proxies whose '
             "X-Forwarded-For and X-Forwarded-Proto are believed. Empty: the peer's address is the client's."
         ),
     )

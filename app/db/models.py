@@ -55,6 +55,7 @@ class User(Base):
     __table_args__ = (
         one_of("role", Role),
         CheckConstraint("username = lower(username)", name="username_lowercase"),
+        CheckConstraint("editor_display IN ('full', 'compact')", name="editor_display_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -66,6 +67,8 @@ class User(Base):
     # Set by an admin's reset: the next login must choose a new password before anything else.
     must_change_password: Mapped[bool] = mapped_column(Boolean, server_default="false")
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How the editor shows label tags: full names, or short forms in less room (the physician's toggle).
+    editor_display: Mapped[str] = mapped_column(String(8), server_default="full")
     created_at: Mapped[datetime] = created_at()
 
 

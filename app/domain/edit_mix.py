@@ -1,4 +1,9 @@
-"""What happened to each pre-label, and how many edit events it took (metrics.md "edit mix")."""
+"""What happened to each pre-label, and how many edit events it took (metrics.md "edit mix").
+
+A pre-label the physician neither accepted, changed nor rejected before submitting is still `pending`
+in the submitted set: it is **undecided**, counted apart and never as kept, since nobody looked at it
+closely enough to say. Kept means decided and unchanged (accepted, or its attribute or code set).
+"""
 
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -7,6 +12,7 @@ from typing import TypeVar
 
 from app.domain.evaluation import match_spans
 from app.domain.spans import SpanData
+from app.domain.vocabulary import SpanStatus
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -15,13 +21,19 @@ RESIZED = "resized"
 RELABELLED = "relabelled"
 RESIZED_AND_RELABELLED = "resized_and_relabelled"
 DELETED = "deleted"
+UNDECIDED = "undecided"
 ADDED = "added"
-# Report order: the fates of base spans, then the final spans that came from none.
-OUTCOMES = (KEPT, RESIZED, RELABELLED, RESIZED_AND_RELABELLED, DELETED, ADDED)
+# Report order: the fates of base spans the physician decided, the base spans left undecided, then the
+# final spans that came from none.
+OUTCOMES = (KEPT, RESIZED, RELABELLED, RESIZED_AND_RELABELLED, DELETED, UNDECIDED, ADDED)
+PENDING = SpanStatus.pending.value
 
 # Matching order: the closest relation first, so that a base span is never called resized when a final
-# span kept it exactly, and a looser class only pairs what the tighter classes left.
+# span kept it exactly, and a looser class only pairs what the tighter classes left. Undecided comes
+# first and pairs only final spans still pending (an untouched copy of its pre-label, so a strict match):
+# a physician's own identical span, added beside it, is then added rather than taking its place.
 _MATCHING_STEPS: tuple[tuple[str, str, bool], ...] = (
+    (UNDECIDED, "strict", False),  # final span still pending: same label, same fragment set
     (KEPT, "strict", False),  # same label, same fragment set
     (RELABELLED, "strict", True),  # same fragment set; labels differ because equal labels were kept
     (RESIZED, "lenient", False),  # same label, sharing a character, fragments differ
@@ -41,24 +53,30 @@ class SpanOutcome:
 def classify_edits(base: Sequence[SpanData], final: Sequence[SpanData]) -> list[SpanOutcome]:
     """One outcome per base span (in base order), then one `added` per unmatched final span.
 
-    The matching is one-to-one and built in steps: kept, then relabelled, then resized, then resized and
-    relabelled, each step pairing only spans the earlier steps left. Within a lenient step the matching
-    is a maximum matching with the largest total overlap (app.domain.evaluation.match_spans).
+    The matching is one-to-one and built in steps: undecided, then kept, then relabelled, then resized,
+    then resized and relabelled, each step pairing only spans the earlier steps left. Undecided pairs a
+    base span with an equal final span whose ``status`` is still ``pending`` (a pre-label nobody decided
+    before the submit); kept pairs it with an equal final span the physician decided. Within a lenient
+    step the matching is a maximum matching with the largest total overlap
+    (app.domain.evaluation.match_spans).
     """
     free_base = list(range(len(base)))
     free_final = list(range(len(final)))
     fate: dict[int, SpanOutcome] = {}
     for outcome, rule, type_agnostic in _MATCHING_STEPS:
+        candidates = free_final
+        if outcome == UNDECIDED:
+            candidates = [j for j in free_final if final[j].status == PENDING]
         pairs = match_spans(
             [base[i] for i in free_base],
-            [final[j] for j in free_final],
+            [final[j] for j in candidates],
             rule=rule,
             type_agnostic=type_agnostic,
         )
         for local_base, local_final in pairs:
-            fate[free_base[local_base]] = SpanOutcome(outcome, free_base[local_base], free_final[local_final])
+            fate[free_base[local_base]] = SpanOutcome(outcome, free_base[local_base], candidates[local_final])
         matched_base = {free_base[i] for i, _ in pairs}
-        matched_final = {free_final[j] for _, j in pairs}
+        matched_final = {candidates[j] for _, j in pairs}
         free_base = [i for i in free_base if i not in matched_base]
         free_final = [j for j in free_final if j not in matched_final]
     outcomes = [fate.get(i, SpanOutcome(DELETED, i, None)) for i in range(len(base))]
@@ -71,7 +89,8 @@ def _empty_mix() -> dict[str, int]:
 
 
 def edit_mix(base: Sequence[SpanData], final: Sequence[SpanData]) -> dict[str, int]:
-    """Counts of kept, resized, relabelled, resized_and_relabelled, deleted and added spans of one set."""
+    """Counts of kept, resized, relabelled, resized_and_relabelled, deleted, undecided and added spans of
+    one set."""
     mix = _empty_mix()
     for span_outcome in classify_edits(base, final):
         mix[span_outcome.outcome] += 1
@@ -125,6 +144,7 @@ EDIT_EVENT_KINDS = (
     "accept",
     "reject",
     "accept_all",
+    "reject_all",
     "undo",
     "redo",
     "relation_add",
@@ -136,8 +156,8 @@ EDIT_EVENT_GROUPS: dict[str, tuple[str, ...]] = {
     "additions": ("add",),
     "deletions": ("delete",),
     "modifications": ("modify", "relabel"),
-    # accept_all is one decision by the physician even though it settles many pre-labels.
-    "decisions": ("accept", "reject", "accept_all"),
+    # accept_all and reject_all are one decision each, even though each settles many pre-labels.
+    "decisions": ("accept", "reject", "accept_all", "reject_all"),
     "churn": ("undo", "redo"),
 }
 

@@ -21,6 +21,17 @@ class EditRefused(ValueError):
     """An edit that cannot be applied to the set as it is; the message names the field."""
 
 
+class RelationsWouldBreak(EditRefused):
+    """A relabel that would leave relations with a span their type does not take. The message names
+    them in the physician's words (type, from which label to which); ``broken`` counts them and
+    ``retypable`` those that exactly one relation type fits, so the editor can offer to drop them or
+    to retype them in the same edit (``Command.broken_relations``)."""
+
+    def __init__(self, message: str, broken: int, retypable: int):
+        super().__init__(message)
+        self.broken, self.retypable = broken, retypable
+
+
 class StateMismatch(EditRefused):
     """The set is not in the state the change starts from (a stale undo, a corrupt log)."""
 
@@ -195,13 +206,13 @@ def apply_change(state: SetState, change: Change) -> SetState:
     """Apply a change, first checking the set is in the state the change starts from."""
     for uid, expected in change.before_spans.items():
         if state.spans.get(uid) != expected:
-            raise StateMismatch(f"span {uid} is not as this edit expects; reload the note")
+            raise StateMismatch("span: a span has changed since (in another tab?); reload the note")
     for name, expected in change.before_set.items():
         if getattr(state, name) != expected:
             raise StateMismatch(f"{name} is not as this edit expects; reload the note")
     for uid, expected in change.before_relations.items():
         if state.relations.get(uid) != expected:
-            raise StateMismatch(f"relation {uid} is not as this edit expects; reload the note")
+            raise StateMismatch("relation: a relation has changed since (in another tab?); reload the note")
     for key, expected in change.before_answers.items():
         if state.answers.get(key) != expected:
             raise StateMismatch(f"the answer to {key} is not as this edit expects; reload the note")
@@ -209,9 +220,11 @@ def apply_change(state: SetState, change: Change) -> SetState:
     relations = _updated(state.relations, change.after_relations)
     # A relation never outlives a span it links: an undo that would leave one so is refused (the
     # physician deletes the relation first), and a change made by plan() never does.
-    for uid, relation in relations.items():
+    for relation in relations.values():
         if relation.head not in spans or relation.tail not in spans:
-            raise StateMismatch(f"relation {uid} would lose a span it links; delete the relation first")
+            raise StateMismatch(
+                f"relation: a {relation.type} relation would lose a span it links; delete the relation first"
+            )
     return replace(
         state,
         spans=spans,
@@ -299,7 +312,7 @@ def _label(schema: LabelSchema, label: str) -> str:
 def _existing(state: SetState, uid: str) -> SpanState:
     span = state.spans.get(uid)
     if span is None:
-        raise EditRefused(f"uid: no span {uid} in this set")
+        raise EditRefused("uid: that span is no longer in the note (deleted in another tab?); reload it")
     return span
 
 
@@ -332,6 +345,9 @@ class Command:
     answers: Mapping[str, Any] | None = None
     # ambiguous: the distribution the server counted (None clears)
     distribution: tuple[tuple[str, int], ...] | None = None
+    # relabel: what to do with relations the new label cannot be in: "drop" them, or "retype" those
+    # that exactly one relation type fits (dropping the rest); None refuses, saying which they are.
+    broken_relations: str | None = None
 
 
 def _relation_type(schema: LabelSchema, name: str):
@@ -344,7 +360,7 @@ def _relation_type(schema: LabelSchema, name: str):
 def _existing_relation(state: SetState, uid: str) -> RelationState:
     relation = state.relations.get(uid)
     if relation is None:
-        raise EditRefused(f"uid: no relation {uid} in this set")
+        raise EditRefused("uid: that relation is no longer in the note (deleted in another tab?); reload it")
     return relation
 
 
@@ -361,6 +377,63 @@ def _check_arguments(schema: LabelSchema, relation: RelationState, spans: Mappin
             f"tail: a {relation.type} relation ends at "
             f"{' or '.join(relation_type.tail_types)}, not {tail.label}"
         )
+
+
+def _fits(schema: LabelSchema, relation: RelationState, spans: Mapping[str, SpanState]) -> bool:
+    try:
+        _check_arguments(schema, relation, spans)
+    except EditRefused:
+        return False
+    return True
+
+
+def _only_fitting_type(
+    schema: LabelSchema, relation: RelationState, spans: Mapping[str, SpanState]
+) -> str | None:
+    """The one relation type that takes these two spans, if exactly one does."""
+    head, tail = spans[relation.head].label, spans[relation.tail].label
+    fitting = [r.name for r in schema.relation_types if head in r.head_types and tail in r.tail_types]
+    return fitting[0] if len(fitting) == 1 else None
+
+
+def _a(words: str) -> str:
+    return f"{'an' if words[:1].lower() in 'aeiou' else 'a'} {words}"
+
+
+def _broken_message(
+    label: str, broken: Mapping[str, RelationState], retyped: Mapping[str, str | None], schema: LabelSchema
+) -> str:
+    """In the physician's words, with no internal id: which relations the new label cannot be in, and
+    what the editor can do about them."""
+
+    def sides(relation: RelationState) -> str:
+        kind = schema.relation_type(relation.type)
+        if kind is None:
+            return ""
+        return f" (from {_a(' or '.join(kind.head_types))} to {_a(' or '.join(kind.tail_types))})"
+
+    subject = _a(label)
+    subject = subject[0].upper() + subject[1:]
+    relations = list(broken.values())
+    count = len(relations)
+    renames = [f"{broken[uid].type} as {new}" for uid, new in retyped.items() if new]
+    if count == 1:
+        only, new_type = relations[0], next(iter(retyped.values()))
+        text = f"{subject} cannot be in the {only.type} relation it has{sides(only)}."
+        advice = f"Retype it as {new_type}, or drop it." if new_type else "Drop it, or keep the label."
+        return f"{text} {advice}"
+    listed = ", ".join(f"{r.type}{sides(r)}" for r in relations)
+    text = f"{subject} cannot be in {count} of the relations it has: {listed}."
+    if len(renames) == count:
+        advice = f"Retype them ({', '.join(renames)}), or drop them."
+    elif renames:
+        advice = (
+            f"Retype {len(renames)} ({', '.join(renames)}) and drop the other {count - len(renames)}, "
+            "or drop them all."
+        )
+    else:
+        advice = "Drop them, or keep the label."
+    return f"{text} {advice}"
 
 
 def _removing_spans(state: SetState, uids: set[str], schema: LabelSchema) -> tuple[dict, dict, dict, dict]:
@@ -382,6 +455,10 @@ def _check_answer(schema: LabelSchema, state: SetState, key: str, value: Any) ->
     question = schema.question(key)
     if question is None:
         raise EditRefused(f"key: '{key}' is not a question of this project")
+    # The editor's span uids are its own; a stale one is named by what it means, not by its id.
+    evidence = question.kind.value == "evidence" and isinstance(value, list)
+    if evidence and any(isinstance(v, str) and v not in state.spans for v in value):
+        raise EditRefused(f"value: {key}: a span given as evidence is no longer in the note; reload it")
     try:
         return checked_answer(question, value, state.spans)
     except AnswerRefused as refused:
@@ -403,7 +480,7 @@ def plan(
         if not command.uid:
             raise EditRefused("uid: a new span needs the uid the editor gave it")
         if command.uid in state.spans:
-            raise EditRefused(f"uid: span {command.uid} exists already")
+            raise EditRefused("uid: a span with the editor's identifier exists already; reload the note")
         span = SpanState(
             _label(schema, command.label or ""), check_fragments(command.fragments or (), text_length)
         )
@@ -412,7 +489,7 @@ def plan(
         _open(state)
         span = _existing(state, command.uid or "")
         if kind == EditKind.reject and span.status != SpanStatus.pending.value:
-            raise EditRefused(f"uid: span {command.uid} is not an undecided pre-label")
+            raise EditRefused("uid: that span is not an undecided pre-label")
         relations, gone, answers_before, answers_after = _removing_spans(state, {command.uid}, schema)
         return Change({command.uid: span}, {command.uid: None}, {}, {}, relations, gone, answers_before,
                       answers_after)  # fmt: skip
@@ -435,6 +512,32 @@ def plan(
             before_relations=relations,
             after_relations={u: replace(r, status=confirmed) for u, r in relations.items()},
         )
+    if kind == EditKind.reject_all:
+        # The undecided pre-labels named in `uids` (only what the physician saw: never everything
+        # pending), gone as a reject takes each: with the relations that name them and their evidence
+        # citations, plus the pending relations named in `uids`. One change, so one undo restores all.
+        _open(state)
+        if command.uids is None:
+            raise EditRefused("uids: name the pre-labels to reject (those shown to the physician)")
+        seen = set(command.uids)
+        pending_status = SpanStatus.pending.value
+        rejected = {u: s for u, s in state.spans.items() if u in seen and s.status == pending_status}
+        relations, gone, answers_before, answers_after = _removing_spans(state, set(rejected), schema)
+        shown = {
+            u: r
+            for u, r in state.relations.items()
+            if u in seen and r.status == pending_status and u not in relations
+        }
+        return Change(
+            rejected,
+            dict.fromkeys(rejected),
+            {},
+            {},
+            {**relations, **shown},
+            {**gone, **dict.fromkeys(shown)},
+            answers_before,
+            answers_after,
+        )
     if kind == EditKind.relabel:
         _open(state)
         span = _existing(state, command.uid or "")
@@ -449,37 +552,45 @@ def plan(
         )
         after = replace(span, label=label, attributes=attributes, status=SpanStatus.confirmed.value)
         spans = {**state.spans, command.uid: after}
-        for relation_uid, relation in state.relations.items():
-            if command.uid in (relation.head, relation.tail):
-                try:
-                    _check_arguments(schema, relation, spans)
-                except EditRefused as refused:
-                    raise EditRefused(
-                        f"label: relation {relation_uid} would no longer fit ({refused}); delete it first"
-                    ) from None
-        return Change({command.uid: span}, {command.uid: after})
+        broken = {
+            uid: relation
+            for uid, relation in state.relations.items()
+            if command.uid in (relation.head, relation.tail) and not _fits(schema, relation, spans)
+        }
+        retyped = {uid: _only_fitting_type(schema, relation, spans) for uid, relation in broken.items()}
+        if broken and command.broken_relations not in ("drop", "retype"):
+            raise RelationsWouldBreak(_broken_message(label, broken, retyped, schema), len(broken),
+                                      sum(1 for kind in retyped.values() if kind))  # fmt: skip
+        after_relations: dict[str, RelationState | None] = {
+            uid: replace(relation, type=retyped[uid])
+            if command.broken_relations == "retype" and retyped[uid]
+            else None
+            for uid, relation in broken.items()
+        }
+        return Change({command.uid: span}, {command.uid: after}, before_relations=broken,
+                      after_relations=after_relations)  # fmt: skip
     if kind == EditKind.relation_add:
         _open(state)
         if not command.uid:
             raise EditRefused("uid: a new relation needs the uid the editor gave it")
         if command.uid in state.relations:
-            raise EditRefused(f"uid: relation {command.uid} exists already")
+            raise EditRefused("uid: a relation with the editor's identifier exists already; reload the note")
         for side, uid in (("head", command.head), ("tail", command.tail)):
             if not uid or uid not in state.spans:
-                raise EditRefused(f"{side}: no span {uid} in this set")
+                raise EditRefused(f"{side}: the {side} span is not in the note")
         if command.head == command.tail:
             raise EditRefused("tail: a relation links two different spans")
         relation = RelationState(_relation_type(schema, command.label or "").name, command.head, command.tail)
         _check_arguments(schema, relation, state.spans)
-        for other_uid, other in state.relations.items():
+        for other in state.relations.values():
             if (other.type, other.head, other.tail) == (relation.type, relation.head, relation.tail):
-                raise EditRefused(f"uid: relation {other_uid} links these spans the same way already")
+                raise EditRefused(f"uid: a {other.type} relation links these spans the same way already")
         return Change(before_relations={command.uid: None}, after_relations={command.uid: relation})
     if kind in (EditKind.relation_delete, EditKind.relation_reject):
         _open(state)
         relation = _existing_relation(state, command.uid or "")
         if kind == EditKind.relation_reject and relation.status != SpanStatus.pending.value:
-            raise EditRefused(f"uid: relation {command.uid} is not an undecided pre-label")
+            raise EditRefused("uid: that relation is not an undecided pre-label")
         return Change(before_relations={command.uid: relation}, after_relations={command.uid: None})
     if kind == EditKind.relation_accept:
         _open(state)
@@ -578,7 +689,7 @@ def _adoption(command: Command, state: SetState, text_length: int, schema: Label
         _existing(state, uid)
     for uid, span in new_spans.items():
         if uid in state.spans:
-            raise EditRefused(f"uid: span {uid} exists already")
+            raise EditRefused("uid: a span of this proposal is in gold already; reload the note")
         _label(schema, span.label)
         check_fragments(span.fragments, text_length)
     spans_after = {**{u: s for u, s in state.spans.items() if u not in replaced}, **new_spans}
@@ -586,9 +697,9 @@ def _adoption(command: Command, state: SetState, text_length: int, schema: Label
     kept_relations = {u: r for u, r in state.relations.items() if u not in relations}
     for uid, relation in new_relations.items():
         if uid in state.relations:
-            raise EditRefused(f"uid: relation {uid} exists already")
+            raise EditRefused("uid: a relation of this proposal is in gold already; reload the note")
         if relation.head not in spans_after or relation.tail not in spans_after:
-            raise EditRefused(f"uid: relation {uid} links a span that is not in gold")
+            raise EditRefused(f"uid: a {relation.type} relation links a span that is not in gold")
         _check_arguments(schema, relation, spans_after)
         for other in kept_relations.values():
             if (other.type, other.head, other.tail) == (relation.type, relation.head, relation.tail):
@@ -615,6 +726,7 @@ UNDOABLE = frozenset(
         EditKind.reject,
         EditKind.accept,
         EditKind.accept_all,
+        EditKind.reject_all,
         EditKind.relabel,
         EditKind.modify,
         EditKind.note,

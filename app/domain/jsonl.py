@@ -9,7 +9,8 @@
 
 Offsets are half-open code-point ranges of ``text`` (Python string indices). JavaScript counts UTF-16
 units instead, so a character outside the Basic Multilingual Plane (an emoji) is one position here and
-two there: a producer must convert. A span may also carry ``notes`` (a list of strings); ``concept`` may
+two there: a producer must convert. A span may also carry ``notes`` (a list of strings) and, as a
+pre-label, a ``confidence`` from 0 to 1; ``concept`` may
 name the concept (``"name"``). A relation's ``status`` and ``confidence`` may be left out (its layer
 decides, as for spans). ``answers`` maps the keys of the schema's document questions to their answers;
 an evidence answer lists span ids of the same line. Every error names the file, the line and the field.
@@ -108,6 +109,7 @@ class JsonlSpan(_Strict):
     attributes: dict[StrictStr, Any] = Field(default_factory=dict)
     concept: JsonlConcept | None = None
     notes: list[StrictStr] = Field(default_factory=list)
+    confidence: Confidence | None = None  # of a pre-label, 0 to 1
 
     @field_validator("attributes")
     @classmethod
@@ -161,6 +163,7 @@ class JsonlDocument(_Strict):
                 span.concept.code if span.concept else None,
                 span.concept.name if span.concept else None,
                 tuple(span.notes),
+                span.confidence,
             )
             for span in self.spans
         ]
@@ -195,6 +198,8 @@ class JsonlDocument(_Strict):
             }
             if span.notes:
                 item["notes"] = list(span.notes)
+            if span.confidence is not None:
+                item["confidence"] = span.confidence
             spans.append(item)
         relations = []
         for relation in self.relations:

@@ -186,6 +186,9 @@ class StudySettings(_Strict):
     overlap: int = Field(default=2, ge=1, le=20)  # annotators per document for agreement
     snap_to_tokens: bool = True
     require_prelabels_decided: bool = False
+    # A physician may reopen a note they submitted (its time and edits keep counting; off by default,
+    # since a timing study usually wants a submitted note to stay as it was).
+    physicians_may_reopen: bool = False
     bootstrap_seed: int = 20261122
 
 

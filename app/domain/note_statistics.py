@@ -38,7 +38,8 @@ from app.domain.vocabulary import Condition
 
 # Bumped whenever the record's content or meaning changes, so stored records of an older layout are
 # recomputed instead of being misread.
-LAYOUT = 4  # 4: events, relations with an event argument and attributes on events (issue 18)
+# 4: events, relations with an event argument and attributes on events (issue 18)
+LAYOUT = 5  # 5: the edit mix counts pre-labels still pending at the submit as undecided (issue 19)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class SubmittedWork:
     set_id: int
     annotator: str
     condition: str | None
-    spans: Sequence[SpanData]
+    spans: Sequence[SpanData]  # with their status, so that a pre-label left pending counts as undecided
     relations: Sequence[RelationData] = ()
     time_events: Sequence[TimeEvent] = ()  # the events stamped with the client's clock
     submit_seq: int | None = None  # log position of its (last) submit event

@@ -520,8 +520,11 @@ def _parse_direct(output: str) -> tuple[list[_Listing], list[Dropped]]:
     return listings, dropped
 
 
-def _confidence(source: str, match: str) -> float:
-    return CONFIDENCE[BOTH] if source == BOTH else CONFIDENCE[match]
+def _confidence(source: str, match: str, score: float = 100.0) -> float:
+    """How sure a pre-label is: both prompt schemas agreeing beats one; a fuzzy match counts by its
+    similarity (a word found at ratio 80 is less sure than one at 95)."""
+    base = CONFIDENCE[BOTH] if source == BOTH else CONFIDENCE[match]
+    return round(base * score / 100, 3) if match == FUZZY else base
 
 
 def _better(a: str, b: str) -> str:
@@ -574,7 +577,7 @@ def resolve_direct_chunk(
         entry[0].add(listing.group)
         entry[1], entry[2] = _better(entry[1], hit.match), max(entry[2], hit.score)
     spans = [
-        ResolvedSpan(label, s, e, frozenset(g), m, sc, DIRECT_CHUNK, _confidence(DIRECT_CHUNK, m))
+        ResolvedSpan(label, s, e, frozenset(g), m, sc, DIRECT_CHUNK, _confidence(DIRECT_CHUNK, m, sc))
         for (label, s, e), (g, m, sc) in found.items()
     ]
     ordered, relations = _finish(spans, label_schema)
@@ -736,7 +739,7 @@ def resolve_iob_token(
         if start >= end:
             dropped.append(Dropped(EMPTY, " ".join(current.pieces)))
         else:
-            confidence = _confidence(IOB_TOKEN, current.match)
+            confidence = _confidence(IOB_TOKEN, current.match, current.score)
             groups = frozenset(current.groups)
             spans.append(
                 ResolvedSpan(
@@ -897,7 +900,7 @@ def ensemble(iob: ResolvedChunk, direct: ResolvedChunk, label_schema: LabelSchem
         source = BOTH if len(sources) > 1 or BOTH in sources else next(iter(sources))
         spans.append(
             ResolvedSpan(
-                label, start, end, frozenset(groups), match, score, source, _confidence(source, match)
+                label, start, end, frozenset(groups), match, score, source, _confidence(source, match, score)
             )
         )
     ordered, relations = _finish(spans, label_schema)

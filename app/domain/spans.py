@@ -22,6 +22,8 @@ class SpanData:
     attributes: dict = field(default_factory=dict, compare=False, hash=False)
     confidence: float | None = field(default=None, compare=False)
     concept: str | None = field(default=None, compare=False)  # "system:code" of its concept code
+    # Its SpanStatus value where the reader knew it ("pending": a pre-label not yet decided), else None.
+    status: str | None = field(default=None, compare=False)
 
     def covered_text(self, text: str, separator: str = " ") -> str:
         return separator.join(text[f.start : f.end] for f in self.fragments)

@@ -54,6 +54,7 @@ class ImportedSpan:
     concept_code: str | None = None
     concept_name: str | None = None
     notes: tuple[str, ...] = ()
+    confidence: float | None = None  # a pre-label's, where the file gives one (JSONL ``confidence``)
     line: int | None = field(default=None, compare=False, kw_only=True)  # its line in the .ann
     attribute_lines: dict[str, int] = field(default_factory=dict, compare=False, kw_only=True)
 

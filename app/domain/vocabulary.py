@@ -80,6 +80,7 @@ class EditKind(StrEnum):
     accept = "accept"
     reject = "reject"
     accept_all = "accept_all"
+    reject_all = "reject_all"  # the pre-labels named in `uids` (the ones the physician saw), at once
     undo = "undo"
     redo = "redo"
     relation_add = "relation_add"

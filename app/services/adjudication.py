@@ -432,7 +432,7 @@ def adjudication_command(
     if request.kind == EditKind.ambiguous:
         span = state.spans.get(request.uid or "")
         if span is None:
-            raise EditRefused(f"uid: no span {request.uid} in gold")
+            raise EditRefused("uid: that span is not in gold")
         if not request.value:
             return Command(kind=EditKind.ambiguous, uid=request.uid, distribution=None)
         distribution = distribution_over(span.fragments, marks)
@@ -449,7 +449,7 @@ def adjudication_command(
         return _adopt_span(state, marks, source.state.spans[uid], ambiguous=bool(request.value))
     if uid in source.state.relations:
         return _adopt_relation(state, marks, source.state, source.state.relations[uid])
-    raise EditRefused(f"source_uid: no span or relation {uid} in that set")
+    raise EditRefused("source_uid: that span or relation is not in that physician's set")
 
 
 def _version_of(marks: dict[str, list[Mark]], label: str, fragments: Fragments) -> Version:

@@ -918,7 +918,10 @@ def _store_layer(
 
 
 def _confidence(span: ImportedSpan) -> float | None:
-    """A pre-label's confidence, when the importing tool wrote one (brat note ``confidence=0.87``)."""
+    """A pre-label's confidence, when the importing tool wrote one (JSONL ``confidence``, brat note
+    ``confidence=0.87``)."""
+    if span.confidence is not None:
+        return span.confidence
     value = span.attributes.get("confidence")
     for note in span.notes:
         if note.startswith("confidence="):

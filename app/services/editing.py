@@ -99,6 +99,7 @@ class EditRequest:
     concept_code: str | None = None
     source_set: int | None = None  # adopt: the physician's set, and the span or relation to keep
     source_uid: str | None = None
+    broken_relations: str | None = None  # relabel: "drop" or "retype" the relations it would break
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,25 @@ class EditOutcome:
     state: SetState  # the set after the edit, for the answer to render
     text: str  # the note, for the answer's span snippets
     duplicate: bool = False
+    # Whether the side list of relations reads differently now (a relation added, removed, decided or
+    # retyped, or the text of a span one links moved): if not, the answer leaves the list out.
+    relations_changed: bool = True
+
+
+def relations_changed(before: SetState, after: SetState, touched: tuple[str, ...]) -> bool:
+    if before.relations != after.relations:
+        return True
+    linked = {uid for r in after.relations.values() for uid in (r.head, r.tail)}
+    for uid in linked.intersection(touched):
+        old, new = before.spans.get(uid), after.spans.get(uid)
+        if old is None or new is None or old.fragments != new.fragments:
+            return True
+    return False
+
+
+def editor_display(db: Session, user_id: int) -> str:
+    """How this physician wants label tags shown: "full" or "compact" (their toggle in the editor)."""
+    return db.scalar(select(User.editor_display).where(User.id == user_id)) or "full"
 
 
 @dataclass(frozen=True)
@@ -601,7 +621,8 @@ def apply_edit(
                 ) from None
         else:
             is_gold = annotation_set.origin == SetOrigin.gold.value
-            if request.kind in GOLD_KINDS and not is_gold:
+            physician_reopen = request.kind == EditKind.reopen and context.study.physicians_may_reopen
+            if request.kind in GOLD_KINDS and not is_gold and not physician_reopen:
                 raise EditRefused(f"kind: {request.kind} is an adjudication edit, for gold only")
             if is_gold and request.kind in (EditKind.skip, EditKind.propose):
                 raise EditRefused(
@@ -631,6 +652,7 @@ def apply_edit(
                     key=request.key,
                     value=request.value,
                     concept=concept,
+                    broken_relations=request.broken_relations,
                 )
             change = plan(
                 command,
@@ -673,7 +695,11 @@ def apply_edit(
         # nothing left to do.
         batch.send(db, commit=True)
         outcome = EditOutcome(
-            version=annotation_set.version, touched=touched, state=new_state, text=context.document.text
+            version=annotation_set.version,
+            touched=touched,
+            state=new_state,
+            text=context.document.text,
+            relations_changed=relations_changed(state, new_state, touched),
         )
     # Only once committed: a state that never reached the database must not be taken for one.
     _SET_STATES.put(annotation_set, new_state)

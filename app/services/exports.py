@@ -59,6 +59,9 @@ _T_ID = re.compile(r"^T\d+$")
 _R_ID = re.compile(r"^R\d+$")
 
 
+CONFIDENCE_NOTE = "confidence="  # a pre-label's confidence in brat: ``#1\tAnnotatorNotes T1\tconfidence=0.9``
+
+
 class ExportError(ValueError):
     """An export that cannot be made; the message names the field."""
 
@@ -298,6 +301,9 @@ def _brat(text: str, layer_set: LayerSet, schema: LabelSchema) -> tuple[str, dic
             )
         for note in span.notes:
             annotations.annotator_notes.append(BratNote("", ident, note))
+        if span.confidence is not None and not any(n.startswith(CONFIDENCE_NOTE) for n in span.notes):
+            # The form clinann's import reads back (a note read in with it is written as it was).
+            annotations.annotator_notes.append(BratNote("", ident, f"{CONFIDENCE_NOTE}{span.confidence:g}"))
         if layer_set.origin == SetOrigin.gold.value and span.label_distribution is not None:
             annotations.annotator_notes.append(BratNote("", ident, _ambiguity_note(span.label_distribution)))
     for relation in layer_set.relations:
@@ -351,6 +357,8 @@ def _span_json(span: LayerSpan) -> dict[str, Any]:
     }
     if span.notes:
         item["notes"] = span.notes
+    if span.confidence is not None:
+        item["confidence"] = span.confidence
     return item
 
 
@@ -517,10 +525,7 @@ def export_events(db: Session, project_id: int, fmt: str) -> str:
     return csv_text(
         EVENT_COLUMNS,
         (
-            [
-                json.dumps(record[c]) if c in ("before", "after") else record.get(c)
-                for c in EVENT_COLUMNS
-            ]
+            [json.dumps(record[c]) if c in ("before", "after") else record.get(c) for c in EVENT_COLUMNS]
             for record in records
         ),
     )

@@ -38,6 +38,8 @@ def endpoint_key(api_key_env: str | None) -> str | None:
     if not api_key_env or key_env_refusal(api_key_env):
         return None
     return os.environ.get(api_key_env)
+
+
 DEFAULT_PARAMETERS: dict[str, Any] = {
     "max_concurrency": 4,
     "timeout_seconds": 60.0,

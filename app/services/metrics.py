@@ -82,8 +82,9 @@ class MetricsFilter:
 def _spans_of(
     db: Session, set_ids: list[int], label: str | None
 ) -> tuple[dict[int, list[SpanData]], dict[int, SpanData], dict[int, dict[str, SpanData]]]:
-    """Spans of many sets in one query, as domain spans: by set, by span id (for relations) and by
-    (set, uid) (for the events of its verbatim brat lines, which name spans by their T ids)."""
+    """Spans of many sets in one query, as domain spans with their status (the edit mix tells a pre-label
+    left pending apart): by set, by span id (for relations) and by (set, uid) (for the events of its
+    verbatim brat lines, which name spans by their T ids)."""
     if not set_ids:
         return {}, {}, {}
     query = (
@@ -92,6 +93,7 @@ def _spans_of(
             Span.id,
             Span.uid,
             Span.label,
+            Span.status,
             SpanFragment.start,
             SpanFragment.end,
             # NULL when empty, so most rows need no JSON decoding
@@ -105,17 +107,19 @@ def _spans_of(
     )
     if label is not None:
         query = query.where(Span.label == label)
-    grouped: dict[tuple[int, int], tuple[str, str, list[Fragment], dict | None, str | None]] = {}
-    for set_id, span_id, uid, span_label, start, end, attributes, system, code in db.execute(query):
+    grouped: dict[tuple[int, int], tuple[str, str, str, list[Fragment], dict | None, str | None]] = {}
+    for set_id, span_id, uid, span_label, status, start, end, attributes, system, code in db.execute(query):
         concept = f"{system}:{code}" if code is not None else None
-        grouped.setdefault((set_id, span_id), (uid, span_label, [], attributes, concept))[2].append(
+        grouped.setdefault((set_id, span_id), (uid, span_label, status, [], attributes, concept))[3].append(
             Fragment(start, end)
         )
     spans: dict[int, list[SpanData]] = defaultdict(list)
     by_span_id: dict[int, SpanData] = {}
     by_uid: dict[int, dict[str, SpanData]] = defaultdict(dict)
-    for (set_id, span_id), (uid, span_label, fragments, attributes, concept) in grouped.items():
-        span = SpanData(span_label, tuple(sorted(fragments)), attributes=attributes or {}, concept=concept)
+    for (set_id, span_id), (uid, span_label, status, fragments, attributes, concept) in grouped.items():
+        span = SpanData(
+            span_label, tuple(sorted(fragments)), attributes=attributes or {}, concept=concept, status=status
+        )
         spans[set_id].append(span)
         by_span_id[span_id] = span
         by_uid[set_id][uid] = span

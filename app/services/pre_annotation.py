@@ -796,11 +796,18 @@ def _store_set(db: Session, work: NoteWork, outcome: NoteOutcome) -> int:
                     "type": type_,
                     "head_span_id": span_ids[head],
                     "tail_span_id": span_ids[tail],
+                    # A relation is as sure as the less sure of its two spans.
+                    "confidence": _lower(kept[head][3], kept[tail][3]),
                 }
                 for position, (type_, head, tail) in enumerate(sorted(relations))
             ],
         )
     return set_id
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    known = [c for c in (a, b) if c is not None]
+    return min(known) if known else None
 
 
 _CLIENTS: dict[tuple[int, Any], Any] = {}  # (event loop, endpoint configuration) -> ChatClient

@@ -286,3 +286,14 @@ def change_password(
             at=now,
         )
     return user
+
+
+EDITOR_DISPLAYS = ("full", "compact")
+
+
+def set_editor_display(sessions: sessionmaker[Session], user_id: int, display: str) -> None:
+    """Remember how the physician wants label tags shown in the editor (a preference, not audited)."""
+    if display not in EDITOR_DISPLAYS:
+        raise AccountError(f"display: one of {', '.join(EDITOR_DISPLAYS)}, not {display!r}")
+    with sessions.begin() as db:
+        _get(db, user_id).editor_display = display

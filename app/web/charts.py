@@ -11,23 +11,28 @@ from typing import Any
 
 from markupsafe import Markup
 
+from app.domain.edit_mix import OUTCOMES
+
 CONDITION_ORDER = ("scratch", "refine_human", "refine_llm")
-EDIT_OUTCOMES = ("kept", "resized", "relabelled", "resized_and_relabelled", "deleted", "added")
+EDIT_OUTCOMES = OUTCOMES  # kept … deleted, undecided (left pending at the submit), added
 OUTCOME_NAMES = {
     "kept": "kept",
     "resized": "resized",
     "relabelled": "relabelled",
     "resized_and_relabelled": "resized and relabelled",
     "deleted": "deleted",
+    "undecided": "undecided",
     "added": "added",
 }
-# Colour-blind-safe (Okabe-Ito) so the stacked segments stay apart in print and for most readers.
+# Colour-blind-safe (Okabe-Ito) so the stacked segments stay apart in print and for most readers;
+# undecided in its neutral grey: nobody decided those pre-labels either way.
 OUTCOME_COLOURS = {
     "kept": "#009E73",
     "resized": "#F0E442",
     "relabelled": "#E69F00",
     "resized_and_relabelled": "#CC79A7",
     "deleted": "#D55E00",
+    "undecided": "#999999",
     "added": "#0072B2",
 }
 INK, MUTED, GRID, OURS, REFERENCE = "#1b2430", "#5b6675", "#d9dee5", "#1d4e89", "#9aa1ab"
@@ -188,11 +193,13 @@ def time_chart(
 def edit_mix_chart(
     by_condition: Mapping[str, Mapping[str, int]], *, chart_id: str = "edit-mix-chart"
 ) -> Markup:
-    """Per condition, a horizontal bar split into the shares of kept, resized … deleted and added spans."""
+    """Per condition, a horizontal bar split into the shares of kept, resized … deleted, undecided and
+    added spans."""
     conditions = [c for c in CONDITION_ORDER if c in by_condition] + sorted(
         set(by_condition) - set(CONDITION_ORDER)
     )
-    left, right, top, row_height, bottom = 130, 80, 20, 40, 78
+    legend_rows = math.ceil(len(EDIT_OUTCOMES) / 3)
+    left, right, top, row_height, bottom = 130, 80, 20, 40, 42 + 18 * legend_rows
     width = 660
     plot_width = width - left - right
     height = top + row_height * max(len(conditions), 1) + bottom
@@ -233,7 +240,7 @@ def edit_mix_chart(
             start += segment_width
         body.append(f'<text x="{left + plot_width + 8}" y="{bar_y + 16}" fill="{MUTED}">n = {total}</text>')
         described.append(f"{condition}: " + ", ".join(parts))
-    # The legend in two lines of three columns: the longer names do not fit on one.
+    # The legend in lines of three columns: the longer names do not fit on one.
     for index, outcome in enumerate(EDIT_OUTCOMES):
         position, legend_y = left + 160 * (index % 3), axis_y + 36 + 18 * (index // 3)
         body.append(

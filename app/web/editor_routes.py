@@ -8,14 +8,14 @@ import inspect
 import logging
 from datetime import UTC, datetime
 from functools import partial, wraps
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from app.domain.editing import EditRefused, SetState, SpanState
+from app.domain.editing import EditRefused, RelationsWouldBreak, SetState, SpanState
 from app.domain.events import read_events
 from app.domain.vocabulary import EditKind, SpanStatus
 from app.services import editing, metrics, vocabularies
@@ -24,6 +24,7 @@ from app.web.templating import render
 
 log = logging.getLogger("clinann.editor")
 DENIED = "This note is not assigned to you."
+VERSION_POLL_MS = 3000  # how often an open editor asks whether another tab changed the set
 WALL_CLOCK_LIMIT_MS = 32_503_680_000_000  # the year 3000: a browser clock beyond it is not a clock
 
 
@@ -39,7 +40,8 @@ def _context(sessions, set_id: int, user_id: int) -> dict[str, Any]:
         context = _editor_context(db, set_id, user_id)
         state = editing.load_state(db, context.annotation_set)
         time = editing.session_time_so_far(db, set_id, context.study.idle_threshold_seconds)
-    return {"context": context, "state": state, "previous_active_seconds": time}
+        display = editing.editor_display(db, user_id)
+    return {"context": context, "state": state, "previous_active_seconds": time, "display": display}
 
 
 def span_rows(text: str, spans: dict[str, SpanState], uids=None) -> list[dict[str, Any]]:
@@ -158,6 +160,10 @@ def editor_page(sessions, set_id: int, user_id: int, base: str) -> dict[str, Any
             for a in schema.span_attributes
         ],
         "coding": coding,
+        "display": data["display"],
+        # A physician reopens a submitted note only where the study allows it; a lead's gold always.
+        "may_reopen": context.annotation_set.origin == "gold" or context.study.physicians_may_reopen,
+        "poll_ms": VERSION_POLL_MS,
     }
     return {
         "context": context,
@@ -171,6 +177,7 @@ def editor_page(sessions, set_id: int, user_id: int, base: str) -> dict[str, Any
         "answers": state.answers,
         "coding": coding,
         "pending_count": _pending(state),
+        "has_confidence": any(s.confidence is not None for s in state.spans.values()),
         "editor": editor,
     }
 
@@ -183,6 +190,7 @@ def add_editor_routes(router: APIRouter, path: str, set_id_type: Any = int) -> N
     """
     taking = partial(_taking_set_id, set_id_type=set_id_type)
     router.add_api_route(f"{path}/spans", taking(span_list), methods=["GET"])
+    router.add_api_route(f"{path}/version", taking(set_version), methods=["GET"])
     router.add_api_route(f"{path}/relations", taking(relation_list), methods=["GET"])
     router.add_api_route(f"{path}/concepts", taking(concept_lookup), methods=["GET"])
     router.add_api_route(f"{path}/edits", taking(edit), methods=["POST"])
@@ -230,6 +238,14 @@ def span_list(request: Request, set_id: int, identity: CurrentIdentity, sessions
         },
         block_name="span_list",
     )
+
+
+def set_version(set_id: int, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """The set's version and status: what another tab of the note polls to learn it changed."""
+    with sessions() as db:
+        context = _editor_context(db, set_id, identity.user.id)
+        body = {"version": context.annotation_set.version, "status": context.annotation_set.status}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 def relation_list(request: Request, set_id: int, identity: CurrentIdentity, sessions: Sessions) -> Response:
@@ -300,6 +316,7 @@ class EditIn(BaseModel):
     concept_code: str | None = Field(default=None, max_length=100)
     source_set: int | None = None  # adopt (gold): the physician's set and the span or relation kept
     source_uid: str | None = Field(default=None, max_length=64)
+    broken_relations: Literal["drop", "retype"] | None = None  # relabel: what becomes of the relations
 
     @field_validator("uid")
     @classmethod
@@ -350,6 +367,7 @@ def edit(
                 concept_code=body.concept_code,
                 source_set=body.source_set,
                 source_uid=body.source_uid,
+                broken_relations=body.broken_relations,
             ),
             now=now,
         )
@@ -357,24 +375,25 @@ def edit(
         raise HTTPException(status_code=403, detail=DENIED) from None
     except editing.VersionConflict as conflict:
         return JSONResponse({"detail": str(conflict), "version": conflict.current_version}, status_code=409)
+    except RelationsWouldBreak as refused:
+        # The editor offers the choice: drop them, or retype those one relation type fits.
+        relations = {"broken": refused.broken, "retypable": refused.retypable}
+        return JSONResponse({"detail": str(refused), "relations": relations}, status_code=422)
     except EditRefused as refused:
         return JSONResponse({"detail": str(refused)}, status_code=422)
     state = outcome.state
     rows = span_rows(outcome.text, state.spans, outcome.touched)
     removed = [uid for uid in outcome.touched if uid not in state.spans]
-    response = render(
-        request,
-        "annotate/document.html",
-        {
-            "state": state,
-            "spans": rows,
-            "removed": removed,
-            "relations": relation_rows(outcome.text, state),
-            "outcome": outcome,
-            "pending_count": _pending(state),
-        },
-        block_name="edit_result",
-    )
+    result = {
+        "state": state,
+        "spans": rows,
+        "removed": removed,
+        "outcome": outcome,
+        "pending_count": _pending(state),
+    }
+    if outcome.relations_changed:  # 300 relation items are most of a dense note's answer: only when needed
+        result["relations"] = relation_rows(outcome.text, state)
+    response = render(request, "annotate/document.html", result, block_name="edit_result")
     response.headers["X-Set-Version"] = str(outcome.version)
     if body.kind == EditKind.submit and not outcome.duplicate:
         # After the answer: the physician never waits for the lead's figures.

@@ -83,7 +83,8 @@
 
   function readItem(li) {
     return { uid: li.dataset.uid, label: li.dataset.label, status: li.dataset.status,
-      fragments: JSON.parse(li.dataset.fragments), li, marks: [],
+      fragments: JSON.parse(li.dataset.fragments), li, marks: [], tag: null, anchor: null,
+      confidence: li.dataset.confidence ? Number(li.dataset.confidence) : null,
       attributes: JSON.parse(li.dataset.attributes || "{}"),
       concept: li.dataset.concept ? JSON.parse(li.dataset.concept) : null };
   }
@@ -125,17 +126,73 @@
     range.setEnd(textNode, end);
     return [...range.getClientRects()].filter((r) => r.width > 0.5);
   }
+  // ---- display: each span's label as a tag in its lane under the text, relations as arcs above it ----
+  // One text node keeps offsets exact, so every line gets the same room: the line height grows
+  // with the deepest nesting on the note (lanes) and the room the arcs need above the text.
+  const tagLayer = document.getElementById("tag-layer");
+  const arcLayer = document.getElementById("arc-layer");
+  const SVG = "http://www.w3.org/2000/svg";
+  const DISPLAY = { full: { tag: 14, font: 10, arcs: 30 }, compact: { tag: 10, font: 8, arcs: 18 } };
+  let display = DISPLAY[data.display] ? data.display : "full";
+  let lineRoom = -1; // px above and below the text on every line
+  const charWidth = {};
+  function measureChars() {
+    const ctx = document.createElement("canvas").getContext("2d");
+    for (const [mode, d] of Object.entries(DISPLAY)) {
+      ctx.font = `600 ${d.font}px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace`;
+      charWidth[mode] = ctx.measureText("MMMMMMMMMM").width / 10 || d.font * 0.6;
+    }
+  }
+  measureChars();
+  // Short forms that stay unique: a label that is short already, else its initials, else its start.
+  const shortName = new Map();
+  (() => {
+    const taken = new Set();
+    for (const { name } of data.labels) {
+      const words = name.split(/[\s_\-/]+|(?<=[a-z])(?=[A-Z])/).filter(Boolean);
+      const candidates = name.length <= 4 ? [name] : [
+        words.length > 1 ? words.map((w) => w[0].toUpperCase()).join("").slice(0, 4) : name.slice(0, 3),
+        name.slice(0, 3), name.slice(0, 4), name.slice(0, 5)];
+      let chosen = candidates.find((c) => !taken.has(c.toLowerCase()));
+      for (let n = 2; !chosen; n++) if (!taken.has(`${name.slice(0, 3)}${n}`.toLowerCase())) chosen = `${name.slice(0, 3)}${n}`;
+      taken.add(chosen.toLowerCase());
+      shortName.set(name, chosen);
+    }
+  })();
+  function layout() { // the line height the lanes and arcs need; true when it changed
+    const d = DISPLAY[display];
+    let deepest = 0;
+    for (const lane of lanes.values()) deepest = Math.max(deepest, lane + 1);
+    const room = Math.max(Math.max(deepest, 1) * d.tag + 4, data.relation_types.length ? d.arcs : 0);
+    document.querySelector(".editor").dataset.display = display;
+    if (room === lineRoom) return false;
+    lineRoom = room;
+    noteText.style.lineHeight = `${18 + 2 * room}px`;
+    return true;
+  }
+  function tagText(span, width) {
+    const full = span.label, short = shortName.get(span.label) || span.label.slice(0, 3);
+    const fits = Math.floor((width - 3) / charWidth[display]);
+    if (display === "full" && full.length <= fits) return full;
+    return short;
+  }
   function drawSpans(list) { // measure all first, then write, so layout runs once
     const [ox, oy] = origin();
     const planned = list.map((span) => [span, span.fragments.map(([a, b]) => rectsOf(cpToU16(a), cpToU16(b)))]);
     const fragment = document.createDocumentFragment();
+    const tags = document.createDocumentFragment();
+    const d = DISPLAY[display];
     for (const [span, fragmentRects] of planned) {
       span.marks.forEach((m) => m.remove());
       span.marks = [];
+      if (span.tag) span.tag.remove();
+      span.tag = null;
+      span.anchor = null;
       const lane = lanes.get(span.uid) || 0;
-      fragmentRects.forEach((rects, i) => rects.forEach((r) => {
+      const selected = span.uid === selectedUid;
+      fragmentRects.forEach((rects, i) => rects.forEach((r, j) => {
         const mark = document.createElement("div");
-        mark.className = `mark${span.status === "pending" ? " pending" : ""}${span.uid === selectedUid ? " selected" : ""}`;
+        mark.className = `mark${span.status === "pending" ? " pending" : ""}${selected ? " selected" : ""}`;
         if (span.fragments.length > 1) mark.classList.add("discontinuous");
         mark.dataset.uid = span.uid;
         mark.dataset.fragment = String(i);
@@ -143,23 +200,135 @@
         mark.style.left = `${r.left - ox}px`;
         mark.style.top = `${r.top - oy}px`;
         mark.style.width = `${r.width}px`;
-        mark.style.height = `${r.height + 2 + lane * 4}px`;
-        mark.style.setProperty("--lane", lane);
+        mark.style.height = `${r.height + 2}px`;
         span.marks.push(mark);
         fragment.appendChild(mark);
+        if (i === 0 && j === 0) { // the label tag, in the span's lane, under its first line
+          const tag = document.createElement("div");
+          tag.className = `tag${span.status === "pending" ? " pending" : ""}${selected ? " selected" : ""}`;
+          if (span.confidence !== null && span.confidence !== undefined) {
+            tag.dataset.confidence = span.confidence.toFixed(2);
+            if (span.status === "pending" && span.confidence < 0.5) tag.classList.add("doubtful");
+          }
+          tag.dataset.uid = span.uid;
+          tag.dataset.testid = "span-tag";
+          colour(tag, span.label);
+          const width = Math.max(r.width, charWidth[display] * 2 + 3);
+          tag.textContent = tagText(span, width);
+          tag.title = `${span.label}${span.status === "pending" ? " (pre-label" + (tag.dataset.confidence ? `, confidence ${tag.dataset.confidence}` : "") + ")" : ""}`;
+          tag.style.left = `${r.left - ox}px`;
+          tag.style.top = `${r.bottom - oy + 3 + lane * d.tag}px`;
+          tag.style.width = `${width}px`;
+          tag.style.height = `${d.tag - 1}px`;
+          tag.style.fontSize = `${d.font}px`;
+          tag.style.lineHeight = `${d.tag - 1}px`;
+          span.tag = tag;
+          span.anchor = [r.left - ox + r.width / 2, r.top - oy, r.left - ox, r.right - ox];
+          tags.appendChild(tag);
+        }
       }));
     }
     layer.appendChild(fragment);
+    tagLayer.appendChild(tags);
   }
-  function redraw(uids) {
+  // arcs: "always", or "moved" (only when the lines were laid out again or a span an arc ends on
+  // moved): an accept on a dense note redraws one span, not 300 arcs.
+  function redraw(uids, arcs = "always") {
     const before = lanes;
     lanes = computeLanes();
-    const todo = new Set(uids || spans.keys());
+    const relaid = layout();
+    const todo = new Set(relaid ? spans.keys() : uids || spans.keys());
     for (const [uid, lane] of lanes) if (before.get(uid) !== lane) todo.add(uid);
     drawSpans([...todo].map((u) => spans.get(u)).filter(Boolean));
+    if (relaid && selection) drawSelection();
+    if (arcs === "always" || relaid || [...todo].some((u) => arcEnds.has(u) && arcEnds.get(u) !== anchorKey(spans.get(u)))) drawArcs();
+  }
+
+  // Arcs: over one line, shorter arcs sit lower than the longer ones they overlap; across lines, an
+  // arc rises from the head and comes down on the tail. Pre-labelled relations are dashed.
+  let selectedRelation = null;
+  let arcEnds = new Map(); // span uid -> where the arcs drawn last met it
+  function anchorKey(span) { return span && span.anchor ? `${span.anchor[0].toFixed(1)},${span.anchor[1].toFixed(1)}` : ""; }
+  function arcLevels(items) {
+    const byLine = new Map();
+    for (const item of items) if (item.sameLine) {
+      const key = Math.round(item.y1);
+      if (!byLine.has(key)) byLine.set(key, []);
+      byLine.get(key).push(item);
+    }
+    for (const line of byLine.values()) {
+      line.sort((a, b) => (a.right - a.left) - (b.right - b.left));
+      const placed = [];
+      let top = 1;
+      for (const item of line) {
+        let level = 1;
+        for (const other of placed) if (other.left < item.right && item.left < other.right) level = Math.max(level, other.level + 1);
+        item.level = level;
+        top = Math.max(top, level);
+        placed.push(item);
+      }
+      for (const item of line) item.levels = top;
+    }
+  }
+  function drawArcs() {
+    if (!arcLayer) return;
+    // Both sizes read before either is written: a write between them would force a second layout.
+    const width = String(scroller.scrollWidth), height = String(scroller.scrollHeight);
+    if (arcLayer.getAttribute("width") !== width) arcLayer.setAttribute("width", width);
+    if (arcLayer.getAttribute("height") !== height) arcLayer.setAttribute("height", height);
+    const items = [];
+    arcEnds = new Map();
+    for (const relation of relations.values()) {
+      const head = spans.get(relation.head), tail = spans.get(relation.tail);
+      arcEnds.set(relation.head, anchorKey(head));
+      arcEnds.set(relation.tail, anchorKey(tail));
+      if (!head || !tail || !head.anchor || !tail.anchor) continue;
+      const [x1, y1] = head.anchor, [x2, y2] = tail.anchor;
+      items.push({ relation, x1, y1, x2, y2, sameLine: Math.abs(y1 - y2) < 2,
+        left: Math.min(x1, x2), right: Math.max(x1, x2), level: 1, levels: 1 });
+    }
+    arcLevels(items);
+    const parts = [];
+    const rise = lineRoom - 2;
+    for (const item of items) {
+      const { relation, x1, y1, x2, y2 } = item;
+      let path, lx, ly;
+      if (item.sameLine) {
+        const h = 6 + (rise - 8) * (item.level / item.levels);
+        path = `M${x1},${y1} C${x1},${y1 - h} ${x2},${y2 - h} ${x2},${y2}`;
+        lx = (x1 + x2) / 2; ly = y1 - 0.75 * h;
+      } else {
+        const h = rise;
+        path = `M${x1},${y1} C${x1},${y1 - h} ${x2},${y2 - h} ${x2},${y2}`;
+        lx = (x1 + x2) / 2; ly = (y1 + y2) / 2 - 0.75 * h;
+      }
+      const cls = `arc${relation.status === "pending" ? " pending" : ""}${relation.uid === selectedRelation ? " active" : ""}`;
+      const name = escapeXml(relation.type);
+      const label = display === "full" ? `<text x="${lx.toFixed(1)}" y="${(ly + 3).toFixed(1)}">${name}</text>` : "";
+      parts.push(`<g class="${cls}" data-uid="${escapeXml(relation.uid)}" data-testid="relation-arc"><title>${name}${relation.status === "pending" ? " (pre-label)" : ""}</title>` +
+        `<path d="${path}" marker-end="url(#arrow)"></path>${label}</g>`);
+    }
+    arcLayer.innerHTML = `<defs><marker id="arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z"></path></marker></defs>${parts.join("")}`;
+    if (selectedUid) setArcsActive(relationsOf(selectedUid), true);
+  }
+  function escapeXml(value) { return String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
+  function arcOf(uid) { return arcLayer ? arcLayer.querySelector(`g[data-uid="${CSS.escape(uid)}"]`) : null; }
+  function setArcsActive(uids, on) { for (const uid of uids) { const g = arcOf(uid); if (g) g.classList.toggle("active", on); } }
+  function relationsOf(spanUid) { return [...relations.values()].filter((r) => r.head === spanUid || r.tail === spanUid).map((r) => r.uid); }
+  function selectRelation(uid) {
+    const previous = selectedRelation && relations.get(selectedRelation);
+    if (previous) { previous.li.classList.remove("selected"); highlight([previous.head, previous.tail], false); setArcsActive([previous.uid], false); }
+    selectedRelation = uid && relations.has(uid) ? uid : null;
+    if (!selectedRelation) return;
+    const relation = relations.get(selectedRelation);
+    relation.li.classList.add("selected");
+    relation.li.scrollIntoView({ block: "nearest" });
+    highlight([relation.head, relation.tail], true);
+    setArcsActive([relation.uid], true);
+    announce(`${relation.type} relation${relation.status === "pending" ? ", pre-label" : ""}: ${relation.li.querySelector(".relation-text").textContent.replace(/\s+/g, " ").trim()}`);
   }
   function loadList(container) {
-    for (const span of spans.values()) span.marks.forEach((m) => m.remove());
+    for (const span of spans.values()) { span.marks.forEach((m) => m.remove()); if (span.tag) span.tag.remove(); }
     spans.clear();
     container.querySelectorAll("#span-list > li").forEach((li) => { prepareItem(li); spans.set(li.dataset.uid, readItem(li)); });
     lanes = new Map();
@@ -194,7 +363,13 @@
   function selectSpan(uid, scroll = true) {
     if (linking && uid && uid !== linking.head && spans.has(uid)) { linking.candidate = uid; }
     const previous = selectedUid ? spans.get(selectedUid) : null;
-    if (previous) { previous.li.setAttribute("aria-selected", "false"); previous.li.classList.remove("selected"); previous.marks.forEach((m) => m.classList.remove("selected")); }
+    if (previous) {
+      previous.li.setAttribute("aria-selected", "false"); previous.li.classList.remove("selected");
+      previous.marks.forEach((m) => m.classList.remove("selected"));
+      if (previous.tag) previous.tag.classList.remove("selected");
+      setArcsActive(relationsOf(previous.uid), false);
+    }
+    if (uid && selectedRelation) selectRelation(null);
     selectedUid = uid && spans.has(uid) ? uid : null;
     noteText.removeAttribute("aria-activedescendant");
     showDetails();
@@ -204,6 +379,8 @@
     span.li.setAttribute("aria-selected", "true");
     span.li.classList.add("selected");
     span.marks.forEach((m) => m.classList.add("selected"));
+    if (span.tag) span.tag.classList.add("selected");
+    setArcsActive(relationsOf(span.uid), true);
     noteText.setAttribute("aria-activedescendant", span.li.id);
     if (scroll) {
       span.li.scrollIntoView({ block: "nearest" });
@@ -211,6 +388,21 @@
     }
     announce(`${span.label}${span.status === "pending" ? " pre-label" : ""}: ${span.li.querySelector(".span-text").textContent}`);
   }
+  // The side list in text order, or least confident pre-labels first (then the rest in text order).
+  const orderBox = document.getElementById("span-order");
+  function listOrder(a, b) {
+    if (orderBox && orderBox.value === "confidence") {
+      const rank = (s) => (s.status === "pending" ? (s.confidence ?? 1.5) : 2);
+      if (rank(a) !== rank(b)) return rank(a) - rank(b);
+    }
+    return bounds(a)[0] - bounds(b)[0] || bounds(b)[1] - bounds(a)[1];
+  }
+  function sortList() {
+    const list = document.getElementById("span-list");
+    const items = [...spans.values()].sort(listOrder).map((s) => s.li);
+    list.append(...items);
+  }
+  if (orderBox) orderBox.addEventListener("change", () => { sortList(); noteText.focus({ preventScroll: true }); });
   function orderedUids() { return [...document.querySelectorAll("#span-list > li")].map((li) => li.dataset.uid); }
 
   // ---- sending edits ---------------------------------------------------------------------------
@@ -264,6 +456,7 @@
     version = Number(fresh.dataset.version);
     setStatus(fresh.dataset.status);
     loadList(fresh);
+    if (orderBox && orderBox.value !== "text") sortList();
     if (document.getElementById("relation-list-container")) {
       const answer = await fetch(`${base}/relations`, { headers: { Accept: "text/html" }, credentials: "same-origin" });
       if (answer.ok) { const box = document.createElement("div"); box.innerHTML = await answer.text(); takeRelations(box); }
@@ -279,18 +472,17 @@
     result.querySelectorAll(":scope > ol > li").forEach((li) => { // the spans; the relation list follows
       const uid = li.dataset.uid;
       const old = spans.get(uid);
-      if (old) { old.marks.forEach((m) => m.remove()); old.li.remove(); spans.delete(uid); }
+      if (old) { old.marks.forEach((m) => m.remove()); if (old.tag) old.tag.remove(); old.li.remove(); spans.delete(uid); }
       if (li.dataset.removed) { if (selectedUid === uid) selectedUid = null; return; }
       prepareItem(li);
       const span = readItem(li);
-      const [start] = bounds(span);
-      const after = [...list.children].find((other) => bounds(spans.get(other.dataset.uid))[0] > start);
+      const after = [...list.children].find((other) => listOrder(spans.get(other.dataset.uid), span) > 0);
       list.insertBefore(li, after || null);
       spans.set(uid, span);
       changed.push(uid);
     });
-    redraw(changed);
-    takeRelations(result);
+    const relationsChanged = takeRelations(result, false);
+    redraw(changed, relationsChanged ? "always" : "moved");
     updateCounts(Number(result.dataset.pending));
     setStatus(result.dataset.status);
     showDetails();
@@ -304,25 +496,36 @@
     document.querySelectorAll("#relation-list > li").forEach((li) => relations.set(li.dataset.uid,
       { uid: li.dataset.uid, type: li.dataset.type, head: li.dataset.head, tail: li.dataset.tail, status: li.dataset.status, li }));
   }
-  function takeRelations(holder) {
+  // The list an answer carries, when it reads differently from the one shown (an edit answer leaves
+  // it out when no relation changed). True when it was taken.
+  function takeRelations(holder, draw = true) {
     const fresh = holder.querySelector("#relation-list-container");
     const current = document.getElementById("relation-list-container");
-    if (!fresh || !current) return;
+    if (!fresh || !current || fresh.innerHTML === current.innerHTML) return false;
     current.replaceWith(fresh);
     readRelations();
+    if (selectedRelation && !relations.has(selectedRelation)) selectedRelation = null;
+    if (selectedRelation) relations.get(selectedRelation).li.classList.add("selected");
+    if (draw) drawArcs();
+    return true;
   }
   function highlight(uids, on) {
-    for (const uid of uids) { const span = spans.get(uid); if (span) span.marks.forEach((m) => m.classList.toggle("related", on)); }
+    for (const uid of uids) {
+      const span = spans.get(uid);
+      if (!span) continue;
+      span.marks.forEach((m) => m.classList.toggle("related", on));
+      if (span.tag) span.tag.classList.toggle("related", on);
+    }
   }
   const relationsBox = document.querySelector(".relations-section");
   if (relationsBox) {
     relationsBox.addEventListener("mouseover", (event) => {
       const li = event.target.closest("#relation-list > li");
-      if (li) highlight([li.dataset.head, li.dataset.tail], true);
+      if (li) { highlight([li.dataset.head, li.dataset.tail], true); setArcsActive([li.dataset.uid], true); }
     });
     relationsBox.addEventListener("mouseout", (event) => {
       const li = event.target.closest("#relation-list > li");
-      if (li) highlight([li.dataset.head, li.dataset.tail], false);
+      if (li && li.dataset.uid !== selectedRelation) { highlight([li.dataset.head, li.dataset.tail], false); setArcsActive([li.dataset.uid], false); }
     });
     relationsBox.addEventListener("click", (event) => {
       const button = event.target.closest("[data-relation-action]");
@@ -331,8 +534,73 @@
       if (button) {
         highlight([li.dataset.head, li.dataset.tail], false);
         send({ kind: `relation_${button.dataset.relationAction}`, uid: li.dataset.uid });
-      } else selectSpan(li.dataset.head);
+      } else { selectSpan(null); selectRelation(li.dataset.uid); }
     });
+  }
+
+  // Arcs and tags in the note: hover highlights, a click selects, dragging a tag onto another links them.
+  if (arcLayer) {
+    arcLayer.addEventListener("mouseover", (event) => {
+      const g = event.target.closest("g.arc");
+      const relation = g && relations.get(g.dataset.uid);
+      if (relation) { g.classList.add("hover"); highlight([relation.head, relation.tail], true); }
+    });
+    arcLayer.addEventListener("mouseout", (event) => {
+      const g = event.target.closest("g.arc");
+      const relation = g && relations.get(g.dataset.uid);
+      if (relation) { g.classList.remove("hover"); if (relation.uid !== selectedRelation) highlight([relation.head, relation.tail], false); }
+    });
+    arcLayer.addEventListener("click", (event) => {
+      const g = event.target.closest("g.arc");
+      if (g) { selectSpan(null); setSelection(null); selectRelation(g.dataset.uid); noteText.focus({ preventScroll: true }); }
+    });
+  }
+  let dragging = null; // {head, x, y, line}: a tag being dragged onto another span
+  tagLayer.addEventListener("pointerdown", (event) => {
+    const tag = event.target.closest(".tag");
+    if (!tag || event.button !== 0) return;
+    event.preventDefault();
+    dragging = { head: tag.dataset.uid, x: event.clientX, y: event.clientY, line: null };
+  });
+  document.addEventListener("pointermove", (event) => {
+    if (!dragging || !data.relation_types.length || data.status !== "open") return;
+    if (!dragging.line && Math.hypot(event.clientX - dragging.x, event.clientY - dragging.y) < 6) return;
+    const [ox, oy] = origin();
+    if (!dragging.line) {
+      dragging.line = document.createElementNS(SVG, "line");
+      dragging.line.setAttribute("class", "drag-line");
+      const [x, y] = spans.get(dragging.head).anchor || [dragging.x - ox, dragging.y - oy];
+      dragging.line.setAttribute("x1", x); dragging.line.setAttribute("y1", y);
+      arcLayer.appendChild(dragging.line);
+    }
+    dragging.line.setAttribute("x2", event.clientX - ox); dragging.line.setAttribute("y2", event.clientY - oy);
+  });
+  document.addEventListener("pointerup", (event) => {
+    if (!dragging) return;
+    const { head, line } = dragging;
+    dragging = null;
+    if (!line) { // a click on a tag: select that span (or end a relation being made)
+      if (linking) finishLink(head); else { setSelection(null); selectSpan(head, false); }
+      noteText.focus({ preventScroll: true });
+      return;
+    }
+    line.remove();
+    const over = document.elementFromPoint(event.clientX, event.clientY);
+    let tail = over && over.closest(".tag") ? over.closest(".tag").dataset.uid : null;
+    if (!tail) { const u = offsetAt(event.clientX, event.clientY); const here = u === null ? [] : spansAt(Math.min(u, text.length - 1)); tail = here.length ? here[0].uid : null; }
+    if (tail && tail !== head) linkBetween(head, tail);
+  });
+  function linkBetween(headUid, tailUid) { // a drag from one span to another: the types that fit
+    const head = spans.get(headUid), tail = spans.get(tailUid);
+    const types = data.relation_types.filter((t) => t.head_types.includes(head.label) && t.tail_types.includes(tail.label));
+    if (!types.length) { toast(`No relation type goes from ${head.label} to ${tail.label}.`); return; }
+    if (types.length === 1) { sendRelation(types[0].name, headUid, tailUid); return; }
+    selectSpan(headUid, false);
+    openTypeMenu(head, types, tailUid);
+  }
+  function sendRelation(type, head, tail) {
+    const uid = `r${pageSession.slice(1, 9)}${(++counter).toString(36)}`;
+    send({ kind: "relation_add", uid, label: type, head, tail });
   }
 
   let linking = null; // {head, type, candidate}: a relation being made
@@ -342,6 +610,9 @@
     if (!head) { toast("Select the span the relation starts from."); return; }
     const types = data.relation_types.filter((t) => t.head_types.includes(head.label));
     if (!types.length) { toast(`No relation starts from ${head.label}.`); return; }
+    openTypeMenu(head, types, null);
+  }
+  function openTypeMenu(head, types, tail) {
     const menu = document.getElementById("relation-type-menu");
     menu.replaceChildren(...types.map((t, i) => {
       const li = document.createElement("li");
@@ -355,12 +626,14 @@
     }));
     const dialog = document.getElementById("relation-types");
     dialog.dataset.head = head.uid;
+    dialog.dataset.tail = tail || "";
     dialog.showModal();
     menu.querySelector("button").focus();
   }
   function chooseType(name) {
     const dialog = document.getElementById("relation-types");
     dialog.close();
+    if (dialog.dataset.tail) { sendRelation(name, dialog.dataset.head, dialog.dataset.tail); return; }
     linking = { head: dialog.dataset.head, type: data.relation_types.find((t) => t.name === name), candidate: null };
     hint.hidden = false;
     hint.textContent = `${name}: now select the ${linking.type.tail_types.join(" or ")} it goes to (Enter or click), Esc cancels.`;
@@ -373,8 +646,7 @@
     if (!target || tail === head) return;
     if (!type.tail_types.includes(target.label)) { toast(`A ${type.name} relation ends at ${type.tail_types.join(" or ")}, not ${target.label}.`); return; }
     cancelLink();
-    const uid = `r${pageSession.slice(1, 9)}${(++counter).toString(36)}`;
-    send({ kind: "relation_add", uid, label: type.name, head, tail });
+    sendRelation(type.name, head, tail);
   }
   function cancelLink() {
     linking = null;
@@ -559,9 +831,14 @@
     if (status === "submitted") el.textContent = data.gold ? "Submitted. Changes are closed. Reopen to adjudicate more." : "Submitted. Changes are closed.";
     else if (status === "skipped") el.textContent = "Skipped.";
     else el.textContent = "";
+    if (status === "submitted" && data.may_reopen && !data.gold) el.textContent = "Submitted. Changes are closed; Reopen to change it.";
     document.querySelector(".editor").classList.toggle("closed", status !== "open");
+    // aria-disabled, not disabled: the buttons stay focusable, so the scrolling palette stays reachable.
+    document.querySelectorAll("#palette .palette-button").forEach((b) => { b.setAttribute("aria-disabled", String(status !== "open")); });
     const reopen = document.querySelector("[data-action=reopen]");
     if (reopen) reopen.hidden = status !== "submitted";
+    // A closed note offers no Submit (nor Skip, Accept all): Reopen takes its place where allowed.
+    document.querySelectorAll("[data-action=submit], [data-action=skip], [data-action=accept-all]").forEach((b) => { b.hidden = status !== "open"; });
   }
 
   async function pump() {
@@ -588,7 +865,8 @@
       } else if (response.status === 422 || response.status === 400) {
         queue.shift();
         const body = await response.json().catch(() => ({}));
-        toast(typeof body.detail === "string" ? body.detail : "That edit is not possible.");
+        if (command.kind === "relabel" && body.relations) offerRelationChoice(command, body);
+        else toast(typeof body.detail === "string" ? body.detail : "That edit is not possible.");
       } else if (response.status === 401 || response.status === 403) {
         setSaving("Not saved");
         toast("Your session has ended. Log in again in another tab; unsaved edits stay queued here.");
@@ -618,7 +896,10 @@
     else if (UNDOABLE.has(command.kind)) { undoStack.push(command.client_id); redoStack = []; }
     if (data.gold) refreshComparison(); // gold changed: what is kept and what is still disputed
     if (command.kind === "add") selectSpan(command.uid);
-    else if (["relabel", "modify"].includes(command.kind) && changed.includes(command.uid)) selectSpan(command.uid, false);
+    // The span stays selected after its label, extent, attributes or code changed.
+    else if (["relabel", "modify", "attribute_set", "concept_set"].includes(command.kind) && changed.includes(command.uid)
+      && (selectedUid === command.uid || command.kind !== "attribute_set")) selectSpan(command.uid, false);
+    if (command.kind === "submit") afterSubmit();
   }
 
   // ---- commands --------------------------------------------------------------------------------
@@ -629,12 +910,38 @@
     send({ kind: "add", uid, label, fragments: [[u16ToCp(s), u16ToCp(e)]] });
     setSelection(null);
     keyAnchor = keyFocus = null;
+    placeCaret(boundaryAt(e - 1) + 1);
   }
   function relabel(label) {
     const span = spans.get(selectedUid);
     if (span && span.label !== label) send({ kind: "relabel", uid: span.uid, label });
     else if (span && span.status === "pending") send({ kind: "accept", uid: span.uid });
   }
+  // A relabel that would break relations: say which, in words, and let the physician drop them or
+  // retype those that one relation type fits, in the same (undoable) edit.
+  const relabelDialog = document.getElementById("relabel-relations");
+  function offerRelationChoice(command, body) {
+    const { broken, retypable } = body.relations;
+    document.getElementById("relabel-relations-text").textContent = body.detail;
+    const retype = relabelDialog.querySelector("[data-choice=retype]");
+    retype.hidden = !retypable;
+    retype.textContent = retypable === broken ? "Retype and relabel" : `Retype ${retypable}, drop ${broken - retypable}, relabel`;
+    relabelDialog.querySelector("[data-choice=drop]").textContent = broken === 1 ? "Drop it and relabel" : `Drop the ${broken} and relabel`;
+    relabelDialog.dataset.uid = command.uid;
+    relabelDialog.dataset.label = command.label;
+    relabelDialog.showModal();
+    (retypable ? retype : relabelDialog.querySelector("[data-choice=drop]")).focus();
+  }
+  relabelDialog.addEventListener("click", (event) => {
+    const choice = event.target.closest("[data-choice]")?.dataset.choice;
+    if (!choice) return;
+    relabelDialog.close();
+    const { uid, label } = relabelDialog.dataset;
+    if (choice !== "cancel" && spans.has(uid)) send({ kind: "relabel", uid, label, broken_relations: choice });
+    noteText.focus({ preventScroll: true });
+  });
+  relabelDialog.addEventListener("close", () => noteText.focus({ preventScroll: true }));
+
   function neighbour(uid, step) {
     const order = orderedUids();
     const i = order.indexOf(uid);
@@ -655,11 +962,94 @@
     const next = order.slice(order.indexOf(span.uid) + 1).find((u) => spans.get(u).status === "pending");
     if (next) selectSpan(next);
   }
-  function acceptAll() {
-    const pending = [...spans.values()].filter((s) => s.status === "pending").map((s) => s.uid);
-    if (!pending.length) { toast("No undecided pre-labels."); return; }
-    if (window.confirm(`Accept all ${pending.length} remaining pre-labels?`)) send({ kind: "accept_all", uids: pending });
+  // ---- accept all, submit, skip: in-page dialogs that say what will happen -------------------------
+  function undecided(minimum = null) { // pending spans (at or above a confidence) and pending relations
+    const spanUids = [...spans.values()].filter((s) => s.status === "pending"
+      && (minimum === null || (s.confidence !== null && s.confidence >= minimum))).map((s) => s.uid);
+    const relationUids = [...relations.values()].filter((r) => r.status === "pending"
+      && (minimum === null || (spans.get(r.head)?.status !== "pending" || spanUids.includes(r.head)))).map((r) => r.uid);
+    return { spanUids, relationUids };
   }
+  const acceptDialog = document.getElementById("accept-all-dialog");
+  const thresholdBox = document.getElementById("accept-threshold");
+  function describeAccept() {
+    const minimum = thresholdBox.value === "" ? null : Number(thresholdBox.value);
+    const { spanUids, relationUids } = undecided(Number.isFinite(minimum) ? minimum : null);
+    document.getElementById("accept-all-count").textContent = `${spanUids.length} pre-label${spanUids.length === 1 ? "" : "s"}`
+      + (relationUids.length ? ` and ${relationUids.length} relation${relationUids.length === 1 ? "" : "s"}` : "") + " will be accepted.";
+    acceptDialog.querySelector("[data-choice=accept]").disabled = !spanUids.length && !relationUids.length;
+    return [...spanUids, ...relationUids];
+  }
+  function acceptAll() {
+    const { spanUids, relationUids } = undecided();
+    if (!spanUids.length && !relationUids.length) { toast("No undecided pre-labels."); return; }
+    describeAccept();
+    acceptDialog.showModal();
+  }
+  thresholdBox.addEventListener("input", describeAccept);
+  acceptDialog.addEventListener("click", (event) => {
+    const choice = event.target.closest("[data-choice]")?.dataset.choice;
+    if (!choice) return;
+    if (choice === "accept") { const uids = describeAccept(); if (uids.length) send({ kind: "accept_all", uids }); }
+    acceptDialog.close();
+  });
+  acceptDialog.addEventListener("close", () => noteText.focus({ preventScroll: true }));
+
+  const submitDialog = document.getElementById("submit-dialog");
+  function submit() {
+    if (data.status !== "open") { toast(`This note is ${data.status}.`); return; }
+    const { spanUids, relationUids } = undecided();
+    const count = spanUids.length + relationUids.length;
+    const words = [spanUids.length ? `${spanUids.length} pre-label${spanUids.length === 1 ? "" : "s"}` : "",
+      relationUids.length ? `${relationUids.length} pre-labelled relation${relationUids.length === 1 ? "" : "s"}` : ""].filter(Boolean).join(" and ");
+    document.getElementById("submit-text").textContent = count
+      ? `${words} ${count === 1 ? "is" : "are"} still undecided. Accept them, reject them, or go back to the first one.`
+        + (data.require_decided ? " This study needs every pre-label decided before a note is submitted." : "")
+        + " The report counts a pre-label left undecided as undecided, never as kept."
+      : "Submit this note? It is then closed for changes.";
+    submitDialog.dataset.undecided = String(count);
+    submitDialog.querySelectorAll("[data-when=undecided]").forEach((b) => { b.hidden = !count; });
+    submitDialog.querySelector("[data-choice=submit]").hidden = count > 0;
+    submitDialog.querySelector("[data-choice=accept]").hidden = !count;
+    submitDialog.querySelector("[data-choice=reject]").hidden = !count;
+    submitDialog.showModal();
+    submitDialog.querySelector(count ? "[data-choice=first]" : "[data-choice=submit]").focus();
+  }
+  submitDialog.addEventListener("click", (event) => {
+    const choice = event.target.closest("[data-choice]")?.dataset.choice;
+    if (!choice) return;
+    submitDialog.close();
+    const { spanUids, relationUids } = undecided();
+    if (choice === "accept") { send({ kind: "accept_all", uids: [...spanUids, ...relationUids] }); send({ kind: "submit" }); }
+    else if (choice === "reject") { send({ kind: "reject_all", uids: [...spanUids, ...relationUids] }); send({ kind: "submit" }); }
+    else if (choice === "submit") send({ kind: "submit" });
+    else if (choice === "first") {
+      const first = orderedUids().find((u) => spans.get(u).status === "pending");
+      if (first) { setSelection(null); selectSpan(first); }
+      else if (relationUids.length) selectRelation(relationUids[0]);
+    }
+  });
+  submitDialog.addEventListener("close", () => noteText.focus({ preventScroll: true }));
+  function afterSubmit() { if (data.may_reopen) toast("Submitted. Reopen it if you need to change it."); }
+
+  const skipDialog = document.getElementById("skip-dialog");
+  const skipReason = document.getElementById("skip-reason");
+  function openSkip() {
+    if (!skipDialog) return;
+    if (data.status !== "open") { toast(`This note is ${data.status}.`); return; }
+    skipReason.value = "";
+    document.getElementById("skip-problem").hidden = true;
+    skipDialog.showModal();
+    skipReason.focus();
+  }
+  if (skipDialog) skipDialog.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (event.submitter && event.submitter.value === "cancel") { skipDialog.close(); return; }
+    const reason = skipReason.value.trim();
+    if (!reason) { document.getElementById("skip-problem").hidden = false; skipReason.focus(); return; }
+    skipDialog.close();
+    send({ kind: "skip", text: reason });
+  });
   function resize(edge, step) { // move the start or end of the selected span by one token
     const span = spans.get(selectedUid);
     if (!span) return;
@@ -681,20 +1071,43 @@
   }
   function undo() { const target = undoStack.pop(); if (target) send({ kind: "undo", target }); else toast("Nothing to undo."); }
   function redo() { const target = redoStack.pop(); if (target) send({ kind: "redo", target }); else toast("Nothing to redo."); }
+  // The caret: a place between two words (caret = index of the word after it). A click puts it there,
+  // a selection or a selected span leaves it at their end, and Esc keeps it where it is.
+  let caret = 0;
+  const caretMark = document.createElement("div");
+  caretMark.className = "caret-mark";
+  caretMark.dataset.testid = "caret";
+  layer.appendChild(caretMark);
+  function boundaryAt(u) { // the caret place at or after UTF-16 offset u
+    let lo = 0, hi = tokens.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (tokens[mid][1] <= u) lo = mid + 1; else hi = mid; }
+    return lo;
+  }
+  function placeCaret(boundary) {
+    caret = Math.max(0, Math.min(tokens.length, boundary));
+    noteText.dataset.caret = String(caret);
+    const at = caret < tokens.length ? tokens[caret][0] : text.length;
+    const rects = at < text.length ? rectsOf(at, Math.min(at + 1, text.length)) : (text.length ? rectsOf(text.length - 1, text.length) : []);
+    const r = rects[0];
+    caretMark.hidden = !r;
+    if (!r) return;
+    const [ox, oy] = origin();
+    caretMark.style.left = `${(at < text.length ? r.left : r.right) - ox - 1}px`;
+    caretMark.style.top = `${r.top - oy}px`;
+    caretMark.style.height = `${r.height}px`;
+  }
   function keyboardSelect(step, extend) {
     if (!tokens.length) return;
     if (keyFocus === null) {
-      if (!selectedUid && !selection) {
-        keyFocus = keyAnchor = step > 0 ? -1 : tokens.length; // the first arrow lands on the first (last) word
-      } else {
-        const from = selectedUid ? bounds(spans.get(selectedUid))[1] : selection[1];
-        keyFocus = keyAnchor = Math.max(0, Math.min(tokens.length - 1, tokenAt(from) - (step > 0 ? 1 : 0)));
-      }
+      // The first arrow takes the word after the caret (→) or before it (←).
+      keyAnchor = Math.max(0, Math.min(tokens.length - 1, step > 0 ? caret : caret - 1));
+      keyFocus = keyAnchor - step;
     }
     keyFocus = Math.max(0, Math.min(tokens.length - 1, keyFocus + step));
     if (!extend) keyAnchor = keyFocus;
     const a = Math.min(keyAnchor, keyFocus), b = Math.max(keyAnchor, keyFocus);
     setSelection([tokens[a][0], tokens[b][1]]);
+    placeCaret(keyFocus >= keyAnchor ? keyFocus + 1 : keyFocus);
     if (selectionMarks[0]) selectionMarks[0].scrollIntoView({ block: "nearest" });
   }
 
@@ -719,10 +1132,13 @@
       sel.removeAllRanges();
       keyAnchor = keyFocus = null;
       setSelection(snapped);
+      if (snapped) placeCaret(boundaryAt(snapped[1] - 1) + 1);
       return;
     }
     const u = offsetAt(event.clientX, event.clientY);
     if (u === null) return;
+    keyAnchor = keyFocus = null;
+    placeCaret(boundaryAt(u));
     const here = spansAt(Math.min(u, text.length - 1));
     if (!here.length) { selectSpan(null); setSelection(null); return; }
     // clicking the same place again cycles through the spans stacked there
@@ -755,6 +1171,7 @@
   document.querySelector(".palette").addEventListener("click", (event) => {
     const button = event.target.closest(".palette-button");
     if (!button) return;
+    if (data.status !== "open") { toast("This note is closed for changes."); return; }
     if (selection) labelSelection(button.dataset.label);
     else if (selectedUid) relabel(button.dataset.label);
     else toast("Select text or a span first.");
@@ -766,10 +1183,8 @@
     else if (action === "redo") redo();
     else if (action === "accept-all") acceptAll();
     else if (action === "guidelines") document.getElementById("guidelines").showModal();
-    else if (action === "skip") {
-      const reason = window.prompt("Why do you skip this note?");
-      if (reason && reason.trim()) send({ kind: "skip", text: reason.trim() });
-    } else if (action === "submit") submit();
+    else if (action === "skip") openSkip();
+    else if (action === "submit") submit();
     else if (action === "reopen") send({ kind: "reopen" });
   });
 
@@ -794,11 +1209,6 @@
         value: adopt.hasAttribute("data-ambiguous-keep") ? 1 : null });
     } else if (ambiguous) send({ kind: "ambiguous", uid: ambiguous.dataset.ambiguous, value: ambiguous.dataset.value ? 1 : null });
   });
-  function submit() {
-    const pending = [...spans.values()].filter((s) => s.status === "pending").length;
-    if (pending && data.require_decided) { toast(`${pending} pre-labels are undecided; accept or reject them first.`); return; }
-    if (window.confirm(pending ? `Submit with ${pending} undecided pre-labels?` : "Submit this note?")) send({ kind: "submit" });
-  }
   const noteBox = document.getElementById("set-note");
   let savedNote = noteBox.value;
   noteBox.addEventListener("change", () => {
@@ -810,12 +1220,27 @@
     const target = event.target;
     if (target.closest("textarea, input, select, dialog") || document.querySelector("dialog[open]")) return;
     const key = event.key;
+    // On a button or a link, Enter and Space press it and Tab moves on, as everywhere else: the
+    // editor's own meaning of those keys (accept, next span) holds in the note text.
+    const control = target.closest("button, a[href], summary, [tabindex]:not([tabindex='-1'])");
+    if (control && control !== noteText && (key === "Enter" || key === " " || key === "Tab")) return;
     const ctrl = event.ctrlKey || event.metaKey;
     if (ctrl && key.toLowerCase() === "z" && !event.shiftKey) { event.preventDefault(); undo(); return; }
     if (ctrl && (key.toLowerCase() === "y" || (key.toLowerCase() === "z" && event.shiftKey))) { event.preventDefault(); redo(); return; }
     if (ctrl || (event.altKey && !event.shiftKey)) return;
     if (key === "?") { event.preventDefault(); document.getElementById("guidelines").showModal(); return; }
-    if (key === "Escape") { cancelLink(); setSelection(null); selectSpan(null); keyAnchor = keyFocus = null; return; }
+    if (key === "/" && paletteFilter) { event.preventDefault(); paletteFilter.focus(); return; }
+    if (key === "Escape") { // clear the selection; the caret stays where it is
+      cancelLink(); setSelection(null); selectSpan(null); selectRelation(null); keyAnchor = keyFocus = null;
+      return;
+    }
+    if (selectedRelation && !selectedUid && (key === "Delete" || key === "Backspace" || key === "Enter")) {
+      event.preventDefault();
+      const relation = relations.get(selectedRelation);
+      const kind = key === "Enter" ? (relation.status === "pending" ? "accept" : null) : (relation.status === "pending" ? "reject" : "delete");
+      if (kind) send({ kind: `relation_${kind}`, uid: relation.uid });
+      return;
+    }
     if (event.shiftKey && key === "R" && data.relation_types.length) { event.preventDefault(); startLink(); return; }
     if (event.shiftKey && key === "A") {
       const first = attributeBox.querySelector("select");
@@ -838,6 +1263,7 @@
       setSelection(null);
       keyAnchor = keyFocus = null;
       selectSpan(order[next]);
+      placeCaret(boundaryAt(bounds(spans.get(order[next]))[1] - 1) + 1); // arrows go on after it
       return;
     }
     if (key === "Enter") { event.preventDefault(); if (event.shiftKey) acceptAll(); else acceptSelected(); return; }
@@ -927,12 +1353,80 @@
     timerEl.textContent = `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
   }
 
+  // ---- the palette: type to filter; Enter applies the first label left ---------------------------
+  const paletteFilter = document.getElementById("palette-filter");
+  function visibleLabels() { return [...document.querySelectorAll(".palette-button")].filter((b) => !b.hidden); }
+  if (paletteFilter) {
+    paletteFilter.addEventListener("input", () => {
+      const query = paletteFilter.value.trim().toLowerCase();
+      document.querySelectorAll(".palette-button").forEach((b) => {
+        const name = b.dataset.label.toLowerCase();
+        b.hidden = Boolean(query) && !name.includes(query) && (shortName.get(b.dataset.label) || "").toLowerCase() !== query;
+      });
+      document.getElementById("palette-empty").hidden = visibleLabels().length > 0;
+    });
+    paletteFilter.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        const first = visibleLabels()[0];
+        if (!first) return;
+        if (selection) labelSelection(first.dataset.label);
+        else if (selectedUid) relabel(first.dataset.label);
+        else { toast("Select text or a span first."); return; }
+        paletteFilter.value = "";
+        paletteFilter.dispatchEvent(new Event("input"));
+        noteText.focus({ preventScroll: true });
+      } else if (event.key === "Escape") {
+        paletteFilter.value = "";
+        paletteFilter.dispatchEvent(new Event("input"));
+        noteText.focus({ preventScroll: true });
+      }
+    });
+  }
+
+  // ---- compact or full labels, remembered for the physician ----------------------------------------
+  const displayToggle = document.getElementById("display-toggle");
+  function showDisplay() {
+    displayToggle.setAttribute("aria-pressed", String(display === "compact"));
+    displayToggle.textContent = display === "compact" ? "Full labels" : "Compact labels";
+  }
+  displayToggle.addEventListener("click", () => {
+    display = display === "compact" ? "full" : "compact";
+    showDisplay();
+    layout();
+    redraw();
+    drawSelection();
+    placeCaret(caret);
+    fetch("/account/editor-display", { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify({ display }) })
+      .catch(() => {}); // only a preference: the page works the same when it is not saved
+    noteText.focus({ preventScroll: true });
+  });
+  showDisplay();
+
+  // ---- another tab: the set's version, looked at every few seconds ----------------------------------
+  async function checkVersion() {
+    if (inFlight || queue.length || document.visibilityState !== "visible") return;
+    try {
+      const response = await fetch(`${base}/version`, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok || inFlight || queue.length) return;
+      const seen = await response.json();
+      if (seen.version === version) return;
+      const keep = selectedUid;
+      await reloadList();
+      if (keep && spans.has(keep)) selectSpan(keep, false);
+      toast("This note was changed in another window; it now shows those changes.");
+    } catch (error) { /* offline: the next look will tell */ }
+  }
+  setInterval(checkVersion, data.poll_ms || 3000);
+
   // ---- start -----------------------------------------------------------------------------------
-  loadList(document);
   readRelations();
+  loadList(document);
+  placeCaret(0);
   setStatus(data.status);
   let resizeTimer = null;
-  window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => { redraw(); drawSelection(); }, 100); });
+  window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => { redraw(); drawSelection(); placeCaret(caret); }, 100); });
   timeEvent("open");
   flushTime();
   setInterval(tick, 1000);

@@ -94,9 +94,9 @@ def test_keeping_a_relation_brings_its_spans():
     ("command", "message"),
     [
         (Command("adopt"), "nothing to keep"),
-        (Command("adopt", uids=("missing",), spans={"n": REASON}), "uid: no span missing"),
-        (Command("adopt", spans={"d": REASON}), "span d exists already"),
-        (Command("adopt", relations={"l": LINK}), "relation l exists already"),
+        (Command("adopt", uids=("missing",), spans={"n": REASON}), "uid: that span is no longer"),
+        (Command("adopt", spans={"d": REASON}), "a span of this proposal is in gold already"),
+        (Command("adopt", relations={"l": LINK}), "a relation of this proposal is in gold already"),
         (Command("adopt", relations={"x": LINK}), "links these spans the same way already"),
         (
             Command("adopt", uids=("d",), relations={"x": RelationState("Strength-Drug", "s", "d")}),
@@ -122,7 +122,7 @@ def test_ambiguity_is_kept_on_the_span_cleared_and_stored_in_canonical_order():
     assert cleared.spans["a"].distribution is None and cleared == GOLD
     with pytest.raises(EditRefused, match="needs the labels"):
         planned(Command("ambiguous", uid="a", distribution=()))
-    with pytest.raises(EditRefused, match="no span nope"):
+    with pytest.raises(EditRefused, match="that span is no longer"):
         planned(Command("ambiguous", uid="nope", distribution=distribution))
 
 

@@ -2,6 +2,7 @@
 stored as JSON and replayed (app/domain/editing.py, no database)."""
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -187,31 +188,31 @@ def test_accepted_commands_make_exactly_their_change(command, expected):
 # (command, the start of the refusal: the field it names, and words of the reason)
 REFUSED: list[tuple[Command, str]] = [
     (relation_add(None, "Strength-Drug", "s1", "d2"), "uid: a new relation needs"),
-    (relation_add("rel1", "Strength-Drug", "s1", "d2"), "uid: relation rel1 exists already"),
-    (relation_add("rel3", "Strength-Drug", "nope", "d2"), "head: no span nope"),
-    (relation_add("rel3", "Strength-Drug", None, "d2"), "head: no span"),
-    (relation_add("rel3", "Strength-Drug", "s1", "nope"), "tail: no span nope"),
+    (relation_add("rel1", "Strength-Drug", "s1", "d2"), "uid: a relation with the editor's identifier"),
+    (relation_add("rel3", "Strength-Drug", "nope", "d2"), "head: the head span is not in the note"),
+    (relation_add("rel3", "Strength-Drug", None, "d2"), "head: the head span is not in the note"),
+    (relation_add("rel3", "Strength-Drug", "s1", "nope"), "tail: the tail span is not in the note"),
     (relation_add("rel3", "Reason-Drug", "d1", "d1"), "tail: a relation links two different spans"),
     (relation_add("rel3", "Treats", "r1", "d1"), "label: 'Treats' is not a relation type"),
     (relation_add("rel3", None, "r1", "d1"), "label: '' is not a relation type"),
     (relation_add("rel3", "Reason-Drug", "s1", "d1"), "head: a Reason-Drug relation starts at Reason or ADE"),
     (relation_add("rel3", "Strength-Drug", "d1", "s1"), "head: a Strength-Drug relation starts at Strength"),
     (relation_add("rel3", "Strength-Drug", "s1", "r1"), "tail: a Strength-Drug relation ends at Drug"),
-    (relation_add("rel3", "Strength-Drug", "s1", "d1"), "uid: relation rel1 links these spans the same way"),
-    (Command("relation_delete", uid="nope"), "uid: no relation nope"),
-    (Command("relation_delete"), "uid: no relation"),
-    (Command("relation_accept", uid="nope"), "uid: no relation nope"),
-    (Command("relation_reject", uid="nope"), "uid: no relation nope"),
-    (Command("relation_reject", uid="rel1"), "uid: relation rel1 is not an undecided pre-label"),
-    (Command("relation_delete", uid="d1"), "uid: no relation d1"),  # a span's uid is not a relation's
-    (attribute_set("nope", "negation", "negated"), "uid: no span nope"),
+    (relation_add("rel3", "Strength-Drug", "s1", "d1"), "uid: a Strength-Drug relation links these spans"),
+    (Command("relation_delete", uid="nope"), "uid: that relation is no longer in the note"),
+    (Command("relation_delete"), "uid: that relation is no longer in the note"),
+    (Command("relation_accept", uid="nope"), "uid: that relation is no longer in the note"),
+    (Command("relation_reject", uid="nope"), "uid: that relation is no longer in the note"),
+    (Command("relation_reject", uid="rel1"), "uid: that relation is not an undecided pre-label"),
+    (Command("relation_delete", uid="d1"), "uid: that relation is no"),  # a span uid is no relation
+    (attribute_set("nope", "negation", "negated"), "uid: that span is no longer"),
     (attribute_set("d1", "severity", "mild"), "attribute: 'severity' is not a span attribute"),
     (attribute_set("d1", None, "negated"), "attribute: 'None' is not a span attribute"),
     (attribute_set("d1", "certainty", "certain"), "attribute: certainty does not apply to Drug"),
     (attribute_set("d1", "negation", "maybe"), "value: negation is one of affirmed, negated"),
     (attribute_set("d1", "negation", ""), "value: negation is one of"),
     (attribute_set("d1", "negation", ["negated"]), "value: negation is one of"),
-    (Command("concept_set", uid="nope", concept=("RxNorm", "6809", "Metformin")), "uid: no span nope"),
+    (Command("concept_set", uid="nope", concept=("RxNorm", "6809", "Metformin")), "uid: that span is no"),
     (answer("unknown", "x"), "key: 'unknown' is not a question"),
     (answer(None, "x"), "key: '' is not a question"),
     (answer("primary_diagnosis", "x" * 5001), "value: primary_diagnosis: must be text of at most 5000"),
@@ -227,15 +228,15 @@ REFUSED: list[tuple[Command, str]] = [
     (answer("confidence", True), "value: confidence: must be a whole number from 1 to 5"),
     (answer("confidence", 3.0), "value: confidence: must be a whole number from 1 to 5"),
     (answer("confidence", "3"), "value: confidence: must be a whole number from 1 to 5"),
-    (answer("evidence", ["nope"]), "value: evidence: no span has the id 'nope'"),
-    (answer("evidence", ["d1", "nope"]), "value: evidence: no span has the id 'nope'"),
+    (answer("evidence", ["nope"]), "value: evidence: a span given as evidence is no"),
+    (answer("evidence", ["d1", "nope"]), "value: evidence: a span given as evidence is no"),
     # evidence is spans, not relations
-    (answer("evidence", ["rel1"]), "value: evidence: no span has the id 'rel1'"),
+    (answer("evidence", ["rel1"]), "value: evidence: a span given as evidence is no"),
     (answer("evidence", "d1"), "value: evidence: must be a list of span ids"),
     (answer("evidence", [1]), "value: evidence: must be a list of span ids"),
-    (Command("relabel", uid="s1", label="Drug"), "label: relation rel1 would no longer fit"),
-    (Command("relabel", uid="d1", label="Reason"), "label: relation rel1 would no longer fit"),
-    (Command("relabel", uid="r1", label="Drug"), "label: relation rel2 would no longer fit"),
+    (Command("relabel", uid="s1", label="Drug"), "A Drug cannot be in the Strength-Drug relation it has"),
+    (Command("relabel", uid="d1", label="Reason"), "A Reason cannot be in the Strength-Drug relation"),
+    (Command("relabel", uid="r1", label="Drug"), "A Drug cannot be in the Reason-Drug relation"),
     (Command("submit"), "answers: answer primary_diagnosis before submitting"),
 ]  # fmt: skip
 
@@ -245,6 +246,9 @@ def test_refused_commands_name_the_field(command, message):
     with pytest.raises(EditRefused) as refused:
         planned(command)
     assert str(refused.value).startswith(message)
+    # No internal id in what the physician reads (issue 19): the editor's uids stay the editor's.
+    words = set(re.findall(r"[\w-]+", str(refused.value)))
+    assert not words & {"rel1", "rel2", "rel3", "s1", "d1", "d2", "r1", "nope"}, str(refused.value)
 
 
 NEW_COMMANDS = [
@@ -424,7 +428,7 @@ def test_an_undo_on_a_changed_set_is_a_state_mismatch():
     accept = planned(Command("relation_accept", uid="rel2"))
     after = apply_change(STATE, accept)
     rejected = apply_change(after, planned(Command("relation_delete", uid="rel2"), after))
-    with pytest.raises(StateMismatch, match="^relation rel2"):
+    with pytest.raises(StateMismatch, match="^relation: a relation has changed"):
         apply_change(rejected, accept.inverse())
     answered = apply_change(STATE, planned(answer("confidence", 4)))
     again = apply_change(answered, planned(answer("confidence", 5), answered))

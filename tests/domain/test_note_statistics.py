@@ -30,16 +30,18 @@ LABELS = ["drug", "dose", "route"]
 RESAMPLES = {"agreement_resamples": 200, "time_resamples": 300, "seed": 11}
 
 
-def span(label: str, *ranges: tuple[int, int]) -> SpanData:
-    return SpanData(label, tuple(Fragment(start, end) for start, end in ranges))
+def span(label: str, *ranges: tuple[int, int], status: str | None = None) -> SpanData:
+    return SpanData(label, tuple(Fragment(start, end) for start, end in ranges), status=status)
 
 
 def spans(compact: str) -> list[SpanData]:
-    """ "drug:0-7 route:17-19+27-32": label, then its fragments; the second span is discontinuous."""
+    """ "drug:0-7 route:17-19+27-32 dose:8-13?": label, then its fragments; the second span is
+    discontinuous, the third (``?``) a pre-label still pending at the submit."""
     result = []
     for item in compact.split():
-        label, ranges = item.split(":")
-        result.append(span(label, *(tuple(map(int, r.split("-"))) for r in ranges.split("+"))))
+        label, ranges = item.removesuffix("?").split(":")
+        status = "pending" if item.endswith("?") else None
+        result.append(span(label, *(tuple(map(int, r.split("-"))) for r in ranges.split("+")), status=status))
     return result
 
 
@@ -96,7 +98,9 @@ def corpus() -> list[NoteWork]:
         ], gold=spans("drug:0-8 dose:9-13 route:14-20")),
         NoteWork("n3", "insulin 10 units sc before meals", [
             work(7, "alice", "scratch", "drug:0-7 dose:8-10 route:17-19", steps=TWO_PAGES, scale=0.7),
-            work(8, "bob", "refine_llm", pre3, steps=ONE_PAGE, scale=0.1, base=pre3, kinds={"accept": 3}),
+            # bob accepted two pre-labels and submitted the third undecided.
+            work(8, "bob", "refine_llm", "drug:0-7 dose:8-16 route:17-19?", steps=ONE_PAGE, scale=0.1,
+                 base=pre3, kinds={"accept": 2}),
             work(9, "carol", "refine_llm", "drug:0-16 route:17-19+27-32", steps=ONE_PAGE, scale=0.15,
                  base=pre3, kinds={"delete": 1, "modify": 1}),
         ]),
@@ -235,6 +239,9 @@ def test_edit_mix_and_edit_events_equal_the_sums_of_the_per_set_functions():
     assert mixes["events_by_condition"] == {k: edit_event_counts(v) for k, v in kinds.items()}
     # The corpus exercises every outcome, or the sums above would not tell a lost outcome apart.
     assert all(sum_edit_mixes(mixes["by_condition"].values()).values())
+    # bob's one pre-label left pending is undecided, and the only one.
+    assert mixes["by_annotator"]["bob"]["undecided"] == mixes["by_condition"]["refine_llm"]["undecided"] == 1
+    assert mixes["by_label"]["route"]["undecided"] == 1
 
 
 def independent_work() -> tuple[dict, dict, dict]:

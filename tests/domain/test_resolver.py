@@ -667,7 +667,7 @@ def test_a_typo_is_tolerated_whatever_the_threshold_and_scored_by_its_ratio(reso
     assert resolved.fuzzy == (("muoth", "mouth", 80.0),)
     ((start, end, match, score),) = [(s.start, s.end, s.match, s.score) for s in resolved.spans]
     assert (start, end, match, score) == (3, 8, "fuzzy", 80.0)
-    assert resolved.spans[0].confidence == 0.4
+    assert resolved.spans[0].confidence == 0.32  # a fuzzy match's 0.4, times its ratio 80 / 100
 
 
 # (model's word, chunk's word, tolerated)
@@ -697,7 +697,7 @@ def test_typo_tolerated(answer, text, tolerated):
     [
         (direct_yaml([("Drug", "aspirin")]), 0.7),
         (direct_yaml([("Drug", "ASPIRIN")]), 0.6),
-        (direct_yaml([("Drug", "asprin")]), 0.4),
+        (direct_yaml([("Drug", "asprin")]), 0.369),  # fuzzy: 0.4 x ratio 92.3 / 100
     ],
 )
 def test_confidence_of_one_schema(match, confidence):
@@ -996,3 +996,16 @@ STRIP_CASES = [
 def test_strip_edges(text, expected):
     start, end = strip_edges(text, 0, len(text))
     assert text[start:end] == expected
+
+
+def test_confidence_ranks_agreement_then_match_then_similarity():
+    """Both schemas agreeing is surer than one; within each, a fuzzy match counts by its ratio."""
+    chunk = "Aspirin 81 mg PO daily."
+    iob = resolve_iob_token("Asprin\tB-Drug\t1\n81\tB-Strength\t1", chunk, SCHEMA)
+    direct = resolve_direct_chunk(direct_yaml([("Drug", "asprin"), ("Strength", "81 mg")]), chunk, SCHEMA)
+    merged = ensemble(iob, direct, SCHEMA)
+    confidence = {s.label: s.confidence for s in merged.spans}
+    assert confidence["Strength"] == 0.9  # both, exact
+    assert 0.7 < confidence["Drug"] < 0.9  # both, fuzzy at ratio 92: below exact agreement
+    (alone,) = [s for s in direct.spans if s.label == "Drug"]
+    assert alone.confidence < confidence["Drug"]  # one schema, fuzzy: lower still

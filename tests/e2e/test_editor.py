@@ -228,17 +228,11 @@ def test_prelabels_accept_reject_and_accept_all(page, make_world, demo_db):
     stored = check_same(page, demo_db, world.refine_set)
     assert uids["strength"] not in stored
 
-    # Accept all accepts every remaining one, after a confirmation
-    dialogs = []
-
-    def on_dialog(dialog):
-        dialogs.append(dialog.message)
-        dialog.accept()
-
-    page.on("dialog", on_dialog)
+    # Accept all accepts every remaining one, after an in-page confirmation that counts them
     page.get_by_test_id("accept-all").click()
+    expect(page.get_by_test_id("accept-all-count")).to_have_text("2 pre-labels will be accepted.")
+    page.get_by_test_id("accept-all-confirm").click()
     settle(page)
-    assert dialogs == ["Accept all 2 remaining pre-labels?"]
     stored = check_same(page, demo_db, world.refine_set)
     assert set(stored) == {uids["drug"], uids["route"], uids["aspirin"]}
     assert {status for _, _, status in stored.values()} == {"confirmed"}
@@ -293,8 +287,8 @@ def test_submit_closes_the_note(page, make_world, demo_db):
     settle(page)
     uid, span = only(check_same(page, demo_db, world.scratch_set))
 
-    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_test_id("submit").click()
+    page.get_by_test_id("submit-confirm").click()
     settle(page)
     assert stored_status(demo_db, world.scratch_set) == "submitted"
     expect(page.get_by_test_id("set-status")).to_have_attribute("data-status", "submitted")
@@ -386,8 +380,8 @@ def test_edit_log_holds_exactly_the_actions_in_order(page, make_world, demo_db):
     settle(page)
     page.keyboard.press("Control+y")  # redo it
     settle(page)
-    page.once("dialog", lambda dialog: dialog.accept())
-    page.get_by_test_id("submit").click()  # submit
+    page.get_by_test_id("submit").click()
+    page.get_by_test_id("submit-confirm").click()  # submit
     settle(page)
 
     log = edit_log(demo_db, page_session(page))

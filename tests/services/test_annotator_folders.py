@@ -89,9 +89,11 @@ def test_two_annotators_events_are_measured_as_an_independent_count_says(session
     strict = pair["event_f1"]["strict"]["overall"]
     assert strict["value"] == 2 * matched / (size_a + size_b) == 0.4
     assert pair["event_f1"]["lenient"]["overall"]["value"] == 0.8  # 4 of 5 + 5, by hand (fixture README)
-    assert pair["event_relation_f1"]["strict"]["overall"]["value"] == (
-        2 * relations_matched / (relations_a + relations_b)
-    ) == 0.5
+    assert (
+        pair["event_relation_f1"]["strict"]["overall"]["value"]
+        == (2 * relations_matched / (relations_a + relations_b))
+        == 0.5
+    )
     assert report["agreement"]["event_types"] == [
         "Binding", "Gene_expression", "Negative_regulation", "Phosphorylation", "Positive_regulation"
     ]  # fmt: skip

@@ -367,9 +367,7 @@ def test_a_note_id_that_exists_with_another_text_is_refused_naming_the_first_dif
         ("n1.txt", 2, "note 'n1' is in the project with another text (they differ from line 2 on)")
     ]
     # Asked to, the rest is stored and the mismatched note is reported as skipped.
-    kept = upload_batch(
-        sessions, runtime.settings, project.id, files, actor_id=None, skip_mismatched=True
-    )
+    kept = upload_batch(sessions, runtime.settings, project.id, files, actor_id=None, skip_mismatched=True)
     assert (kept.status, kept.stored) == ("accepted", 1)
     assert [(p.file, p.line) for p in kept.skipped] == [("n1.txt", 2)]
     assert sorted(documents(sessions)) == ["n1", "n2"]

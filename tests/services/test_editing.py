@@ -120,7 +120,7 @@ BAD_EDITS = [
     ("add", {"uid": "u1", "label": "Drug", "fragments": ((1, 9), (5, 12))}, "overlap"),
     ("add", {"uid": "u1", "label": "Medication", "fragments": ((1, 4),)}, "label: 'Medication'"),
     ("add", {"label": "Drug", "fragments": ((1, 4),)}, "uid"),
-    ("delete", {"uid": "nope"}, "no span nope"),
+    ("delete", {"uid": "nope"}, "that span is no longer in the note"),
     ("skip", {"text": "  "}, "say why"),
     ("teleport", {}, "kind"),
 ]

@@ -154,12 +154,12 @@ BAD_RELATIONS = [
     ("rel1", "Strength-Drug", "drug", "strength", "head: a Strength-Drug"),
     ("rel1", "Reason-Drug", "strength", "drug", "head: a Reason-Drug"),
     ("rel1", "Treats", "strength", "drug", "label: 'Treats'"),
-    ("rel1", "Strength-Drug", "ghost", "drug", "head: no span ghost"),
-    ("rel1", "Strength-Drug", "strength", "ghost", "tail: no span ghost"),
+    ("rel1", "Strength-Drug", "ghost", "drug", "head: the head span is not in the note"),
+    ("rel1", "Strength-Drug", "strength", "ghost", "tail: the tail span is not in the note"),
     ("rel1", "Strength-Drug", "drug", "drug", "tail: a relation links two"),
     (None, "Strength-Drug", "strength", "drug", "uid: a new relation needs"),
-    ("rel0", "Strength-Drug", "strength", "drug", "uid: relation rel0 exists"),
-    ("rel1", "Strength-Drug", "strength", "drug2", "uid: relation rel0 links"),
+    ("rel0", "Strength-Drug", "strength", "drug", "uid: a relation with the editor's identifier exists"),
+    ("rel1", "Strength-Drug", "strength", "drug2", "uid: a Strength-Drug relation links"),
 ]
 
 
@@ -237,7 +237,7 @@ def test_relabel_is_refused_while_a_relation_would_no_longer_fit(sessions, world
         world,
         set_id,
         "relabel",
-        "label: relation rel1 would no longer fit",
+        "An ADE cannot be in the Strength-Drug relation",
         uid="drug",
         label="ADE",
     )
@@ -267,7 +267,7 @@ def test_attributes_are_set_within_their_values_and_types_and_cleared(sessions, 
             uid="drug", attribute="negation", value="absent")  # fmt: skip
     refused(sessions, world, set_id, "attribute_set", "attribute: 'temporality' is not",
             uid="drug", attribute="temporality", value="past")  # fmt: skip
-    refused(sessions, world, set_id, "attribute_set", "uid: no span ghost",
+    refused(sessions, world, set_id, "attribute_set", "uid: that span is no longer in the note",
             uid="ghost", attribute="negation", value="negated")  # fmt: skip
     edit(sessions, world, set_id, "attribute_set", uid="drug", attribute="negation", value=None)
     assert span_row(sessions, set_id, "drug").attributes == {}
@@ -334,7 +334,7 @@ BAD_ANSWERS = [
     ("confidence", 9, "value: confidence: 9 is outside the scale 1 to 5"),
     ("confidence", True, "value: confidence: must be a whole number from 1 to 5"),
     ("confidence", 2.5, "value: confidence: must be a whole number from 1 to 5"),
-    ("evidence", ["ghost"], "value: evidence: no span has the id 'ghost'"),
+    ("evidence", ["ghost"], "value: evidence: a span given as evidence is no longer in the note"),
     ("evidence", "drug", "value: evidence: must be a list of span ids"),
     ("allergies", "none", "key: 'allergies' is not a question"),
 ]
@@ -558,9 +558,11 @@ def test_a_refine_llm_set_gets_the_base_relations_as_pending_and_decides_them(se
     assert relation_rows(sessions, set_id) == {
         "r-good": ("Strength-Drug", uid["strength"], uid["drug"], "confirmed", 0.85, base_ids["r-good"])
     }
-    refused(sessions, world, set_id, "relation_reject", "uid: relation r-good is not an undecided pre-label",
+    refused(sessions, world, set_id, "relation_reject", "uid: that relation is not an undecided pre-label",
             uid="r-good")  # fmt: skip
-    refused(sessions, world, set_id, "relation_accept", "uid: no relation r-bad", uid="r-bad")
+    refused(
+        sessions, world, set_id, "relation_accept", "uid: that relation is no longer in the note", uid="r-bad"
+    )
     # undo of the reject brings the pre-label back, undecided, with its confidence and its origin
     edit(sessions, world, set_id, "undo", target="reject-bad")
     assert relation_rows(sessions, set_id)["r-bad"] == (

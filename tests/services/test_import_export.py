@@ -402,3 +402,47 @@ def _chia_reports_its_offset_mismatches_and_keeps_every_note(sessions, outcome, 
     # 56 criteria texts shared by trials, and two of the three blank notes (the same white space).
     assert len(outcome.same_text) == 58 and not outcome.already_stored
     assert spans > 45_000
+
+
+def test_a_pre_label_confidence_goes_out_in_jsonl_and_as_a_brat_note_and_comes_back(sessions, runtime):
+    note = {
+        **JSONL_NOTES[0],
+        "spans": [
+            {**span, "confidence": confidence}
+            for span, confidence in zip(JSONL_NOTES[0]["spans"], [0.87, 0.25, None, 0.5], strict=True)
+        ],
+    }
+    first_project = create_project(sessions, "confidence there", SCHEMA)
+    _upload(
+        sessions, runtime, first_project, [("notes.jsonl", (json.dumps(note) + "\n").encode())], "pre:model"
+    )
+    with sessions() as db:
+
+        def confidences(project_id):
+            return dict(
+                db.execute(
+                    select(Span.uid, Span.confidence)
+                    .join(AnnotationSet, AnnotationSet.id == Span.annotation_set_id)
+                    .join(Document, Document.id == AnnotationSet.document_id)
+                    .where(Document.project_id == project_id)
+                ).all()
+            )
+
+        assert confidences(first_project.id) == {"T1": 0.87, "T2": 0.25, "T3": None, "T4": 0.5}
+    jsonl = export_project(sessions, first_project.id, "jsonl", "pre:model", actor_id=None).content
+    assert [s.get("confidence") for s in json.loads(jsonl)["spans"]] == [0.87, 0.25, None, 0.5]
+
+    brat = zipfile.ZipFile(io.BytesIO(export_project(sessions, first_project.id, "brat", "pre:model",
+                                                     actor_id=None).content))  # fmt: skip
+    ann = brat.read("a.ann").decode()
+    assert "\tAnnotatorNotes T1\tconfidence=0.87\n" in ann
+    assert "\tAnnotatorNotes T2\tconfidence=0.25\n" in ann
+    assert "T3\tconfidence" not in ann  # no confidence, no note
+    second_project = create_project(sessions, "confidence back", SCHEMA)
+    entries = {name: brat.read(name) for name in brat.namelist()}
+    _upload(sessions, runtime, second_project, [("export.zip", zip_of(entries))], "pre:model")
+    with sessions() as db:
+        assert confidences(second_project.id) == {"T1": 0.87, "T2": 0.25, "T3": None, "T4": 0.5}
+    again = zipfile.ZipFile(io.BytesIO(export_project(sessions, second_project.id, "brat", "pre:model",
+                                                      actor_id=None).content))  # fmt: skip
+    assert again.read("a.ann").decode().count("confidence=") == 3  # read back, not written twice

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
 
 from app.db.models import (
     AnnotationSet,
@@ -196,6 +197,17 @@ def test_ensemble_merges_both_schemas_and_confidence_tells_how_sure(runtime, ses
         )
     assert confidences[0.9] > 0  # found by both schemas
     assert confidences[0.7] > 0  # found by one
+    with sessions() as db:
+        head, tail = aliased(Span), aliased(Span)
+        relations = db.execute(
+            select(Relation.confidence, head.confidence, tail.confidence)
+            .join(head, head.id == Relation.head_span_id)
+            .join(tail, tail.id == Relation.tail_span_id)
+            .join(AnnotationSet, AnnotationSet.id == Relation.annotation_set_id)
+            .where(AnnotationSet.pre_annotation_run_id == run_id)
+        ).all()
+    assert relations  # the demo schema relates drugs to their doses
+    assert all(r == min(h, t) for r, h, t in relations)  # as sure as its less sure span
     single = run_reports.evaluate_runs(sessions, demo, [run_id])[0].modes["strict"].micro
     assert single.recall > 0.8  # recall first: the union of two noisy views recalls more than one
 

@@ -342,7 +342,7 @@ def _time_events() -> dict:
 
 
 # The physician's editor, on dr.a's set.
-for _suffix in ("", "/spans", "/relations"):
+for _suffix in ("", "/spans", "/relations", "/version"):
     route("GET", "/annotate/sets/{set_id}" + _suffix, Group.physicians_set)(
         lambda w, s=_suffix: Ask(f"/annotate/sets/{w.physicians_set}{s}")
     )
@@ -370,7 +370,7 @@ route("POST", "/annotate/sets/{set_id}/events", Group.physicians_set)(
 )
 
 # The lead's gold editor, on A's gold set.
-for _suffix in ("", "/comparison", "/spans", "/relations"):
+for _suffix in ("", "/comparison", "/spans", "/relations", "/version"):
     route("GET", "/lead/gold/{set_id}" + _suffix, Group.project_a)(
         lambda w, s=_suffix: Ask(f"/lead/gold/{w.gold_set}{s}")
     )

@@ -95,9 +95,7 @@ def test_a_bad_role_is_refused_naming_the_field(web, accounts, sessions):
 def test_after_a_reset_the_user_must_change_the_password_before_anything_else(web, accounts, sessions):
     physician = _second_browser(web)
     log_in(physician, "annotator")
-    token = physician.post(
-        "/account/tokens", data={"name": "script", "csrf_token": session_csrf(physician)}
-    )
+    token = physician.post("/account/tokens", data={"name": "script", "csrf_token": session_csrf(physician)})
     secret = page(token).select_one("[data-testid=new-token]").text
     bearer = {"Authorization": f"Bearer {secret}"}
     script = _second_browser(web)
@@ -108,11 +106,14 @@ def test_after_a_reset_the_user_must_change_the_password_before_anything_else(we
     temporary = page(response).select_one("[data-testid=temporary-password]").text
     assert temporary and response.headers["cache-control"] == "no-store"
     with sessions() as db:
-        assert db.scalar(
-            select(LoginSession.id).where(
-                LoginSession.user_id == accounts["annotator"].id, LoginSession.ended_at.is_(None)
+        assert (
+            db.scalar(
+                select(LoginSession.id).where(
+                    LoginSession.user_id == accounts["annotator"].id, LoginSession.ended_at.is_(None)
+                )
             )
-        ) is None
+            is None
+        )
     follow = physician.get("/annotate")
     assert follow.status_code == 303 and follow.headers["location"].startswith("/login")
 
@@ -216,9 +217,10 @@ def test_leads_and_physicians_cannot_manage_accounts(web, accounts, sessions):
             data={"username": "intruder", "password": STRONG, "role": "admin", "csrf_token": csrf},
         )
         assert refused.status_code == 403, role
-        assert web.post(
-            f"/admin/users/{accounts['admin'].id}/password", data={"csrf_token": csrf}
-        ).status_code == 403, role
+        assert (
+            web.post(f"/admin/users/{accounts['admin'].id}/password", data={"csrf_token": csrf}).status_code
+            == 403
+        ), role
     assert _user(sessions, "intruder") is None
     assert not _user(sessions, "admin").must_change_password
 
@@ -226,10 +228,13 @@ def test_leads_and_physicians_cannot_manage_accounts(web, accounts, sessions):
 def test_every_account_change_is_audited_without_any_password(web, accounts, sessions):
     log_in(web, "admin")
     csrf = session_csrf(web, "/admin/users")
-    assert web.post(
-        "/admin/users",
-        data={"username": "dr.new", "password": STRONG, "role": "annotator", "csrf_token": csrf},
-    ).status_code == 303
+    assert (
+        web.post(
+            "/admin/users",
+            data={"username": "dr.new", "password": STRONG, "role": "annotator", "csrf_token": csrf},
+        ).status_code
+        == 303
+    )
     new_id = _user(sessions, "dr.new").id
     for path, data in [
         (f"/admin/users/{new_id}/role", {"role": "lead"}),
@@ -244,15 +249,18 @@ def test_every_account_change_is_audited_without_any_password(web, accounts, ses
     user = _second_browser(web)
     assert log_in(user, "dr.new", ANOTHER_STRONG).status_code == 303
     final = "pebble orchard hums beside cobalt rivers"
-    assert user.post(
-        "/account/password",
-        data={
-            "current_password": ANOTHER_STRONG,
-            "new_password": final,
-            "new_password_confirmation": final,
-            "csrf_token": session_csrf(user, "/account/password"),
-        },
-    ).status_code == 303
+    assert (
+        user.post(
+            "/account/password",
+            data={
+                "current_password": ANOTHER_STRONG,
+                "new_password": final,
+                "new_password_confirmation": final,
+                "csrf_token": session_csrf(user, "/account/password"),
+            },
+        ).status_code
+        == 303
+    )
 
     with sessions() as db:
         events = list(db.scalars(select(AuditEvent).where(AuditEvent.action.like("user.%"))))

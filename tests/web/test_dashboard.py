@@ -257,7 +257,9 @@ def test_each_csv_section_has_its_header_and_the_reports_rows(client, sessions, 
     else:
         refine = next(r for r in rows if r[:2] == ["condition", "refine_llm"])
         mix = report["edit_mix"]["by_condition"]["refine_llm"]
-        assert [int(v) for v in refine[2:8]] == [mix[o] for o in charts.EDIT_OUTCOMES]
+        counts = refine[2 : 2 + len(charts.EDIT_OUTCOMES)]
+        assert [int(v) for v in counts] == [mix[o] for o in charts.EDIT_OUTCOMES]
+        assert int(refine[-1]) == sum(mix[o] for o in charts.EDIT_OUTCOMES)  # total, undecided included
 
 
 def test_the_charts_are_inline_svg_that_load_nothing(client, timed_demo):

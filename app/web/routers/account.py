@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field
 
 from app.domain.passwords import MIN_LENGTH
 from app.services import auth, users
@@ -121,3 +122,17 @@ def change_password(
     except users.AccountError as error:
         return _password_page(request, identity, error=str(error))
     return RedirectResponse("/account/password?changed=1", status_code=303)
+
+
+class EditorDisplayIn(BaseModel):
+    display: str = Field(max_length=16)
+
+
+@router.post("/editor-display", status_code=204)
+def editor_display(body: EditorDisplayIn, identity: CurrentIdentity, sessions: Sessions) -> Response:
+    """The editor's compact/full toggle, remembered with the account (any role that edits)."""
+    try:
+        users.set_editor_display(sessions, identity.user.id, body.display)
+    except users.AccountError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    return Response(status_code=204)
