@@ -292,8 +292,21 @@ EDITOR_DISPLAYS = ("full", "compact")
 
 
 def set_editor_display(sessions: sessionmaker[Session], user_id: int, display: str) -> None:
-    """Remember how the physician wants label tags shown in the editor (a preference, not audited)."""
+    """Remember how the physician wants label tags shown in the editor. Audited like every change to an
+    account (an auditor asking why a physician saw abbreviated labels gets an answer); a toggle to the
+    display already stored writes nothing."""
     if display not in EDITOR_DISPLAYS:
         raise AccountError(f"display: one of {', '.join(EDITOR_DISPLAYS)}, not {display!r}")
     with sessions.begin() as db:
-        _get(db, user_id).editor_display = display
+        user = _get(db, user_id)
+        if user.editor_display == display:
+            return
+        before, user.editor_display = user.editor_display, display
+        audit.record(
+            db,
+            "user.editor_display",
+            user_id=user.id,
+            object_type="user",
+            object_id=user.id,
+            details={"from": before, "to": display},
+        )

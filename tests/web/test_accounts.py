@@ -284,3 +284,26 @@ def test_every_account_change_is_audited_without_any_password(web, accounts, ses
         everything = json.dumps([e.details for e in db.scalars(select(AuditEvent))], default=str)
     for password in [STRONG, ANOTHER_STRONG, final]:
         assert password not in everything
+
+
+def test_the_editor_display_is_kept_with_the_account_and_each_change_audited(web, accounts, sessions):
+    log_in(web, "annotator")
+    headers = {"X-CSRF-Token": session_csrf(web, "/account/password")}
+    for display in ("compact", "compact", "full"):
+        answer = web.post("/account/editor-display", json={"display": display}, headers=headers)
+        assert answer.status_code == 204, answer.text
+    refused = web.post("/account/editor-display", json={"display": "tiny"}, headers=headers)
+    assert refused.status_code == 422 and "display" in refused.text
+    assert _user(sessions, "annotator").editor_display == "full"
+    with sessions() as db:
+        changes = list(
+            db.scalars(
+                select(AuditEvent).where(AuditEvent.action == "user.editor_display").order_by(AuditEvent.id)
+            )
+        )
+    # Two changes, not three: the repeated "compact" stored nothing; the refused value wrote nothing either.
+    assert [json.loads(e.details) if isinstance(e.details, str) else e.details for e in changes] == [
+        {"from": "full", "to": "compact"},
+        {"from": "compact", "to": "full"},
+    ]
+    assert all(event.user_id == accounts["annotator"].id for event in changes)

@@ -585,6 +585,12 @@ def _account_change_password(w: World) -> Send:
     return Send("/account/password", data=form)
 
 
+@recipe("POST", "/account/editor-display")
+def _account_editor_display(w: World) -> Send:
+    csrf = w.browser("annotator")
+    return Send("/account/editor-display", json={"display": "compact"}, headers={"X-CSRF-Token": csrf})
+
+
 @recipe("POST", "/api/v1/lead/projects")
 def _api_create_project(w: World) -> Send:
     return Send(
