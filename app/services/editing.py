@@ -109,20 +109,28 @@ class EditOutcome:
     state: SetState  # the set after the edit, for the answer to render
     text: str  # the note, for the answer's span snippets
     duplicate: bool = False
-    # Whether the side list of relations reads differently now (a relation added, removed, decided or
-    # retyped, or the text of a span one links moved): if not, the answer leaves the list out.
-    relations_changed: bool = True
+    # The relations whose side-list item reads differently now (added, removed, decided, retyped, or a
+    # span one links moved): the answer carries only those. None: the whole list (a resent edit).
+    relations_touched: tuple[str, ...] | None = None
 
 
-def relations_changed(before: SetState, after: SetState, touched: tuple[str, ...]) -> bool:
-    if before.relations != after.relations:
-        return True
-    linked = {uid for r in after.relations.values() for uid in (r.head, r.tail)}
-    for uid in linked.intersection(touched):
-        old, new = before.spans.get(uid), after.spans.get(uid)
-        if old is None or new is None or old.fragments != new.fragments:
-            return True
-    return False
+def relations_touched(before: SetState, after: SetState, touched: tuple[str, ...]) -> tuple[str, ...]:
+    """The uids of the relations an edit changed, as the side list shows them, in a stable order."""
+    changed = {
+        uid
+        for uid in before.relations.keys() | after.relations.keys()
+        if before.relations.get(uid) != after.relations.get(uid)
+    }
+    moved = {
+        uid
+        for uid in touched
+        if (old := before.spans.get(uid)) is None
+        or (new := after.spans.get(uid)) is None
+        or old.fragments != new.fragments
+    }
+    if moved:
+        changed.update(uid for uid, r in after.relations.items() if r.head in moved or r.tail in moved)
+    return tuple(sorted(changed))
 
 
 def editor_display(db: Session, user_id: int) -> str:
@@ -699,7 +707,7 @@ def apply_edit(
             touched=touched,
             state=new_state,
             text=context.document.text,
-            relations_changed=relations_changed(state, new_state, touched),
+            relations_touched=relations_touched(state, new_state, touched),
         )
     # Only once committed: a state that never reached the database must not be taken for one.
     _SET_STATES.put(annotation_set, new_state)

@@ -5,6 +5,7 @@ its own prefix and keeps its own role check, and the service decides who may edi
 """
 
 import inspect
+from collections.abc import Iterable
 import logging
 from datetime import UTC, datetime
 from functools import partial, wraps
@@ -92,8 +93,9 @@ def event_rows(text: str, state: SetState, lines: list[str]) -> list[dict[str, A
     ]
 
 
-def relation_rows(text: str, state: SetState) -> list[dict[str, Any]]:
-    """The relation list: type, the two spans' texts, status; in the text order of their heads."""
+def relation_rows(text: str, state: SetState, only: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The relation list (or the rows of `only`, those that exist): type, the two spans' texts, status;
+    in the text order of their heads, which `order` spells as one sortable key for the editor."""
 
     def covered(uid: str) -> str:
         return " … ".join(text[a:b] for a, b in state.spans[uid].fragments)
@@ -109,9 +111,15 @@ def relation_rows(text: str, state: SetState) -> list[dict[str, Any]]:
             "pending": relation.status == SpanStatus.pending.value,
             "start": min(a for a, _ in state.spans[relation.head].fragments),
         }
-        for uid, relation in state.relations.items()
+        for uid, relation in (
+            state.relations.items()
+            if only is None
+            else ((uid, state.relations[uid]) for uid in only if uid in state.relations)
+        )
     ]
     rows.sort(key=lambda r: (r["start"], r["type"], r["uid"]))
+    for row in rows:
+        row["order"] = f"{row['start']:09d} {row['type']} {row['uid']}"
     return rows
 
 
@@ -391,8 +399,14 @@ def edit(
         "outcome": outcome,
         "pending_count": _pending(state),
     }
-    if outcome.relations_changed:  # 300 relation items are most of a dense note's answer: only when needed
+    # 300 relation items are most of a dense note's answer: only the changed ones go, unless the edit
+    # was a resent one (then the whole list, as the page may have missed anything).
+    if outcome.relations_touched is None:
         result["relations"] = relation_rows(outcome.text, state)
+    elif outcome.relations_touched:
+        result["relation_changes"] = relation_rows(outcome.text, state, outcome.relations_touched)
+        result["relations_removed"] = [uid for uid in outcome.relations_touched if uid not in state.relations]
+        result["relation_count"] = len(state.relations)
     response = render(request, "annotate/document.html", result, block_name="edit_result")
     response.headers["X-Set-Version"] = str(outcome.version)
     if body.kind == EditKind.submit and not outcome.duplicate:

@@ -177,6 +177,7 @@
     return short;
   }
   function drawSpans(list) { // measure all first, then write, so layout runs once
+    if (!list.length) return; // nothing to draw: no forced layout for the origin either
     const [ox, oy] = origin();
     const planned = list.map((span) => [span, span.fragments.map(([a, b]) => rectsOf(cpToU16(a), cpToU16(b)))]);
     const fragment = document.createDocumentFragment();
@@ -233,13 +234,15 @@
   }
   // arcs: "always", or "moved" (only when the lines were laid out again or a span an arc ends on
   // moved): an accept on a dense note redraws one span, not 300 arcs.
-  function redraw(uids, arcs = "always") {
+  // `then`: the page's other changes, made once the spans were measured (see applyResult).
+  function redraw(uids, arcs = "always", then = null) {
     const before = lanes;
     lanes = computeLanes();
     const relaid = layout();
     const todo = new Set(relaid ? spans.keys() : uids || spans.keys());
     for (const [uid, lane] of lanes) if (before.get(uid) !== lane) todo.add(uid);
     drawSpans([...todo].map((u) => spans.get(u)).filter(Boolean));
+    if (then) then();
     if (relaid && selection) drawSelection();
     if (arcs === "always" || relaid || [...todo].some((u) => arcEnds.has(u) && arcEnds.get(u) !== anchorKey(spans.get(u)))) drawArcs();
   }
@@ -310,6 +313,17 @@
     }
     arcLayer.innerHTML = `<defs><marker id="arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z"></path></marker></defs>${parts.join("")}`;
     if (selectedUid) setArcsActive(relationsOf(selectedUid), true);
+  }
+  // A relation decided: its arc keeps its place and only its dash and title change, so one group is
+  // touched instead of the 300 of a dense note.
+  function restyleArcs(uids) {
+    for (const uid of uids) {
+      const g = arcOf(uid), relation = relations.get(uid);
+      if (!g || !relation) continue;
+      g.classList.toggle("pending", relation.status === "pending");
+      const title = g.querySelector("title");
+      if (title) title.textContent = `${relation.type}${relation.status === "pending" ? " (pre-label)" : ""}`;
+    }
   }
   function escapeXml(value) { return String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
   function arcOf(uid) { return arcLayer ? arcLayer.querySelector(`g[data-uid="${CSS.escape(uid)}"]`) : null; }
@@ -468,21 +482,38 @@
     holder.innerHTML = html;
     const result = holder.firstElementChild;
     const list = document.getElementById("span-list");
-    const changed = [];
-    result.querySelectorAll(":scope > ol > li").forEach((li) => { // the spans; the relation list follows
+    const changed = [], gone = [], moves = [];
+    // The spans first in the map only: the page is measured for their new marks while its layout is
+    // still clean, and the side list changes after (a change before would force a layout of the note).
+    result.querySelectorAll(":scope > ol.span-changes > li").forEach((li) => { // the spans; the relations follow
       const uid = li.dataset.uid;
       const old = spans.get(uid);
-      if (old) { old.marks.forEach((m) => m.remove()); if (old.tag) old.tag.remove(); old.li.remove(); spans.delete(uid); }
-      if (li.dataset.removed) { if (selectedUid === uid) selectedUid = null; return; }
-      prepareItem(li);
+      if (li.dataset.removed) {
+        if (old) { gone.push(old); spans.delete(uid); }
+        if (selectedUid === uid) selectedUid = null;
+        return;
+      }
       const span = readItem(li);
-      const after = [...list.children].find((other) => listOrder(spans.get(other.dataset.uid), span) > 0);
-      list.insertBefore(li, after || null);
+      if (old) { span.marks = old.marks; span.tag = old.tag; } // drawSpans takes them away once it measured
       spans.set(uid, span);
       changed.push(uid);
+      moves.push([old, span]);
     });
-    const relationsChanged = takeRelations(result, false);
-    redraw(changed, relationsChanged ? "always" : "moved");
+    // The whole list (a resent edit), the changed relations only, or nothing when none changed.
+    const whole = result.querySelector("#relation-list-container");
+    const patched = whole ? null : patchRelations(result, true);
+    redraw(changed, whole || (patched && patched.structural) ? "always" : "moved", () => {
+      for (const old of gone) { old.marks.forEach((m) => m.remove()); if (old.tag) old.tag.remove(); old.li.remove(); }
+      for (const [old, span] of moves) {
+        if (old) old.li.remove();
+        prepareItem(span.li);
+        const after = [...list.children].find((other) => listOrder(spans.get(other.dataset.uid), span) > 0);
+        list.insertBefore(span.li, after || null);
+      }
+      if (whole) takeRelations(result, false);
+      else if (patched) patchRelations(result);
+    });
+    if (patched && !patched.structural) restyleArcs(patched.restyled);
     updateCounts(Number(result.dataset.pending));
     setStatus(result.dataset.status);
     showDetails();
@@ -508,6 +539,43 @@
     if (selectedRelation) relations.get(selectedRelation).li.classList.add("selected");
     if (draw) drawArcs();
     return true;
+  }
+  // An edit answer's changed relations, each put in its place in the list by its order key. Structural
+  // when one was added, removed, retyped or re-linked (its arc moves, so all are laid out again);
+  // otherwise only their look changed (decided), and `restyled` names them.
+  // `dryRun`: only say which kind of change it is, touching nothing.
+  function patchRelations(holder, dryRun = false) {
+    const changes = holder.querySelector(":scope > ol.relation-changes");
+    const list = document.getElementById("relation-list");
+    if (!changes || !list) return null;
+    let structural = false;
+    const restyled = [];
+    for (const li of [...changes.children]) {
+      const uid = li.dataset.uid, old = relations.get(uid);
+      if (dryRun) {
+        if (li.dataset.removed ? old : !old || old.type !== li.dataset.type || old.head !== li.dataset.head || old.tail !== li.dataset.tail) structural = true;
+        else if (!li.dataset.removed) restyled.push(uid);
+        continue;
+      }
+      if (old) old.li.remove();
+      if (li.dataset.removed) {
+        if (old) { relations.delete(uid); structural = true; }
+        if (selectedRelation === uid) selectedRelation = null;
+        continue;
+      }
+      const fresh = { uid, type: li.dataset.type, head: li.dataset.head, tail: li.dataset.tail, status: li.dataset.status, li };
+      if (!old || old.type !== fresh.type || old.head !== fresh.head || old.tail !== fresh.tail) structural = true;
+      else restyled.push(uid);
+      const items = list.children;
+      let low = 0, high = items.length; // the first item ordered after this one
+      while (low < high) { const mid = (low + high) >> 1; if (items[mid].dataset.order > li.dataset.order) high = mid; else low = mid + 1; }
+      list.insertBefore(li, items[low] || null);
+      relations.set(uid, fresh);
+      if (selectedRelation === uid) li.classList.add("selected");
+    }
+    const count = document.querySelector("#relation-list-container [data-testid=relation-count]");
+    if (count) count.textContent = changes.dataset.count;
+    return { structural, restyled };
   }
   function highlight(uids, on) {
     for (const uid of uids) {

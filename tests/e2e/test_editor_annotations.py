@@ -1,6 +1,7 @@
 """Relations, span attributes, document questions and concept codes in a real browser, each checked
 in the page AND in PostgreSQL, then again after a reload, and in the edit log."""
 
+import re
 import time
 
 import pytest
@@ -139,8 +140,13 @@ def test_relations_accepted_rejected_added_by_keyboard_and_deleted(page, world, 
 
     page.click("#relation-list > li[data-uid='pre-r1'] [data-testid=relation-accept]")
     settle(page)
+    # The answer carried only pre-r1: its item and its arc changed in place, no longer dashed.
+    expect(page.locator("#arc-layer g[data-uid='pre-r1']")).not_to_have_class(re.compile(r"\bpending\b"))
+    expect(page.locator("#arc-layer g[data-uid='pre-r1'] title")).to_have_text("Strength-Drug")
     page.click("#relation-list > li[data-uid='pre-r2'] [data-testid=relation-reject]")
     settle(page)
+    expect(page.locator("#arc-layer g[data-uid='pre-r2']")).to_have_count(0)
+    expect(page.get_by_test_id("relation-count")).to_have_text("1")
     assert relations_stored(demo_db, world.refine_set) == {
         "pre-r1": ("Strength-Drug", uid["strength"], uid["drug"], "confirmed")
     }
@@ -163,6 +169,18 @@ def test_relations_accepted_rejected_added_by_keyboard_and_deleted(page, world, 
     [added] = [u for u in stored if u != "pre-r1"]
     assert stored[added] == ("Route-Drug", uid["route"], uid["drug"], "confirmed")
     assert relations_in_page(page) == stored
+    # The added item went where the server puts it: the list reads as a fresh load of the page does
+    # (fetched beside this page, which keeps its undo history).
+    patched = page.evaluate(
+        "() => [...document.querySelectorAll('#relation-list > li')].map((li) => li.dataset.uid)"
+    )
+    fresh = page.evaluate("""async () => {
+      const html = await (await fetch(location.href, { credentials: "same-origin" })).text();
+      const doc = new DOMParser().parseFromString(html, "text/html");
+      return [...doc.querySelectorAll('#relation-list > li')].map((li) => li.dataset.uid);
+    }""")
+    assert patched == fresh and len(patched) == 2
+    expect(page.locator("[data-testid=relation-arc]")).to_have_count(2)
 
     # The schema's argument types hold: a Drug cannot be the head of a Route-Drug relation.
     select_span(page, uid["aspirin"])

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from app.db.models import EditEvent, Span
 from app.services import editing
 from tests.conftest import PASSWORDS, log_in, page
-from tests.services.editing_fixtures import METFORMIN, NOTE, build_world
+from tests.services.editing_fixtures import ASPIRIN, METFORMIN, NOTE, build_world
 
 
 @pytest.fixture
@@ -171,3 +171,80 @@ def test_a_submission_queues_the_refresh_of_the_leads_report(web, world, session
         jobs = db.execute(text("SELECT task_name, args FROM procrastinate_jobs")).all()
         project_id = db.scalar(text("SELECT project_id FROM documents LIMIT 1"))
     assert [(j.task_name, j.args) for j in jobs] == [("clinann.refresh_metrics", {"project_id": project_id})]
+
+
+def test_an_edit_answer_carries_only_the_relations_it_changed(web, world):
+    """Issue 19: on a dense note the whole relation list was most of every answer; now an answer names
+    the relations whose item changed (with the new count), and a resent edit carries the whole list."""
+    _log_in_dr_a(web)
+    set_id = world.sets["scratch"]
+    strength = NOTE.index("500 mg")
+    aspirin_strength = NOTE.index("81 mg")
+    spans = [
+        ("d1", "Drug", METFORMIN, METFORMIN + 9),
+        ("s1", "Strength", strength, strength + 6),
+        ("d2", "Drug", ASPIRIN, ASPIRIN + 7),
+        ("s2", "Strength", aspirin_strength, aspirin_strength + 5),
+    ]
+    version = 0
+    for uid, label, start, end in spans:
+        answer = _edit(
+            web,
+            set_id,
+            version,
+            client_id=f"c-{uid}",
+            kind="add",
+            uid=uid,
+            label=label,
+            fragments=[[start, end]],
+        )
+        assert answer.status_code == 200, answer.text
+        assert page(answer).select("[data-testid=relation-item]") == []  # no relation changed
+        version += 1
+    first = _edit(
+        web,
+        set_id,
+        version,
+        client_id="r1",
+        kind="relation_add",
+        uid="r1",
+        label="Strength-Drug",
+        head="s1",
+        tail="d1",
+    )
+    assert first.status_code == 200, first.text
+    version += 1
+    second = _edit(
+        web,
+        set_id,
+        version,
+        client_id="r2",
+        kind="relation_add",
+        uid="r2",
+        label="Strength-Drug",
+        head="s2",
+        tail="d2",
+    )
+    version += 1
+    changes = page(second).select_one("ol.relation-changes")
+    assert changes["data-count"] == "2"
+    [item] = changes.select("[data-testid=relation-item]")  # r2 only, not r1 again
+    assert item["data-uid"] == "r2" and item["data-order"].startswith(f"{aspirin_strength:09d} ")
+    assert "81 mg" in item.text
+    assert page(second).select_one("#relation-list-container") is None
+    # Moving a linked span rewrites the relation that shows its text; relabelling an unlinked one none.
+    moved = _edit(
+        web, set_id, version, client_id="m1", kind="modify", uid="s1", fragments=[[strength, strength + 3]]
+    )
+    version += 1
+    assert [li["data-uid"] for li in page(moved).select("ol.relation-changes > li")] == ["r1"]
+    removed = _edit(web, set_id, version, client_id="x1", kind="relation_delete", uid="r1")
+    version += 1
+    marks = page(removed).select("ol.relation-changes > li")
+    assert [(li["data-uid"], li.get("data-removed")) for li in marks] == [("r1", "true")]
+    assert page(removed).select_one("ol.relation-changes")["data-count"] == "1"
+    resent = _edit(web, set_id, version - 1, client_id="x1", kind="relation_delete", uid="r1")
+    whole = page(resent).select_one("#relation-list-container")
+    assert whole is not None and [li["data-uid"] for li in whole.select("[data-testid=relation-item]")] == [
+        "r2"
+    ]
