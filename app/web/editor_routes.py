@@ -5,8 +5,8 @@ its own prefix and keeps its own role check, and the service decides who may edi
 """
 
 import inspect
-from collections.abc import Iterable
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import partial, wraps
 from typing import Annotated, Any, Literal
