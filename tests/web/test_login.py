@@ -1,11 +1,25 @@
 """Logging in and out against real PostgreSQL: success, failures, expiry, throttling, audit."""
 
+import pytest
 from sqlalchemy import select
 
 from app.db.models import AuditEvent, LoginSession
 from app.services.users import set_active
 from app.web.deps import SESSION_COOKIE
 from tests.conftest import PASSWORDS, log_in, page
+
+
+@pytest.fixture(autouse=True)
+def waits(web) -> list[float]:
+    """The pauses a failed login is held for, recorded instead of slept (the app takes its sleep from
+    app.state.sleep): throttling is tested without 15 s of waiting per test."""
+    held: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        held.append(seconds)
+
+    web.app.state.sleep = sleep
+    return held
 
 
 def _audit(sessions, action):
@@ -88,10 +102,12 @@ def test_logout_ends_the_session_on_the_server(web, accounts, sessions):
     assert web.get("/lead").status_code == 303
 
 
-def test_failed_logins_are_throttled_and_audited(web, accounts, sessions, runtime):
+def test_failed_logins_are_throttled_and_audited(web, accounts, sessions, runtime, waits):
     limit = runtime.settings.login_max_failures
     for _ in range(limit):
         assert log_in(web, "lead", "wrong-password!").status_code == 401
+    # Each failure was held, and for longer as they went on.
+    assert len(waits) == limit and waits == sorted(waits) and waits[-1] > 0
     throttled = log_in(web, "lead", PASSWORDS["lead"])  # even the right password waits
     assert throttled.status_code == 429
     assert "Too many failed logins" in throttled.text
