@@ -39,6 +39,12 @@ def _exit_on_signal(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def _stop_on_interrupt(signum, frame) -> None:
+    """Ctrl+C: the way to stop `clinann serve` and `clinann demo` (issue 20). A normal exit, so the
+    caller's `finally` stops the worker and the embedded PostgreSQL, and no traceback is printed."""
+    raise SystemExit(0)
+
+
 def _serve(settings: Settings, runtime, *, run_worker: bool, banner: str | None = None) -> None:
     import uvicorn
 
@@ -55,9 +61,11 @@ def _serve(settings: Settings, runtime, *, run_worker: bool, banner: str | None 
         proxy_headers=False,  # app.web.proxies believes only the configured trusted_proxies
     )
     server = uvicorn.Server(config)
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the previous handler: make
-    # that handler a normal exit so the caller's `finally` stops the embedded PostgreSQL.
+    # uvicorn shuts down gracefully on SIGTERM and SIGINT, then re-raises the signal to the previous
+    # handler: make those handlers a normal exit so the caller's `finally` stops the embedded PostgreSQL
+    # (asyncio's own SIGINT handler would end in a KeyboardInterrupt traceback).
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_interrupt)
     if banner:
         print(banner, flush=True)
     server.run()
@@ -76,6 +84,7 @@ def _serve_workers(settings: Settings, runtime, workers: int, *, run_worker: boo
     os.environ["CLINANN_DATA_DIR"] = str(settings.data_dir)
     os.environ[JOB_WORKER_VARIABLE] = "1" if run_worker else "0"
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_interrupt)
     print(f"clinann serving on http://{settings.host}:{settings.port}/ with {workers} workers", flush=True)
     uvicorn.run(
         "app.web.asgi:build",
@@ -94,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _configure_logging(settings)
+    signal.signal(signal.SIGINT, _stop_on_interrupt)  # Ctrl+C while migrating stops cleanly too
     runtime = open_runtime(settings)
     try:
         if args.workers > 1:
@@ -159,14 +169,16 @@ async def _run_worker(runtime, concurrency: int) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo.seed import DEMO_LOGINS, seed_demo
+    from app.demo.simulated import SIMULATED_NOTICE
     from app.runtime import open_runtime
 
     settings = _settings(args)
     _configure_logging(settings)
+    signal.signal(signal.SIGINT, _stop_on_interrupt)  # Ctrl+C while loading the demo stops cleanly too
     runtime = open_runtime(settings)
     fake_llm = None
     try:
-        summary = seed_demo(runtime.sessions)
+        summary = seed_demo(runtime.sessions, finished_study=True)
         url = f"http://{settings.host}:{settings.port}/"
         lines = [
             "",
@@ -176,11 +188,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"  {role:<10} {username:<12} password: {password}"
                 for role, username, password in DEMO_LOGINS
             ),
+            *SIMULATED_NOTICE,
         ]
         if not args.no_fake_llm:
             from app.demo.seed import start_simulated_llm
 
             fake_llm, endpoint_name = start_simulated_llm(runtime.sessions)
+            from app.demo.simulated import run_on_simulated_endpoint
+
+            run_on_simulated_endpoint(runtime.sessions, endpoint_name)
             lines += [
                 f"LLM endpoint '{endpoint_name}' at {fake_llm.base_url} is SIMULATED: a fake server",
                 "that answers from the demo's gold labels with noise. No model runs: its pre-labels are",
@@ -601,6 +617,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 actor_id=None,
                 client_address="cli",
                 progress=lambda d, t: _progress("exporting", d, t),
+                undecided=args.undecided,
             )
         except ExportError as error:
             print(f"error: {error}", file=sys.stderr)
@@ -857,6 +874,13 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--project", required=True, help="project name")
     exporter.add_argument("--format", required=True, choices=["brat", "jsonl", "conll", "events"])
     exporter.add_argument("--layer", help="gold, annotator:LOGIN or pre:RUN (CoNLL needs one)")
+    exporter.add_argument(
+        "--undecided",
+        choices=["exclude", "mark"],
+        default="exclude",
+        help="pre-labels a physician left undecided in their set: left out (default), or written marked "
+        'as undecided (JSONL "status": "undecided", a brat note status=undecided; not CoNLL)',
+    )
     exporter.add_argument(
         "--events-format",
         choices=["csv", "jsonl"],

@@ -4,7 +4,9 @@ Loads a synthetic study with bulk COPY (documents x physicians x spans, plus the
 the time of app.services.metrics.project_metrics with a breakdown (database loading, each domain
 computation), and the server time of GET /lead/projects/{id}/dashboard over real HTTP (the Server-Timing
 header), median of a few loads. Target (issue): 10,000 documents x 3 physicians x 100 spans with
-1,000,000 edit events, dashboard <= 2 s server time.
+1,000,000 edit events, dashboard <= 2 s server time. It also prints the first paint (the bytes of the
+dashboard's HTML for the default view; target <= 300 KB at 10,000 notes, issue 20) and the size and
+server time of each section the page loads when the lead opens it.
 
     .venv/bin/python bench/dashboard_bench.py [--documents 10000] [--annotators 3] [--spans 100]
         [--events 1000000] [--loads 3] [--profile]
@@ -483,6 +485,31 @@ def bench_dashboard(
     return server_times, round_trips, size
 
 
+FIRST_PAINT_TARGET = 300 * 1024
+
+
+def bench_sections(base_url: str, project_id: int) -> list[tuple[str, int, float]]:
+    """(section, bytes, server ms) of each folded section of the dashboard, as the page fetches them."""
+    from app.web.routers.lead_dashboard import DASHBOARD_SECTIONS
+
+    client = httpx.Client(base_url=base_url, follow_redirects=False, timeout=None)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"username": LEAD[0], "password": LEAD[1], "csrf_token": token})
+    sizes = []
+    for section in DASHBOARD_SECTIONS:
+        response = client.get(
+            f"/lead/projects/{project_id}/dashboard/section",
+            params={"section": section},
+            headers={"HX-Request": "true"},
+        )
+        if response.status_code != 200:
+            raise SystemExit(f"section {section} failed: {response.status_code} {response.text[:300]}")
+        sizes.append(
+            (section, len(response.content), float(response.headers["server-timing"].split("dur=")[1]))
+        )
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--documents", type=int, default=10_000)
@@ -569,7 +596,7 @@ def main() -> None:
             profile_project_metrics(runtime, project_id, args.profile_top)
 
         server = serve(runtime, args.port)
-        pages = {}
+        pages, first_paint = {}, 0
         for name, query in (("dashboard", ""), ("idle threshold 120 s", "?idle=120"),
                             ("filtered to refine_llm", "?condition=refine_llm")):  # fmt: skip
             server_times, round_trips, size = bench_dashboard(
@@ -578,6 +605,8 @@ def main() -> None:
             # The first load of a filtered view computes its records; the later ones read them.
             first, later = server_times[0], server_times[1:]
             pages[name] = statistics.median(later)
+            if name == "dashboard":
+                first_paint = size
             print(
                 f"\nGET /lead/projects/{project_id}/dashboard{query} ({name}): server time median "
                 f"{statistics.median(later):,.0f} ms (first load {first:,.0f} ms, then "
@@ -587,6 +616,17 @@ def main() -> None:
                 f"  round trip median {statistics.median(round_trips[1:]):,.0f} ms, "
                 f"page {size / 1024:,.0f} KiB, "
                 f"peak memory {rss_mb():,.0f} MB"
+            )
+        verdict = "meets" if first_paint <= FIRST_PAINT_TARGET else "MISSES"
+        print(
+            f"\nfirst paint (GET /lead/projects/{project_id}/dashboard, default view): {first_paint:,} bytes "
+            f"({first_paint / 1024:,.0f} KiB; target <= 300 KB: {verdict} it)"
+        )
+        sections = bench_sections(f"http://127.0.0.1:{args.port}", project_id)
+        for section, size, server_ms in sections:
+            print(
+                f"  section {section:<16} {size / 1024:8,.1f} KiB, server time {server_ms:,.0f} ms "
+                "(loaded on opening)"
             )
         server.should_exit = True
         print(
@@ -602,6 +642,8 @@ def main() -> None:
                     "project_metrics_after_changes_s": round(changed, 3),
                     "clinann_metrics_cli_median_s": round(statistics.median(cli), 3),
                     "dashboard_server_median_ms": {k: round(v, 1) for k, v in pages.items()},
+                    "first_paint_bytes": first_paint,
+                    "section_bytes": {section: size for section, size, _ in sections},
                     "peak_rss_mb": round(rss_mb()),
                 }
             )

@@ -1,5 +1,6 @@
 """The demo project: n2c2 2018 medication schema, synthetic discharge summaries, pre-labels,
-five users and assignments in the three study conditions. Loading it twice changes nothing.
+five users and assignments in the three study conditions, and (for `clinann demo`) a finished study
+by simulated physicians on some of the notes (app/demo/simulated.py). Loading it twice changes nothing.
 """
 
 import hashlib
@@ -165,8 +166,36 @@ def _add_set(db: Session, document: Document, spans: dict, relations, **columns)
     return annotation_set
 
 
-def seed_demo(sessions: sessionmaker[Session]) -> str:
-    """Load the demo once; later calls find it and return the same summary."""
+def seed_demo(sessions: sessionmaker[Session], *, finished_study: bool = False) -> str:
+    """Load the demo once; later calls find it and return the same summary.
+
+    ``finished_study`` (what `clinann demo` asks for) adds the study that simulated physicians
+    finished on some of the notes (app/demo/simulated.py), so the dashboard has figures; a demo
+    loaded without it gets it on a later call.
+    """
+    summary = _seed_project(sessions)
+    if finished_study:
+        summary += _seed_finished_study(sessions)
+    return summary
+
+
+def _seed_finished_study(sessions: sessionmaker[Session]) -> str:
+    """The simulated finished study, in one transaction; '' if it is there already."""
+    from app.demo import simulated
+
+    with sessions.begin() as db:
+        project = db.scalar(select(Project).where(Project.name == DEMO_PROJECT))
+        added = not simulated.is_loaded(db)
+        if added:
+            references = {
+                external_id: simulated.Reference.of(text, *_spans(gold_ann, text, external_id))
+                for external_id, text, gold_ann, _ in _demo_notes()
+            }
+            simulated.simulate_study(db, project, references)
+    return "; with a finished study by simulated physicians" if added else ""
+
+
+def _seed_project(sessions: sessionmaker[Session]) -> str:
     schema = parse_label_schema(MEDICATION_SCHEMA).model_dump(mode="json")
     study = parse_study_settings({}).model_dump(mode="json")
     notes = _demo_notes()

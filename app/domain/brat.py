@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.domain.label_schema import RESERVED_HOTKEYS, LabelSchema
+from app.domain.label_schema import LABEL_PALETTE, RESERVED_HOTKEYS, LabelSchema, distinct_colour
 from app.domain.spans import Fragment
 
 _FRAGMENTS = re.compile(r"^\d+ \d+(;\d+ \d+)*$")
@@ -42,12 +42,11 @@ _ID_KIND = re.compile(r"^([TRAMNE#])(\d*)$")
 # A binary brat attribute (``A1\tNegated T1``) is a clinann span attribute with this one value.
 BINARY_VALUE = "true"
 ANSWERS_SUFFIX = ".answers.json"  # the sidecar of a note's document answers: <note>.answers.json
-# Colours given to entity types in order (matplotlib tab10, then tab20's light tones).
-PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
-    "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
-)  # fmt: skip
+# The AnnotatorNotes text of a pre-label a physician left undecided (an export of their layer marks it):
+# ``#2\tAnnotatorNotes T1\tstatus=undecided``, on a T or an R line.
+UNDECIDED_NOTE = "status=undecided"
+# Colours given to entity types in order: the label palette, then further distinct hues (issue 20).
+PALETTE = LABEL_PALETTE
 _CONF_SECTIONS = ("entities", "relations", "events", "attributes")
 _ANY, _ENTITY, _EVENT = "<ANY>", "<ENTITY>", "<EVENT>"
 
@@ -693,10 +692,10 @@ def label_schema_from_conf(
 
     used: set[str] = set()
     entity_types = []
-    for i, name in enumerate(names):
+    for name in names:
         entity: dict[str, Any] = {
             "name": name,
-            "color": PALETTE[i % len(PALETTE)],
+            "color": distinct_colour(e["color"] for e in entity_types),
             "hotkey": _hotkey(name, used),
         }
         if name in triggers and name not in conf_entities:

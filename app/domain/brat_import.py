@@ -8,22 +8,29 @@ naming the line: the stored note text is what every offset refers to.
 A lines become span attributes (a binary one, ``A1\tNegated T1``, is ``True``); an N line of type
 ``Reference`` becomes the span's concept (system: the part of ``RxNorm:1191`` before the first ':').
 What a span cannot hold (a second value of one attribute, a second concept) is kept verbatim.
+An AnnotatorNotes ``status=undecided`` on a T or R line (an export's mark of a pre-label a physician
+left undecided) is read as the span's or relation's status, pending, not kept as a note.
 """
 
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 
 from app.domain.brat import (
     ANSWERS_SUFFIX,
+    UNDECIDED_NOTE,
     BratAnnotations,
     BratError,
     find_offset_problems,
     parse_ann_with_problems,
     read_answers,
 )
-from app.domain.jsonl import AnsweredDocument, answered
-from app.domain.uploads import ImportedDocument, ImportedRelation, ImportedSpan, UploadProblem
+from app.domain.jsonl import AnsweredDocument, ImportedRelationState, answered
+from app.domain.uploads import ImportedDocument, ImportedSpan, UploadProblem
+
+# The brat reader keeps a note on a relation verbatim (it models notes on T lines only).
+_RELATION_UNDECIDED = re.compile(rf"^#\d*\tAnnotatorNotes (R\d+)\t{re.escape(UNDECIDED_NOTE)}$")
 
 
 def read_brat_document(
@@ -66,11 +73,23 @@ def to_imported(external_id: str, text: str, annotations: BratAnnotations, sourc
             unmodelled.append(normalization.raw)
             concepts.pop(normalization.target)
     notes: dict[str, list[str]] = {}
+    undecided: set[str] = set()
     for note in annotations.annotator_notes:
-        if note.type == "AnnotatorNotes":
+        if note.type == "AnnotatorNotes" and note.text == UNDECIDED_NOTE:
+            undecided.add(note.target)
+        elif note.type == "AnnotatorNotes":
             notes.setdefault(note.target, []).append(note.text)
         else:
             unmodelled.append(note.raw)
+    relation_ids = {r.id for r in annotations.relations}
+    verbatim = []
+    for line in unmodelled:
+        found = _RELATION_UNDECIDED.match(line)
+        if found and found.group(1) in relation_ids:
+            undecided.add(found.group(1))
+        else:
+            verbatim.append(line)
+    unmodelled = verbatim
     spans = []
     for entity in annotations.entities.values():
         concept = concepts.get(entity.id)
@@ -84,12 +103,16 @@ def to_imported(external_id: str, text: str, annotations: BratAnnotations, sourc
                 concept_code=concept[1] if concept else None,
                 concept_name=concept[2] if concept else None,
                 notes=tuple(notes.get(entity.id, ())),
+                status="pending" if entity.id in undecided else None,
                 line=entity.line or None,
                 attribute_lines=attribute_lines.get(entity.id, {}),
             )
         )
     relations = [
-        ImportedRelation(r.id, r.type, r.arg1, r.arg2, line=r.line or None) for r in annotations.relations
+        ImportedRelationState(
+            r.id, r.type, r.arg1, r.arg2, "pending" if r.id in undecided else None, line=r.line or None
+        )
+        for r in annotations.relations
     ]
     return ImportedDocument(
         external_id=external_id,

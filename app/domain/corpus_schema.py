@@ -6,13 +6,12 @@ declares (brat accepts that), and the .ann files use labels, attributes and valu
 one; both say, one line per addition, what they added, so that the lead sees what the data brought.
 """
 
-import colorsys
 from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from typing import Any
 
-from app.domain.brat import BINARY_VALUE, PALETTE, label_schema_from_conf
-from app.domain.label_schema import RESERVED_HOTKEYS
+from app.domain.brat import BINARY_VALUE, label_schema_from_conf
+from app.domain.label_schema import RESERVED_HOTKEYS, distinct_colour
 from app.domain.uploads import ImportedDocument, labels_of
 
 EMPTY_SCHEMA: dict[str, Any] = {"entity_types": [], "relation_types": [], "span_attributes": []}
@@ -20,17 +19,7 @@ EMPTY_SCHEMA: dict[str, Any] = {"entity_types": [], "relation_types": [], "span_
 
 def _colour(taken: set[str]) -> str:
     """A palette colour no type has yet; past the palette, further hues by the golden angle."""
-    for colour in PALETTE:
-        if colour not in taken:
-            return colour
-    step = 0
-    while True:
-        hue = (0.61803398875 * (len(taken) + step)) % 1.0
-        red, green, blue = colorsys.hls_to_rgb(hue, 0.45, 0.65)
-        colour = f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}"
-        if colour not in taken:
-            return colour
-        step += 1
+    return distinct_colour(taken)
 
 
 def _hotkey(name: str, taken: set[str]) -> str | None:

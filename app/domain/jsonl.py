@@ -12,8 +12,10 @@ units instead, so a character outside the Basic Multilingual Plane (an emoji) is
 two there: a producer must convert. A span may also carry ``notes`` (a list of strings) and, as a
 pre-label, a ``confidence`` from 0 to 1; ``concept`` may
 name the concept (``"name"``). A relation's ``status`` and ``confidence`` may be left out (its layer
-decides, as for spans). ``answers`` maps the keys of the schema's document questions to their answers;
-an evidence answer lists span ids of the same line. Every error names the file, the line and the field.
+decides, as for spans). A span or relation with ``"status": "undecided"`` is a pre-label a physician
+left undecided (an export of their layer marks them so): it is stored as pending. ``answers`` maps
+the keys of the schema's document questions to their answers; an evidence answer lists span ids of the
+same line. Every error names the file, the line and the field.
 """
 
 import json
@@ -110,6 +112,8 @@ class JsonlSpan(_Strict):
     concept: JsonlConcept | None = None
     notes: list[StrictStr] = Field(default_factory=list)
     confidence: Confidence | None = None  # of a pre-label, 0 to 1
+    # Only "undecided" is written (an export's mark); pending and confirmed are read for symmetry.
+    status: Literal["pending", "confirmed", "undecided"] | None = None
 
     @field_validator("attributes")
     @classmethod
@@ -128,8 +132,13 @@ class JsonlRelation(_Strict):
     type: StrictStr = Field(min_length=1)
     head: StrictStr = Field(min_length=1)
     tail: StrictStr = Field(min_length=1)
-    status: Literal["pending", "confirmed"] | None = None
+    status: Literal["pending", "confirmed", "undecided"] | None = None
     confidence: Confidence | None = None
+
+
+def _stored_status(status: str | None) -> str | None:
+    """The span status a file's status is stored as: an undecided pre-label waits, as pending."""
+    return "pending" if status == "undecided" else status
 
 
 class JsonlDocument(_Strict):
@@ -164,11 +173,12 @@ class JsonlDocument(_Strict):
                 span.concept.name if span.concept else None,
                 tuple(span.notes),
                 span.confidence,
+                _stored_status(span.status),
             )
             for span in self.spans
         ]
         relations = [
-            ImportedRelationState(r.id, r.type, r.head, r.tail, r.status, r.confidence)
+            ImportedRelationState(r.id, r.type, r.head, r.tail, _stored_status(r.status), r.confidence)
             for r in self.relations
         ]
         # A line that names its spans (even none) or its answers is annotated; one without is a bare note.
@@ -200,6 +210,8 @@ class JsonlDocument(_Strict):
                 item["notes"] = list(span.notes)
             if span.confidence is not None:
                 item["confidence"] = span.confidence
+            if span.status is not None:
+                item["status"] = span.status
             spans.append(item)
         relations = []
         for relation in self.relations:

@@ -4,6 +4,7 @@ A lead writes the schema as JSON; every error names the field it is about
 (``entity_types[2].hotkey``) so it can be fixed without guessing.
 """
 
+import colorsys
 import json
 import re
 from collections.abc import Iterable
@@ -20,12 +21,152 @@ _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 RESERVED_HOTKEYS = frozenset({"?", "/", "z", "y", " "})
 
 
-class LabelSchemaError(ValueError):
-    """A label schema or study settings that cannot be used; ``problems`` lists (field, message)."""
+# Colours a new label gets, first unused first: Tableau 10, then colours chosen to stay clearly apart
+# from those and from each other (each pair at least 20 CIELAB units apart; tests/domain checks it).
+LABEL_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#00441b", "#ffbb78", "#009e73", "#b2df8a", "#ff9da7", "#aec7e8",
+    "#67001f", "#053061", "#e7298a", "#b15928",
+)  # fmt: skip
 
-    def __init__(self, problems: list[tuple[str, str]]):
+
+def distinct_colour(taken: Iterable[str]) -> str:
+    """The first palette colour no label has yet; past the palette, further hues by the golden angle."""
+    used = {colour.lower() for colour in taken if isinstance(colour, str)}
+    for colour in LABEL_PALETTE:
+        if colour not in used:
+            return colour
+    step = 0
+    while True:
+        hue = (0.61803398875 * (len(used) + step)) % 1.0
+        red, green, blue = colorsys.hls_to_rgb(hue, 0.45, 0.65)
+        colour = f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}"
+        if colour not in used:
+            return colour
+        step += 1
+
+
+class LabelSchemaError(ValueError):
+    """A label schema or study settings that cannot be used; ``problems`` lists (field, message) with
+    the field as a path (``entity_types[2].color``, for scripts), ``described`` the same problems for
+    a person ("Label 3 (Drug), colour: must be a colour like #1f77b4")."""
+
+    def __init__(self, problems: list[tuple[str, str]], data: Any = None):
         self.problems = problems
+        self.described = [f"{field_in_words(field, data)}: {message}" for field, message in problems]
         super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+
+
+# What a lead calls each part of the schema and of the study settings (the project page's words).
+_SECTIONS = {
+    "entity_types": ("Label", "Labels"),
+    "relation_types": ("Relation type", "Relation types"),
+    "span_attributes": ("Attribute", "Attributes"),
+    "document_questions": ("Question", "Questions"),
+}
+_KEYS = {
+    "name": "name",
+    "color": "colour",
+    "hotkey": "hotkey",
+    "description": "description",
+    "head_types": "from (head) types",
+    "tail_types": "to (tail) types",
+    "values": "values",
+    "default": "default",
+    "applies_to": "for types",
+    "key": "key",
+    "prompt": "question",
+    "kind": "kind",
+    "choices": "choices",
+    "scale_min": "lowest value of the scale",
+    "scale_max": "highest value of the scale",
+    "required": "required",
+}
+STUDY_SETTING_NAMES = {
+    "conditions": "conditions",
+    "idle_threshold_seconds": "idle time threshold",
+    "overlap": "physicians per note for agreement",
+    "snap_to_tokens": "snap selections to whole words",
+    "require_prelabels_decided": "every pre-label decided before submitting",
+    "physicians_may_reopen": "physicians may reopen a submitted note",
+    "bootstrap_seed": "seed of the confidence intervals",
+}
+_PATH_PART = re.compile(r"([A-Za-z_]+)|\[(\d+)\]")
+
+
+def field_in_words(field: str, data: Any = None) -> str:
+    """``entity_types[2].color`` as "Label 3 (Drug), colour"; ``study.overlap`` as "Study settings,
+    physicians per note for agreement". ``data`` is the schema as given, for the row's name."""
+    if field == "(schema)":
+        return "Label schema"
+    if field.startswith("study."):
+        rest = field[len("study.") :]
+        key = rest.split("[")[0].split(".")[0]
+        return f"Study settings, {STUDY_SETTING_NAMES.get(key, rest)}"
+    parts = [m.group(1) or int(m.group(2)) for m in _PATH_PART.finditer(field)]
+    if not parts or parts[0] not in _SECTIONS:
+        return field
+    one, many = _SECTIONS[parts[0]]
+    if len(parts) == 1:
+        return many
+    if not isinstance(parts[1], int):
+        return f"{many}, {parts[1]}"
+    index = parts[1]
+    words = f"{one} {index + 1}"
+    rows = data.get(parts[0]) if isinstance(data, dict) else None
+    row = rows[index] if isinstance(rows, list) and 0 <= index < len(rows) else None
+    name = row.get("key" if parts[0] == "document_questions" else "name") if isinstance(row, dict) else None
+    if isinstance(name, str) and name.strip():
+        words += f" ({name.strip()})"
+    if len(parts) > 2 and isinstance(parts[2], str):
+        words += f", {_KEYS.get(parts[2], parts[2])}"
+        if len(parts) > 3 and isinstance(parts[3], int):
+            words += f", item {parts[3] + 1}"
+    return words
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def _in_words(error: dict[str, Any]) -> str:
+    """A pydantic error as a lead would say it, not as the validator does."""
+    kind, context = error["type"], error.get("ctx") or {}
+    field = next((part for part in reversed(error["loc"]) if isinstance(part, str)), "")
+    if kind == "too_short":
+        return {
+            "head_types": "name at least one entity type",
+            "tail_types": "name at least one entity type",
+            "values": "give at least one value",
+            "conditions": "choose at least one condition",
+        }.get(field, "add at least one")
+    if kind == "string_too_short":
+        return "fill it in"
+    if kind == "string_pattern_mismatch":
+        return "start with a letter, then letters, digits, '_' or '-' (at most 64 characters, no spaces)"
+    if kind == "missing":
+        return "fill it in"
+    if kind == "extra_forbidden":
+        return "is not a field clinann knows"
+    if kind == "enum":
+        return f"choose one of {context.get('expected', '').replace(' or ', ', ')}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return "must be a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "must be yes or no"
+    if kind in ("string_type", "list_type", "dict_type", "model_type"):
+        return "must be " + {"string_type": "text", "list_type": "a list"}.get(kind, "an object")
+    if kind == "greater_than":
+        return f"must be above {_number(context['gt'])}"
+    if kind == "greater_than_equal":
+        return f"must be at least {_number(context['ge'])}"
+    if kind == "less_than":
+        return f"must be below {_number(context['lt'])}"
+    if kind == "less_than_equal":
+        return f"must be at most {_number(context['le'])}"
+    return error["msg"].removeprefix("Value error, ")
 
 
 class _Strict(BaseModel):
@@ -250,12 +391,10 @@ def parse_label_schema(data: Any) -> LabelSchema:
     try:
         schema = LabelSchema.model_validate(data)
     except ValidationError as error:
-        raise LabelSchemaError(
-            [(_location(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in error.errors()]
-        ) from None
+        raise LabelSchemaError([(_location(e["loc"]), _in_words(e)) for e in error.errors()], data) from None
     problems = _cross_references(schema)
     if problems:
-        raise LabelSchemaError(problems)
+        raise LabelSchemaError(problems, data)
     return schema
 
 
@@ -264,6 +403,5 @@ def parse_study_settings(data: Any) -> StudySettings:
     try:
         return StudySettings.model_validate(data or {})
     except ValidationError as error:
-        raise LabelSchemaError(
-            [(f"study.{_location(e['loc'])}", e["msg"].removeprefix("Value error, ")) for e in error.errors()]
-        ) from None
+        problems = [(f"study.{_location(e['loc'])}", _in_words(e)) for e in error.errors()]
+        raise LabelSchemaError(problems) from None

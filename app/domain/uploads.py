@@ -55,6 +55,7 @@ class ImportedSpan:
     concept_name: str | None = None
     notes: tuple[str, ...] = ()
     confidence: float | None = None  # a pre-label's, where the file gives one (JSONL ``confidence``)
+    status: str | None = None  # pending or confirmed where the file says (JSONL ``status``); else its layer's
     line: int | None = field(default=None, compare=False, kw_only=True)  # its line in the .ann
     attribute_lines: dict[str, int] = field(default_factory=dict, compare=False, kw_only=True)
 

@@ -185,12 +185,12 @@ def verify_document_integrity(project_id: int) -> dict[str, Any]:
 
 
 @job("make_export", queue="export")
-def make_export(export_id: int) -> None:
+def make_export(export_id: int, undecided: str = "exclude") -> None:
     """Make a large export in the background (the lead's page shows its progress)."""
     from app.services.exports import make_export as make
 
     current = runtime()
-    make(current.sessions, export_id, current.settings.data_dir / "exports")
+    make(current.sessions, export_id, current.settings.data_dir / "exports", undecided)
 
 
 @job(

@@ -1,5 +1,6 @@
 """Batches of notes: upload, PHI screen, hold, release with a reason or reject, store all or nothing."""
 
+import copy
 import hashlib
 import io
 import re
@@ -9,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import (
@@ -69,7 +70,7 @@ class UploadOutcome:
     the same name with the same text is the stored note (its annotations a layer on it); another name
     with the same text is a note of its own; the same name with another text is refused."""
 
-    status: str  # accepted, held, refused
+    status: str  # accepted, held, refused, or unchanged (nothing new: no batch made, nothing stored)
     batch_id: int | None = None
     project_id: int | None = None  # the project (made by the upload with new_project, when refused: None)
     stored: int = 0
@@ -110,6 +111,11 @@ class UploadOutcome:
         """The counts of what the upload did, in one line."""
         if self.status == "refused":
             return f"refused: {len(self.problems)} problems; nothing was stored"
+        if self.status == "unchanged":
+            parts = [f"{len(self.already_stored)} already in the project with the same text"]
+            if self.skipped:
+                parts.append(f"{len(self.skipped)} skipped (another text under that name)")
+            return f"nothing to add ({'; '.join(parts)}): no batch was made and nothing was stored"
         verb = "held for review" if self.status == "held" else "stored"
         nothing_to_add = [n for n in self.already_stored if n not in self.layers_added]
         counted = [
@@ -256,6 +262,18 @@ def _answer_files(files: list[tuple[str, bytes]], problems: list[UploadProblem])
 def _where(problems: list[UploadProblem]) -> list[str]:
     # The audit log keeps where each problem was, not its message: messages may quote note text.
     return [f"{p.file}:{p.line}" if p.line else p.file for p in problems[:100]]
+
+
+# A stretch in quotes: the opening quote follows no letter (not the apostrophe of "project's"), the
+# closing one is followed by none (an apostrophe inside, as in 'O'Brien', does not close it).
+_QUOTED = re.compile(r"(?<!\w)'(?:[^']|'(?=\w))*'(?!\w)")
+
+
+def _reasons(problems: list[UploadProblem]) -> list[str]:
+    """Why each problem refused the upload, for the audit log: the message with every quoted stretch
+    (a line of an .ann, a note's name or text) left out, so the log says what was wrong, not what the
+    notes say."""
+    return [_QUOTED.sub("'…'", p.message) for p in problems[:100]]
 
 
 def _document_json(document: AnsweredDocument) -> dict[str, Any]:
@@ -544,7 +562,11 @@ def upload_batch(
         if outcome.problems:
             undo.rollback()
             outcome.accounts_created.clear()
-            refused = {"files": file_names[:100], "problems": _where(outcome.problems)}
+            refused = {
+                "files": file_names[:100],
+                "problems": _where(outcome.problems),
+                "reasons": _reasons(outcome.problems),
+            }
             if new_project is not None:
                 project_id = outcome.project_id = None
                 refused["new_project"] = new_project[0]
@@ -606,6 +628,26 @@ def upload_batch(
             _store(db, project, batch, fresh, layers)
             outcome.layers_added = _attach_layers(db, project, batch, layered, layers)
             outcome.status, outcome.stored = "accepted", len(fresh)
+        if not fresh and not outcome.layers_added and extended is None and new_project is None:
+            # Nothing new (every note stored already, with its layers): an empty batch would only be
+            # offered in the lead's pickers. Say so, and keep nothing but the audit event.
+            undo.rollback()
+            outcome.status, outcome.batch_id, outcome.stored = "unchanged", None, 0
+            outcome.accounts_created.clear()
+            audit.record(
+                db,
+                "batch.nothing_new",
+                user_id=actor_id,
+                object_type="project",
+                object_id=project_id,
+                client_address=client_address,
+                details={
+                    "files": file_names[:100],
+                    "already_stored": len(outcome.already_stored),
+                    "skipped": _where(outcome.skipped),
+                },
+            )
+            return outcome
         audit.record(
             db,
             "batch.upload",
@@ -626,6 +668,143 @@ def upload_batch(
     return outcome
 
 
+# ---- a held batch: a decision per flagged note, then release (or reject) the batch -----------------
+
+NOTE_DECISIONS = ("release", "exclude", "mask")
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def _reason_in_words(reason: str | None, why: str) -> str:
+    """The admin's reason, stripped; refused unless it says something in words (two words or more,
+    10 characters or more): it is what an auditor reads later."""
+    reason = (reason or "").strip()
+    if len(reason) < 10 or len(_WORD.findall(reason)) < 2:
+        raise BatchError(f"reason: say in words {why} (10 characters or more)")
+    return reason
+
+
+def _held(db: Session, batch_id: int) -> Batch:
+    batch = db.scalar(select(Batch).where(Batch.id == batch_id).with_for_update())
+    if batch is None or batch.status != BatchStatus.held.value:
+        raise BatchError(f"batch {batch_id} is not held for review")
+    return batch
+
+
+def _undecided(report: dict[str, Any], name: str) -> bool:
+    """A flagged note still waiting for a decision (a masking that left hits counts as none)."""
+    decision = (report.get("decisions") or {}).get(name)
+    return decision is None or (decision["decision"] == "mask" and bool(decision.get("remaining")))
+
+
+def _counts(hits: list[list[Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for kind, _, _ in hits:
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class NoteDecision:
+    """What a decision on a flagged note did."""
+
+    note: str
+    decision: str
+    undecided: int  # flagged notes of the batch still waiting for a decision
+    remaining_hits: int = 0  # after a masking: hits the screen still finds (normally 0)
+
+
+def decide_note(
+    sessions: sessionmaker[Session],
+    batch_id: int,
+    note: str,
+    decision: str,
+    reason: str,
+    *,
+    actor_id: int | None,
+    now: datetime,
+    client_address: str | None = None,
+) -> NoteDecision:
+    """Decide one flagged note of a held batch, with the admin's reason, in one transaction:
+    ``release`` it (its hits are not identifiers), ``exclude`` it (it will not be imported; its text is
+    erased now), or ``mask`` its hits with typed placeholders (its staged annotations' offsets move
+    with the text). The batch stays held until it is released or rejected."""
+    from app.domain.phi import PhiHit
+    from app.domain.phi_masking import mask_until_clean, moved_fragments, moved_range, placeholders_after
+
+    if decision not in NOTE_DECISIONS:
+        raise BatchError("decision: release, exclude or mask")
+    reason = _reason_in_words(reason, "why you decide so")
+    with sessions.begin() as db:
+        batch = _held(db, batch_id)
+        # Copies all the way down: the loaded values must stay as loaded, or the change is not seen.
+        report = copy.deepcopy(batch.phi_report or {})
+        flagged = report.get("documents") or {}
+        if note not in flagged:
+            raise BatchError(f"note: '{note}' is not a flagged note of batch {batch_id}")
+        decisions = dict(report.get("decisions") or {})
+        before = decisions.get(note)
+        if before and before["decision"] == "exclude":
+            raise BatchError(f"note: '{note}' is excluded already (its text is erased)")
+        if before and before["decision"] == decision and not _undecided(report, note):
+            raise BatchError(
+                f"decision: '{note}' is {'masked' if decision == 'mask' else 'released'} already"
+            )
+        if before and before["decision"] == "mask" and decision == "release" and not before.get("remaining"):
+            raise BatchError(f"decision: '{note}' is masked: no hit is left to release")
+        staged = copy.deepcopy(batch.staged or {})
+        copies = [d for d in staged.get("documents", []) if d["external_id"] == note]
+        layered = [d for d in staged.get("layers", []) if d["external_id"] == note]  # other folders' copies
+        hits = (before or {}).get("remaining") if before and before["decision"] == "mask" else flagged[note]
+        record: dict[str, Any] = {
+            "decision": decision,
+            "reason": reason,
+            "by": actor_id,
+            "at": now.isoformat(),
+            "hits": _counts(hits),
+        }
+        details: dict[str, Any] = {"note": note, "reason": reason, "hits": record["hits"]}
+        remaining: tuple[PhiHit, ...] = ()
+        if decision == "exclude":
+            staged["documents"] = [d for d in staged.get("documents", []) if d["external_id"] != note]
+            staged["layers"] = [d for d in staged.get("layers", []) if d["external_id"] != note]
+            batch.document_count = len(staged["documents"])
+        elif decision == "mask":
+            [document] = copies
+            steps, remaining = mask_until_clean(
+                document["text"],
+                [PhiHit(kind, start, end) for kind, start, end in hits],
+                lambda t: screen(t).hits,
+            )
+            earlier = [PhiHit(*p) for p in (before or {}).get("placeholders", [])]
+            for version in [document, *layered]:
+                if version["text"] != document["text"]:
+                    raise BatchError(f"note: the copies of '{note}' differ; exclude it instead")
+            for version in [*layered, document]:  # the note itself last: the copies compare with its text
+                version["text"] = steps[-1].text
+                for span in version["spans"]:
+                    fragments = moved_fragments(steps, [Fragment(**f) for f in span["fragments"]])
+                    span["fragments"] = [{"start": f.start, "end": f.end} for f in fragments]
+            moved = [PhiHit(p.kind, *moved_range(steps, p.start, p.end)) for p in earlier]
+            placed = sorted([*moved, *placeholders_after(steps)], key=lambda h: (h.start, h.end))
+            record["placeholders"] = [[p.kind, p.start, p.end] for p in placed]
+            record["remaining"] = [[h.kind, h.start, h.end] for h in remaining]
+            details.update(placeholders=len(placed), remaining=_counts(record["remaining"]))
+        decisions[note] = record
+        report["decisions"] = decisions
+        batch.phi_report, batch.staged = report, staged  # new objects: JSONB columns are written whole
+        audit.record(
+            db,
+            f"batch.note_{decision}",
+            user_id=actor_id,
+            object_type="batch",
+            object_id=batch.id,
+            client_address=client_address,
+            details=details,
+        )
+        undecided = sum(1 for name in flagged if _undecided(report, name))
+        return NoteDecision(note, decision, undecided, len(remaining))
+
+
 def release_batch(
     sessions: sessionmaker[Session],
     batch_id: int,
@@ -635,17 +814,23 @@ def release_batch(
     now: datetime,
     client_address: str | None = None,
 ) -> int:
-    """Store a held batch after an admin has read its PHI report; the reason goes to the audit log."""
-    reason = (reason or "").strip()
-    if len(reason) < 10:
-        raise BatchError(
-            "reason: say in a sentence why these hits are not identifiers (10 characters or more)"
-        )
+    """Store a held batch after an admin has read its PHI report: every note not excluded, masked
+    ones as masked. The reason (for the flagged notes still undecided, released with the batch) goes
+    to the audit log; once every flagged note has its own decision, it may be left out."""
     with sessions.begin() as db:
         batch = db.scalar(select(Batch).where(Batch.id == batch_id).with_for_update())
+        report = copy.deepcopy((batch.phi_report if batch is not None else None) or {})
+        undecided = [name for name in report.get("documents") or {} if _undecided(report, name)]
+        if undecided or (reason or "").strip():
+            reason = _reason_in_words(reason, "why these hits are not identifiers")
+        else:
+            reason = None
         if batch is None or batch.status != BatchStatus.held.value:
             raise BatchError(f"batch {batch_id} is not held for review")
         documents = [_document_from_json(d) for d in (batch.staged or {}).get("documents", [])]
+        layered = [_document_from_json(d) for d in (batch.staged or {}).get("layers", [])]
+        if not documents and not layered:
+            raise BatchError("batch: every note of it is excluded, so nothing is left to store; reject it")
         project = db.get(Project, batch.project_id)
         # Notes stored since the upload may clash with the held ones: say which, store nothing.
         ids = set(
@@ -659,15 +844,27 @@ def release_batch(
         clashes = sorted({d.external_id for d in documents if d.external_id in ids})
         if clashes:
             raise BatchError(f"notes stored since this upload clash with it: {', '.join(clashes[:20])}")
-        layered = [_document_from_json(d) for d in (batch.staged or {}).get("layers", [])]
         # A batch of annotator folders names each note's layer; any other, one for the batch.
         named = {d.layer for d in [*documents, *layered] if d.layer is not None}
         layers = {None: None if named else resolve_layer(db, batch.layer)}
         layers.update({name: resolve_layer(db, name) for name in named})
         _store(db, project, batch, documents, layers)
         _attach_layers(db, project, batch, layered, layers)
-        batch.status, batch.staged = BatchStatus.accepted.value, None
+        decisions = dict(report.get("decisions") or {})
+        for name in undecided:  # the record keeps each flagged note's fate
+            decisions[name] = {
+                **decisions.get(name, {}),
+                "decision": "release",
+                "with_batch": True,
+                "reason": reason,
+                "by": actor_id,
+                "at": now.isoformat(),
+            }
+        report["decisions"] = decisions
+        batch.status, batch.staged, batch.phi_report = BatchStatus.accepted.value, None, report
+        batch.document_count = len(documents)
         batch.phi_override_reason, batch.decided_by, batch.decided_at = reason, actor_id, now
+        fates = [d["decision"] for d in decisions.values()]
         audit.record(
             db,
             "batch.phi_override",
@@ -678,7 +875,9 @@ def release_batch(
             details={
                 "reason": reason,
                 "documents": len(documents),
-                "phi_counts": batch.phi_report.get("counts"),
+                "phi_counts": report.get("counts"),
+                "released_with_batch": len(undecided),
+                "decided": {kind: fates.count(kind) for kind in NOTE_DECISIONS if kind in fates},
             },
         )
         return len(documents)
@@ -691,18 +890,18 @@ def reject_batch(
     actor_id: int | None,
     now: datetime,
     client_address: str | None = None,
-) -> None:
-    """Refuse a held batch; its staged notes are erased."""
+) -> int:
+    """Refuse a held batch; its staged notes are erased. Returns how many notes were erased."""
     with sessions.begin() as db:
-        batch = db.scalar(select(Batch).where(Batch.id == batch_id).with_for_update())
-        if batch is None or batch.status != BatchStatus.held.value:
-            raise BatchError(f"batch {batch_id} is not held for review")
+        batch = _held(db, batch_id)
+        erased = len((batch.staged or {}).get("documents", []))
         batch.status, batch.staged, batch.decided_by, batch.decided_at = (
             BatchStatus.rejected.value,
             None,
             actor_id,
             now,
         )
+        report = batch.phi_report or {}
         audit.record(
             db,
             "batch.reject",
@@ -710,8 +909,22 @@ def reject_batch(
             object_type="batch",
             object_id=batch.id,
             client_address=client_address,
-            details={"phi_counts": batch.phi_report.get("counts")},
+            details={
+                "phi_counts": report.get("counts"),
+                "documents_erased": erased,
+                "flagged": {name: _counts(hits) for name, hits in (report.get("documents") or {}).items()},
+            },
         )
+        return erased
+
+
+def notes_to_erase(sessions: sessionmaker[Session], batch_id: int) -> int | None:
+    """How many notes rejecting the batch would erase (None: the batch is not held)."""
+    with sessions() as db:
+        batch = db.get(Batch, batch_id)
+        if batch is None or batch.status != BatchStatus.held.value:
+            return None
+        return len((batch.staged or {}).get("documents", []))
 
 
 def _store(
@@ -862,7 +1075,8 @@ def _store_layer(
                     "concept_code": span.concept_code,
                     "concept_name": span.concept_name,
                     "notes": list(span.notes),
-                    "status": status,
+                    # What the file says (an undecided pre-label marked in an export), else the layer's.
+                    "status": span.status or status,
                     "confidence": _confidence(span),
                 }
             )
@@ -942,11 +1156,37 @@ def batch_overview(sessions: sessionmaker[Session], rows: int = 100) -> dict[str
     return {"projects": projects, "batches": [(b, names.get(b.project_id, "")) for b in batches]}
 
 
+def batch_choices(sessions: sessionmaker[Session], project_id: int) -> list[Batch]:
+    """The project's batches a lead can pick (a run's notes, a study's, a dashboard filter): those
+    whose notes are in the project. A held or rejected batch, or one that stored no note, is none."""
+    holds_notes = select(Document.id).where(Document.batch_id == Batch.id).exists()
+    with sessions() as db:
+        return list(
+            db.scalars(
+                select(Batch)
+                .where(
+                    Batch.project_id == project_id, Batch.status == BatchStatus.accepted.value, holds_notes
+                )
+                .order_by(Batch.id)
+            )
+        )
+
+
 @dataclass(frozen=True)
 class FlaggedNote:
+    """A note the screen flagged, with its hits in context while its text is kept, and the admin's
+    decision on it (None: undecided)."""
+
     external_id: str
     counts: dict[str, int]
-    excerpts: list[tuple[str, str, str, str]]  # kind, text before, the hit, text after
+    excerpts: list[tuple[str, str, str, str]]  # kind, text before, the hit (or placeholder), text after
+    decision: str | None = None  # release, exclude, mask
+    reason: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    with_batch: bool = False  # released with the batch, not on its own
+    undecided: bool = True
+    remaining: dict[str, int] = field(default_factory=dict)  # hits still found after a masking
 
 
 @dataclass(frozen=True)
@@ -954,26 +1194,79 @@ class BatchDetail:
     batch: Batch
     project_name: str
     flagged: list[FlaggedNote]
+    staged_documents: int = 0  # the notes a rejection would erase
+    stored_documents: int = 0  # the batch's notes in the project
+    decided_by: str | None = None  # who released or rejected the batch
+    uploaded_by: str | None = None
+
+    @property
+    def undecided(self) -> int:
+        return sum(1 for note in self.flagged if note.undecided)
+
+    @property
+    def excluded(self) -> int:
+        return sum(1 for note in self.flagged if note.decision == "exclude")
+
+
+def _excerpts(text: str, hits: list[list[Any]], context: int) -> list[tuple[str, str, str, str]]:
+    return [
+        (kind, text[max(0, start - context) : start], text[start:end], text[end : end + context])
+        for kind, start, end in hits
+    ]
 
 
 def batch_detail(sessions: sessionmaker[Session], batch_id: int, context: int = 30) -> BatchDetail | None:
-    """A batch with its PHI report; while held, each hit shown in its context for the admin's review."""
+    """A batch with its PHI report; while held, each hit shown in its context for the admin's review
+    (a masked note's placeholders in theirs), with the decision taken on each flagged note."""
     with sessions() as db:
         batch = db.get(Batch, batch_id)
         if batch is None:
             return None
         project = db.get(Project, batch.project_id)
-        texts = {d["external_id"]: d["text"] for d in (batch.staged or {}).get("documents", [])}
+        staged = (batch.staged or {}).get("documents", [])
+        texts = {d["external_id"]: d["text"] for d in staged}
+        report = batch.phi_report or {}
+        decisions = report.get("decisions") or {}
+        user_ids = {d.get("by") for d in decisions.values()} | {batch.decided_by, batch.uploaded_by}
+        names = dict(
+            db.execute(
+                select(User.id, User.display_name).where(User.id.in_([i for i in user_ids if i is not None]))
+            ).all()
+        )
+        stored = db.scalar(select(func.count()).select_from(Document).where(Document.batch_id == batch.id))
     flagged = []
-    for external_id, hits in (batch.phi_report.get("documents") or {}).items():
-        counts: dict[str, int] = {}
-        excerpts = []
+    for external_id, hits in (report.get("documents") or {}).items():
+        decision = decisions.get(external_id) or {}
         text = texts.get(external_id)
-        for kind, start, end in hits:
-            counts[kind] = counts.get(kind, 0) + 1
-            if text is not None:
-                excerpts.append(
-                    (kind, text[max(0, start - context) : start], text[start:end], text[end : end + context])
-                )
-        flagged.append(FlaggedNote(external_id, counts, excerpts))
-    return BatchDetail(batch, project.name if project else "", flagged)
+        if text is None:
+            excerpts = []
+        elif decision.get("decision") == "mask":
+            shown = sorted(
+                [*decision.get("placeholders", []), *decision.get("remaining", [])], key=lambda h: h[1]
+            )
+            excerpts = _excerpts(text, shown, context)
+        else:
+            excerpts = _excerpts(text, hits, context)
+        flagged.append(
+            FlaggedNote(
+                external_id,
+                _counts(hits),
+                excerpts,
+                decision=decision.get("decision"),
+                reason=decision.get("reason"),
+                decided_by=names.get(decision.get("by")),
+                decided_at=datetime.fromisoformat(decision["at"]) if decision.get("at") else None,
+                with_batch=bool(decision.get("with_batch")),
+                undecided=_undecided(report, external_id),
+                remaining=_counts(decision.get("remaining") or []),
+            )
+        )
+    return BatchDetail(
+        batch,
+        project.name if project else "",
+        flagged,
+        staged_documents=len(staged),
+        stored_documents=stored or 0,
+        decided_by=names.get(batch.decided_by),
+        uploaded_by=names.get(batch.uploaded_by),
+    )

@@ -8,6 +8,12 @@ The JSONL of every layer also gives, per note with gold and submitted physician 
 span's votes (every physician's label there) and its label distribution, for models of disagreement.
 brat gets each span's attributes (A lines) and concept (N lines) and the set's relations (R lines);
 its document answers go in ``<note>.answers.json`` beside the ``.ann``, which an import reads back.
+
+An annotator's layer is what that physician decided (issue 20). A pre-label still ``pending`` in their
+set (neither accepted, changed nor rejected) is theirs to decide, not their work: it is left out unless
+the export asks ``undecided="mark"``, which writes it marked ``undecided`` (JSONL: ``"status":
+"undecided"``; brat: an AnnotatorNotes line ``status=undecided``, as the confidence is written). A set
+the physician has not changed yet (open, no edit) is left out whole; marked, its pre-labels come out.
 """
 
 import io
@@ -15,7 +21,7 @@ import json
 import re
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -50,7 +56,7 @@ from app.domain.conll import write_conll
 from app.domain.label_schema import LabelSchema, QuestionKind
 from app.domain.spans import Fragment
 from app.domain.spreadsheet import csv_text
-from app.domain.vocabulary import SetOrigin, SetStatus
+from app.domain.vocabulary import SetOrigin, SetStatus, SpanStatus
 from app.services import audit
 from app.services.gold import current_gold_sets
 
@@ -60,6 +66,11 @@ _R_ID = re.compile(r"^R\d+$")
 
 
 CONFIDENCE_NOTE = "confidence="  # a pre-label's confidence in brat: ``#1\tAnnotatorNotes T1\tconfidence=0.9``
+# What an export does with the pre-labels a physician left undecided in their set: leave them out, or
+# write them marked as undecided.
+UNDECIDED_CHOICES = ("exclude", "mark")
+UNDECIDED = "undecided"  # the status a marked one is written with
+STATUS_NOTE = "status="  # in brat: ``#2\tAnnotatorNotes T1\tstatus=undecided``
 
 
 class ExportError(ValueError):
@@ -125,6 +136,8 @@ class LayerSet:
     spans: list[LayerSpan] = field(default_factory=list)
     relations: list[LayerRelation] = field(default_factory=list)
     answers: dict[str, Any] = field(default_factory=dict)
+    # An annotator's set the physician has not changed yet: still open, at its first version.
+    untouched: bool = False
 
 
 @dataclass
@@ -190,6 +203,9 @@ def load_project(
             annotation_set.condition,
             annotation_set.note,
             list(annotation_set.unmodelled_lines or []),
+            untouched=annotation_set.origin == SetOrigin.annotator.value
+            and annotation_set.status == SetStatus.open.value
+            and annotation_set.version == 0,
         )
         layer_sets[annotation_set.id] = item
         by_document.setdefault(annotation_set.document_id, []).append(item)
@@ -245,6 +261,52 @@ def load_project(
         for d in documents
     ]
     return project, result
+
+
+def check_undecided(undecided: str) -> str:
+    """The undecided option as given, or an ExportError naming it."""
+    if undecided not in UNDECIDED_CHOICES:
+        raise ExportError(
+            f"undecided: '{undecided}' is not a choice: exclude (leave undecided pre-labels out) or mark"
+        )
+    return undecided
+
+
+def _decided(layer_set: LayerSet, undecided: str, evidence: set[str]) -> LayerSet | None:
+    """The set as written: an annotator's set without the pre-labels its physician left undecided, or
+    with them marked; None for a set to leave out. Other layers are written as they are."""
+    if layer_set.origin != SetOrigin.annotator.value:
+        return layer_set
+    pending = SpanStatus.pending.value
+    if layer_set.untouched and (undecided == "exclude" or not layer_set.spans):
+        return None
+    if undecided == "mark":
+        return replace(
+            layer_set,
+            spans=[replace(s, status=UNDECIDED) if s.status == pending else s for s in layer_set.spans],
+            relations=[
+                replace(r, status=UNDECIDED) if r.status == pending else r for r in layer_set.relations
+            ],
+        )
+    spans = [s for s in layer_set.spans if s.status != pending]
+    kept = {s.uid for s in spans}
+    relations = [r for r in layer_set.relations if r.status != pending and r.head in kept and r.tail in kept]
+    answers = {
+        # Evidence cites spans: only those written.
+        key: [uid for uid in value if uid in kept] if key in evidence and isinstance(value, list) else value
+        for key, value in layer_set.answers.items()
+    }
+    return replace(layer_set, spans=spans, relations=relations, answers=answers)
+
+
+def _written(document: ExportDocument, undecided: str, evidence: set[str]) -> list[LayerSet]:
+    """The sets of a note as an export writes them (see ``_decided``)."""
+    return [s for s in (_decided(x, undecided, evidence) for x in document.sets) if s is not None]
+
+
+def _evidence_keys(project: Project) -> set[str]:
+    schema = LabelSchema.model_validate(project.label_schema)
+    return {q.key for q in schema.document_questions if q.kind == QuestionKind.evidence}
 
 
 def _ordered(distribution: dict[str, int]) -> dict[str, int]:
@@ -304,13 +366,31 @@ def _brat(text: str, layer_set: LayerSet, schema: LabelSchema) -> tuple[str, dic
         if span.confidence is not None and not any(n.startswith(CONFIDENCE_NOTE) for n in span.notes):
             # The form clinann's import reads back (a note read in with it is written as it was).
             annotations.annotator_notes.append(BratNote("", ident, f"{CONFIDENCE_NOTE}{span.confidence:g}"))
+        if span.status == UNDECIDED and not any(n.startswith(STATUS_NOTE) for n in span.notes):
+            annotations.annotator_notes.append(BratNote("", ident, f"{STATUS_NOTE}{UNDECIDED}"))
         if layer_set.origin == SetOrigin.gold.value and span.label_distribution is not None:
             annotations.annotator_notes.append(BratNote("", ident, _ambiguity_note(span.label_distribution)))
+    marked = any(r.status == UNDECIDED for r in layer_set.relations)
+    # A note names its relation: with undecided relations to mark, every relation gets its id here, the
+    # way write_ann would number it (after the highest R id given).
+    next_r = 1 + max(
+        (
+            int(ident[1:])
+            for ident in [r.uid for r in layer_set.relations]
+            + [u.split("\t", 1)[0] for u in layer_set.unmodelled]
+            if _R_ID.match(ident)
+        ),
+        default=0,
+    )
     for relation in layer_set.relations:
         ident = relation.uid if _R_ID.match(relation.uid) else ""
+        if marked and not ident:
+            ident, next_r = f"R{next_r}", next_r + 1
         annotations.relations.append(
             BratRelation(ident, relation.type, t_ids[relation.head], t_ids[relation.tail])
         )
+        if relation.status == UNDECIDED:
+            annotations.annotator_notes.append(BratNote("", ident, f"{STATUS_NOTE}{UNDECIDED}"))
     annotations.unmodelled = list(layer_set.unmodelled)
     evidence = {q.key for q in schema.document_questions if q.kind == QuestionKind.evidence}
     answers = {
@@ -324,15 +404,18 @@ def _folder(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", layer.replace(":", "-"))
 
 
-def export_brat(project: Project, documents: list[ExportDocument], layer: str | None) -> bytes:
+def export_brat(
+    project: Project, documents: list[ExportDocument], layer: str | None, undecided: str = "exclude"
+) -> bytes:
     """A zip: annotation.conf and, per layer (a folder each when several), .txt and .ann per note,
     with ``.answers.json`` beside the ``.ann`` of a set that answered the document questions."""
     schema = LabelSchema.model_validate(project.label_schema)
+    evidence = _evidence_keys(project)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("annotation.conf", write_annotation_conf(project.label_schema))
         for document in documents:
-            for layer_set in document.sets:
+            for layer_set in _written(document, undecided, evidence):
                 folder = "" if layer else f"{_folder(layer_set.layer)}/"
                 stem = f"{folder}{document.external_id}"
                 ann, answers = _brat(document.text, layer_set, schema)
@@ -359,6 +442,8 @@ def _span_json(span: LayerSpan) -> dict[str, Any]:
         item["notes"] = span.notes
     if span.confidence is not None:
         item["confidence"] = span.confidence
+    if span.status == UNDECIDED:  # the import format: only a marked one says so
+        item["status"] = UNDECIDED
     return item
 
 
@@ -415,13 +500,20 @@ def _adjudication(document: ExportDocument) -> dict[str, Any] | None:
     }
 
 
-def export_jsonl(documents: list[ExportDocument], layer: str | None) -> str:
+def export_jsonl(
+    documents: list[ExportDocument],
+    layer: str | None,
+    undecided: str = "exclude",
+    evidence: set[str] = frozenset(),
+) -> str:
     """With a layer: the import format (spans at top level). Without: every layer of every note, and
-    for a note with gold and submitted physician sets its ``adjudication``: each gold span's votes."""
+    for a note with gold and submitted physician sets its ``adjudication``: each gold span's votes
+    (counted on the physicians' whole sets, as the adjudication page shows them)."""
     lines = []
     for document in documents:
+        written = _written(document, undecided, evidence)
         if layer is not None:
-            for layer_set in document.sets:
+            for layer_set in written:
                 lines.append(
                     {
                         "id": document.external_id,
@@ -450,7 +542,7 @@ def export_jsonl(documents: list[ExportDocument], layer: str | None) -> str:
                     "answers": s.answers,
                     "unmodelled": s.unmodelled,
                 }
-                for s in document.sets
+                for s in written
             ],
         }
         adjudication = _adjudication(document)
@@ -461,11 +553,13 @@ def export_jsonl(documents: list[ExportDocument], layer: str | None) -> str:
 
 
 def export_conll(project: Project, documents: list[ExportDocument], layer: str) -> str:
-    """CoNLL IOB2 of one layer; a ``# doc_id`` comment starts each note (overlaps: see app/domain/conll)."""
+    """CoNLL IOB2 of one layer; a ``# doc_id`` comment starts each note (overlaps: see app/domain/conll).
+    It cannot mark a label undecided: an annotator's undecided pre-labels are left out."""
     order = [e["name"] for e in project.label_schema.get("entity_types", [])]
+    evidence = _evidence_keys(project)
     parts = []
     for document in documents:
-        for layer_set in document.sets:
+        for layer_set in _written(document, "exclude", evidence):
             parts.append(
                 f"# doc_id = {document.external_id}\n" + write_conll(document.text, layer_set.spans, order)
             )
@@ -548,12 +642,12 @@ def export_project(
     actor_id: int | None,
     client_address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    undecided: str = "exclude",
 ) -> ExportFile:
-    """Make one export of a project and audit it."""
-    if fmt not in FORMATS:
-        raise ExportError(f"format: one of {', '.join(FORMATS)}")
-    if fmt == "conll" and not layer:
-        raise ExportError("layer: CoNLL holds one layer; name it (gold, annotator:LOGIN or pre:NAME)")
+    """Make one export of a project and audit it. ``undecided``: what to do with the pre-labels a
+    physician left undecided in their set, ``exclude`` or ``mark`` (not for CoNLL); the edit log
+    ignores it."""
+    _check_request(fmt, layer, undecided)
     with sessions() as db:
         if fmt.startswith("events"):
             project = db.get(Project, project_id)
@@ -565,9 +659,9 @@ def export_project(
             project, documents = load_project(db, project_id, layer, progress)
             count = len(documents)
             if fmt == "brat":
-                content = export_brat(project, documents, layer)
+                content = export_brat(project, documents, layer, undecided)
             elif fmt == "jsonl":
-                content = export_jsonl(documents, layer).encode("utf-8")
+                content = export_jsonl(documents, layer, undecided, _evidence_keys(project)).encode("utf-8")
             else:
                 content = export_conll(project, documents, layer).encode("utf-8")
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", project.name).strip("-") or "project"
@@ -585,7 +679,8 @@ def export_project(
         "events-csv": "text/csv",
         "events-jsonl": "application/x-ndjson",
     }[fmt]
-    name = f"{stem}{'-' + _folder(layer) if layer else ''}{suffix}"
+    marked = "-undecided-marked" if undecided == "mark" and not fmt.startswith("events") else ""
+    name = f"{stem}{'-' + _folder(layer) if layer else ''}{marked}{suffix}"
     with sessions.begin() as db:
         audit.record(
             db,
@@ -594,9 +689,28 @@ def export_project(
             object_type="project",
             object_id=project_id,
             client_address=client_address,
-            details={"format": fmt, "layer": layer, "documents": count, "bytes": len(content)},
+            details={
+                "format": fmt,
+                "layer": layer,
+                "undecided": undecided,
+                "documents": count,
+                "bytes": len(content),
+            },
         )
     return ExportFile(name, media, content, count)
+
+
+def _check_request(fmt: str, layer: str | None, undecided: str) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"format: one of {', '.join(FORMATS)}")
+    if fmt == "conll" and not layer:
+        raise ExportError("layer: CoNLL holds one layer; name it (gold, annotator:LOGIN or pre:NAME)")
+    check_undecided(undecided)
+    if fmt == "conll" and undecided == "mark":
+        raise ExportError(
+            "undecided: CoNLL cannot mark a label as undecided; export it with them left out (exclude), "
+            "or choose brat or JSONL to mark them"
+        )
 
 
 # ---- exports in the background --------------------------------------------------------------------
@@ -610,15 +724,13 @@ def request_export(
     *,
     actor_id: int | None,
     client_address: str | None = None,
+    undecided: str = "exclude",
 ) -> int:
     """Record an export to make in the background, audited, and queue its job; return its id."""
     from app.db.models import ExportFile as ExportRow
     from app.jobs import defer
 
-    if fmt not in FORMATS:
-        raise ExportError(f"format: one of {', '.join(FORMATS)}")
-    if fmt == "conll" and not layer:
-        raise ExportError("layer: CoNLL holds one layer; name it (gold, annotator:LOGIN or pre:NAME)")
+    _check_request(fmt, layer, undecided)
     with sessions.begin() as db:
         if db.get(Project, project_id) is None:
             raise ExportError(f"project: no project {project_id}")
@@ -633,13 +745,14 @@ def request_export(
             object_type="export",
             object_id=export_id,
             client_address=client_address,
-            details={"project_id": project_id, "format": fmt, "layer": layer or None},
+            details={"project_id": project_id, "format": fmt, "layer": layer or None, "undecided": undecided},
         )
-    defer("make_export", export_id=export_id)
+    # The row has no column for it (no migration for one option): the job carries it, the audit keeps it.
+    defer("make_export", export_id=export_id, undecided=undecided)
     return export_id
 
 
-def make_export(sessions: sessionmaker[Session], export_id: int, folder) -> None:
+def make_export(sessions: sessionmaker[Session], export_id: int, folder, undecided: str = "exclude") -> None:
     """The job: make the file, reporting progress as it goes; a failure is recorded, not lost."""
     from datetime import UTC, datetime
     from pathlib import Path
@@ -660,7 +773,9 @@ def make_export(sessions: sessionmaker[Session], export_id: int, folder) -> None
             db.execute(update(ExportRow).where(ExportRow.id == export_id).values(done=done, total=total))
 
     try:
-        result = export_project(sessions, project_id, fmt, layer, actor_id=actor, progress=progress)
+        result = export_project(
+            sessions, project_id, fmt, layer, actor_id=actor, progress=progress, undecided=undecided
+        )
         target = Path(folder) / f"{export_id}-{result.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(result.content)

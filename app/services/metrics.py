@@ -556,3 +556,48 @@ def project_metrics(
             for d, f1 in pooled["documents_by_disagreement"]
         ],
     }
+
+
+def notes_awaiting_adjudication(
+    sessions: sessionmaker[Session],
+    project_id: int,
+    *,
+    batch_id: int | None = None,
+    annotator: str | None = None,
+) -> int:
+    """Notes that two or more physicians submitted and whose adjudication into gold is not submitted yet:
+    the adjudication queue's notes that are not done (of the batch, and with that physician's work, when
+    given). Counted in the database, so the dashboard's summary does not build the queue."""
+    with sessions() as db:
+        submitted = (
+            select(AnnotationSet.document_id)
+            .join(Document, Document.id == AnnotationSet.document_id)
+            .where(
+                Document.project_id == project_id,
+                AnnotationSet.origin == SetOrigin.annotator.value,
+                AnnotationSet.status == SetStatus.submitted.value,
+            )
+            .group_by(AnnotationSet.document_id)
+            .having(func.count(AnnotationSet.annotator_id.distinct()) >= 2)
+        )
+        if batch_id is not None:
+            submitted = submitted.where(Document.batch_id == batch_id)
+        if annotator is not None:
+            physician = (
+                select(AnnotationSet.document_id)
+                .join(User, User.id == AnnotationSet.annotator_id)
+                .where(
+                    User.username == annotator,
+                    AnnotationSet.origin == SetOrigin.annotator.value,
+                    AnnotationSet.status == SetStatus.submitted.value,
+                )
+            )
+            submitted = submitted.where(AnnotationSet.document_id.in_(physician))
+        # An adjudication is a lead's gold set (an imported gold layer has no annotator), as in the queue.
+        adjudicated = select(AnnotationSet.document_id).where(
+            AnnotationSet.origin == SetOrigin.gold.value,
+            AnnotationSet.annotator_id.is_not(None),
+            AnnotationSet.status == SetStatus.submitted.value,
+        )
+        waiting = submitted.where(AnnotationSet.document_id.not_in(adjudicated)).subquery()
+        return db.scalar(select(func.count()).select_from(waiting)) or 0

@@ -169,7 +169,7 @@ def update_project(
             for kind in sorted(relation_types - {r.name for r in schema.relation_types})
         ]
         if problems:
-            raise LabelSchemaError(problems)
+            raise LabelSchemaError(problems, label_schema)
         before = {
             "name": project.name,
             "label_schema": project.label_schema,

@@ -8,7 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, column, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import (
@@ -89,6 +90,16 @@ def _progress(db: Session, run_ids: list[int]) -> dict[int, Progress]:
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for run_id, status, count in rows:
         counts[run_id][status] = count
+    # An imported run (pre-labels uploaded as pre:NAME) has no job per note, only its sets: each is a
+    # note it finished (issue 20: it showed "0 / 0 notes").
+    imported = [r for r in run_ids if not counts[r]]
+    if imported:
+        for run_id, count in db.execute(
+            select(AnnotationSet.pre_annotation_run_id, func.count(func.distinct(AnnotationSet.document_id)))
+            .where(AnnotationSet.pre_annotation_run_id.in_(imported))
+            .group_by(AnnotationSet.pre_annotation_run_id)
+        ):
+            counts[run_id][RunStatus.succeeded.value] = count
     return {r: Progress(sum(counts[r].values()), dict(counts[r])) for r in run_ids}
 
 
@@ -133,31 +144,88 @@ def note_results(sessions: sessionmaker[Session], run_id: int) -> list[NoteResul
                 .group_by(AnnotationSet.id)
             ).all()
         )
+        # Counted in the database: the raw outputs hold every prompt and answer, and the run's page
+        # reads this table every 2 s while the run works (issue 20).
+        chunk = (
+            func.jsonb_array_elements(PreAnnotationResult.raw_outputs)
+            .table_valued(column("value", JSONB))
+            .alias("c")
+        )
+        item = chunk.c.value
+
+        def over_chunks(value):
+            return (
+                select(func.coalesce(func.sum(value), 0))
+                .select_from(chunk)
+                .where(func.jsonb_typeof(item) == "object")
+                .scalar_subquery()
+            )
+
+        def listed(key: str):
+            return case(
+                (func.jsonb_typeof(item[key]) == "array", func.jsonb_array_length(item[key])), else_=0
+            )
+
         rows = db.execute(
-            select(PreAnnotationResult, Document.external_id)
+            select(
+                PreAnnotationResult.document_id,
+                Document.external_id,
+                PreAnnotationResult.status,
+                PreAnnotationResult.attempts,
+                PreAnnotationResult.annotation_set_id,
+                PreAnnotationResult.prompt_tokens,
+                PreAnnotationResult.completion_tokens,
+                PreAnnotationResult.latency_ms,
+                over_chunks(case((item.has_key("messages"), 1), else_=0)),
+                over_chunks(listed("dropped")),
+                over_chunks(listed("fuzzy")),
+                PreAnnotationResult.error,
+            )
             .join(Document, Document.id == PreAnnotationResult.document_id)
             .where(PreAnnotationResult.run_id == run_id)
             .order_by(Document.external_id)
         ).all()
-        results = []
-        for result, external_id in rows:
-            chunks = [c for c in (result.raw_outputs or []) if isinstance(c, dict)]
-            results.append(
-                NoteResult(
-                    document_id=result.document_id,
-                    external_id=external_id,
-                    status=result.status,
-                    attempts=result.attempts,
-                    pre_labels=span_counts.get(result.annotation_set_id, 0),
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
-                    latency_ms=result.latency_ms,
-                    chunks=sum(1 for c in chunks if "messages" in c),
-                    dropped=sum(len(c.get("dropped") or []) for c in chunks),
-                    fuzzy=sum(len(c.get("fuzzy") or []) for c in chunks),
-                    error=result.error,
-                )
+        results = [
+            NoteResult(
+                document_id=document_id,
+                external_id=external_id,
+                status=status,
+                attempts=attempts,
+                pre_labels=span_counts.get(set_id, 0),
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_ms=latency_ms,
+                chunks=int(chunks),
+                dropped=int(dropped),
+                fuzzy=int(fuzzy),
+                error=error,
             )
+            for (document_id, external_id, status, attempts, set_id, prompt_tokens, completion_tokens,
+                 latency_ms, chunks, dropped, fuzzy, error) in rows
+        ]  # fmt: skip
+        if not results:  # an imported run: its notes are its sets
+            results = [
+                NoteResult(
+                    document_id,
+                    external_id,
+                    RunStatus.succeeded.value,
+                    0,
+                    span_counts.get(set_id, 0),
+                    None,
+                    None,
+                    None,
+                    0,
+                    0,
+                    0,
+                    None,
+                )  # fmt: skip
+                for set_id, document_id, external_id in db.execute(
+                    select(AnnotationSet.id, Document.id, Document.external_id)
+                    .join(Document, Document.id == AnnotationSet.document_id)
+                    .where(AnnotationSet.pre_annotation_run_id == run_id)
+                    .order_by(Document.external_id)
+                )
+            ]
         return results
 
 

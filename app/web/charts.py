@@ -102,6 +102,7 @@ def time_chart(
     *,
     document_minutes: Mapping[str, Sequence[float]] | None = None,
     chart_id: str = "time-chart",
+    testid: str = "time-chart",
 ) -> Markup:
     """Mean active minutes per note of each condition with its 95% CI; the published study's in grey beside.
 
@@ -159,7 +160,11 @@ def time_chart(
         mean, low, high, n = ours.get("mean"), ours.get("ci_low"), ours.get("ci_high"), ours.get("n", 0)
         ours_y = centre - 8
         group = [f'<g data-condition="{_text(condition)}" data-series="ours">']
-        summary = f"{condition}: mean {_number(mean)} min{_interval(low, high)}, n = {n}"
+        summary = (
+            f"{condition}: mean {_number(mean)} min{_interval(low, high)}, n = {n}"
+            if mean is not None
+            else f"{condition}: no timed note yet"
+        )
         group.append(f"<title>{_text(summary)}</title>")
         for value in document_minutes.get(condition, ()):
             group.append(f'<circle cx="{x(value)}" cy="{ours_y}" r="2.5" fill="{OURS}" fill-opacity="0.35"/>')
@@ -187,7 +192,7 @@ def time_chart(
             body.append(_diamond(x(p_mean), ref_y, 9, REFERENCE) + "</g>")
             described.append(reference_summary)
     title = "Active minutes per note by condition, with the published study's figures in grey"
-    return _svg(width, height, chart_id, "time-chart", title, "; ".join(described) or "no condition", body)
+    return _svg(width, height, chart_id, testid, title, "; ".join(described) or "no condition", body)
 
 
 def edit_mix_chart(
@@ -252,3 +257,65 @@ def edit_mix_chart(
     return _svg(
         width, height, chart_id, "edit-mix-chart", title, "; ".join(described) or "no pre-labels", body
     )
+
+
+def agreement_chart(
+    per_label: Mapping[str, Mapping[str, Any] | None],
+    overall: Mapping[str, Any] | None = None,
+    *,
+    measure: str = "strict span F1",
+    chart_id: str = "agreement-chart",
+) -> Markup:
+    """Per label, a horizontal bar of an agreement figure ({"value", "ci"}, from 0 to 1) with its 95% CI as
+    a whisker; "all labels" last when ``overall`` is given. A label with no figure says so in words."""
+    rows = list(per_label.items()) + ([("all labels", overall)] if overall is not None else [])
+    left, right, top, row_height, bottom = 130, 110, 12, 26, 40
+    width = 660
+    plot_width = width - left - right
+    height = top + row_height * max(len(rows), 1) + bottom
+    axis_y = top + row_height * max(len(rows), 1)
+
+    def x(value: float) -> float:
+        return round(left + plot_width * min(1.0, max(0.0, value)), 2)
+
+    body: list[str] = []
+    for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        body.append(
+            _line(x(tick), top - 4, x(tick), axis_y, GRID)
+            + f'<text x="{x(tick)}" y="{axis_y + 16}" text-anchor="middle" fill="{MUTED}">{tick:g}</text>'
+        )
+    body.append(
+        f'<text x="{left + plot_width / 2}" y="{axis_y + 34}" text-anchor="middle" fill="{MUTED}">'
+        f"{_text(measure)}, mean over pairs of physicians</text>"
+    )
+    described = []
+    for row, (label, figure) in enumerate(rows):
+        bar_y = top + row_height * row + 4
+        value = None if figure is None else figure.get("value")
+        ci = None if figure is None else figure.get("ci")
+        body.append(f'<text x="{left - 10}" y="{bar_y + 13}" text-anchor="end">{_text(label)}</text>')
+        if value is None:
+            body.append(f'<text x="{left + 4}" y="{bar_y + 13}" fill="{MUTED}">nothing to compare yet</text>')
+            described.append(f"{label}: nothing to compare yet")
+            continue
+        interval = "" if not ci else f" (95% CI {ci[0]:.2f} to {ci[1]:.2f})"
+        summary = f"{label}: {value:.2f}{interval}"
+        fill = INK if overall is not None and row == len(rows) - 1 else OURS  # "all labels" apart
+        group = [f'<g data-label="{_text(label)}" data-value="{value!r}"><title>{_text(summary)}</title>']
+        group.append(
+            f'<rect x="{left}" y="{bar_y}" width="{round(x(value) - left, 2)}" height="16" fill="{fill}" '
+            'fill-opacity="0.75"/>'
+        )
+        if ci:
+            centre = bar_y + 8
+            group.append(_line(x(ci[0]), centre, x(ci[1]), centre, INK, 1.5))
+            for end in ci:
+                group.append(_line(x(end), centre - 5, x(end), centre + 5, INK, 1.5))
+        group.append(
+            f'<text x="{left + plot_width + 8}" y="{bar_y + 13}" fill="{MUTED}">{value:.2f}'
+            f"{'' if not ci else f' [{ci[0]:.2f}, {ci[1]:.2f}]'}</text></g>"
+        )
+        body.extend(group)
+        described.append(summary)
+    title = f"Agreement per label: {measure} with its 95% CI"
+    return _svg(width, height, chart_id, "agreement-chart", title, "; ".join(described) or "no label", body)

@@ -1064,24 +1064,56 @@
   acceptDialog.addEventListener("close", () => noteText.focus({ preventScroll: true }));
 
   const submitDialog = document.getElementById("submit-dialog");
-  function submit() {
+  let focusAfterSubmitDialog = null; // where the focus goes when the dialog closes (else the note)
+  function disputes() {
+    // Gold: the comparison panel marks each stretch agreed, or disputed and settled (gold holds one of
+    // its versions) or not yet.
+    const rows = data.gold && comparisonEl
+      ? [...comparisonEl.querySelectorAll("[data-testid=candidate][data-agreed=false]")] : [];
+    return { disputed: rows.length, unsettled: rows.filter((row) => row.dataset.resolved !== "true") };
+  }
+  async function submit() {
     if (data.status !== "open") { toast(`This note is ${data.status}.`); return; }
+    // Settled as gold is now, not as the panel last showed it (offline: as it last showed it).
+    if (data.gold) await refreshComparison().catch(() => {});
+    if (submitDialog.open) return;
     const { spanUids, relationUids } = undecided();
     const count = spanUids.length + relationUids.length;
+    const { disputed, unsettled } = disputes();
     const words = [spanUids.length ? `${spanUids.length} pre-label${spanUids.length === 1 ? "" : "s"}` : "",
       relationUids.length ? `${relationUids.length} pre-labelled relation${relationUids.length === 1 ? "" : "s"}` : ""].filter(Boolean).join(" and ");
+    const open = unsettled.length
+      ? `${unsettled.length} of ${disputed} dispute${disputed === 1 ? "" : "s"} ${unsettled.length === 1 ? "is" : "are"} not settled yet.`
+      : "";
     document.getElementById("submit-text").textContent = count
       ? `${words} ${count === 1 ? "is" : "are"} still undecided. Accept them, reject them, or go back to the first one.`
         + (data.require_decided ? " This study needs every pre-label decided before a note is submitted." : "")
         + " The report counts a pre-label left undecided as undecided, never as kept."
-      : "Submit this note? It is then closed for changes.";
+        + (open ? ` ${open}` : "")
+      : open
+        ? `${open} Gold holds none of the physicians' versions there. Go to the first to settle it, or submit anyway.`
+        : "Submit this note? It is then closed for changes.";
     submitDialog.dataset.undecided = String(count);
+    submitDialog.dataset.unsettled = String(unsettled.length);
     submitDialog.querySelectorAll("[data-when=undecided]").forEach((b) => { b.hidden = !count; });
-    submitDialog.querySelector("[data-choice=submit]").hidden = count > 0;
+    submitDialog.querySelectorAll("[data-when=unsettled]").forEach((b) => { b.hidden = !unsettled.length; });
+    const confirm = submitDialog.querySelector("[data-choice=submit]");
+    confirm.hidden = count > 0;
+    confirm.textContent = unsettled.length ? "Submit anyway" : "Submit";
+    confirm.classList.toggle("primary", !unsettled.length);
     submitDialog.querySelector("[data-choice=accept]").hidden = !count;
     submitDialog.querySelector("[data-choice=reject]").hidden = !count;
     submitDialog.showModal();
-    submitDialog.querySelector(count ? "[data-choice=first]" : "[data-choice=submit]").focus();
+    submitDialog.querySelector(count ? "[data-choice=first]" : unsettled.length ? "[data-choice=first-dispute]" : "[data-choice=submit]").focus();
+  }
+  function goToFirstDispute() {
+    const row = disputes().unsettled[0];
+    if (!row) return;
+    const show = row.querySelector("[data-show-start]");
+    if (show) setSelection([cpToU16(Number(show.dataset.showStart)), cpToU16(Number(show.dataset.showEnd))]);
+    row.classList.add("is-target"); // until the panel is next refreshed
+    row.scrollIntoView({ block: "center" });
+    focusAfterSubmitDialog = row.querySelector("[data-testid=keep]") || show;
   }
   submitDialog.addEventListener("click", (event) => {
     const choice = event.target.closest("[data-choice]")?.dataset.choice;
@@ -1091,13 +1123,18 @@
     if (choice === "accept") { send({ kind: "accept_all", uids: [...spanUids, ...relationUids] }); send({ kind: "submit" }); }
     else if (choice === "reject") { send({ kind: "reject_all", uids: [...spanUids, ...relationUids] }); send({ kind: "submit" }); }
     else if (choice === "submit") send({ kind: "submit" });
+    else if (choice === "first-dispute") goToFirstDispute();
     else if (choice === "first") {
       const first = orderedUids().find((u) => spans.get(u).status === "pending");
       if (first) { setSelection(null); selectSpan(first); }
       else if (relationUids.length) selectRelation(relationUids[0]);
     }
   });
-  submitDialog.addEventListener("close", () => noteText.focus({ preventScroll: true }));
+  submitDialog.addEventListener("close", () => {
+    const target = focusAfterSubmitDialog;
+    focusAfterSubmitDialog = null;
+    (target || noteText).focus({ preventScroll: true });
+  });
   function afterSubmit() { if (data.may_reopen) toast("Submitted. Reopen it if you need to change it."); }
 
   const skipDialog = document.getElementById("skip-dialog");

@@ -113,3 +113,47 @@ def test_an_unreadable_answers_file_is_a_problem_naming_file_and_line():
     documents, problems = attach_answer_files([bare], {"n1.answers.json": '{"a": 1,}'})
     assert [(p.file, p.line) for p in problems] == [("n1.answers.json", 1)]
     assert "not JSON" in problems[0].message and documents[0].answers == {}
+
+
+# (what, note lines after T1-T3 and R1, span statuses, span notes, relation status, kept verbatim)
+UNDECIDED_CASES = [
+    (
+        "a T line's status=undecided (an export's mark) makes it pending, not a note",
+        "#1\tAnnotatorNotes T2\tstatus=undecided\n#2\tAnnotatorNotes T1\tseen by Dr A\n",
+        {"T1": None, "T2": "pending", "T3": None},
+        {"T1": ("seen by Dr A",)},
+        None,
+        [],
+    ),
+    (
+        "on an R line too",
+        "#1\tAnnotatorNotes R1\tstatus=undecided\n",
+        {"T1": None, "T2": None, "T3": None},
+        {},
+        "pending",
+        [],
+    ),
+    (
+        "another note on a relation stays verbatim, and other words are a note",
+        "#1\tAnnotatorNotes R1\tchecked\n#2\tAnnotatorNotes T3\tstatus=undecided?\n",
+        {"T1": None, "T2": None, "T3": None},
+        {"T3": ("status=undecided?",)},
+        None,
+        ["#1\tAnnotatorNotes R1\tchecked"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("notes", "statuses", "span_notes", "relation_status", "verbatim"),
+    [case[1:] for case in UNDECIDED_CASES],
+    ids=[case[0] for case in UNDECIDED_CASES],
+)
+def test_an_undecided_mark_is_read_as_the_status(notes, statuses, span_notes, relation_status, verbatim):
+    ann = T_LINES + "R1\tTreats Arg1:T3 Arg2:T1\n" + notes
+    document, problems, _ = read_brat_document("n", TEXT, ann, "n.ann")
+    assert not problems
+    assert {s.id: s.status for s in document.spans} == statuses
+    assert {s.id: s.notes for s in document.spans if s.notes} == span_notes
+    assert [r.status for r in document.relations] == [relation_status]
+    assert document.unmodelled == verbatim

@@ -134,11 +134,18 @@ BAD_LINES = [
         "",
     ),
     (
-        "relation status neither pending nor confirmed",
+        "relation status neither pending, confirmed nor undecided",
         line(relations=[{"id": "R1", "type": "X", "head": "T2", "tail": "T1", "status": "accepted"}]),
         1,
         "relations[0].status",
-        "'pending' or 'confirmed'",
+        "'pending', 'confirmed' or 'undecided'",
+    ),
+    (
+        "span status neither pending, confirmed nor undecided (an export marks undecided ones)",
+        line(spans=[{"id": "T1", "label": "Drug", "fragments": [[0, 7]], "status": "kept"}]),
+        1,
+        "spans[0].status",
+        "'pending', 'confirmed' or 'undecided'",
     ),
     (
         "relation confidence above 1",

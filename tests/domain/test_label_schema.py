@@ -53,12 +53,12 @@ BAD_SCHEMAS = [
     ("hotkey two chars", with_change("entity_types.1.hotkey", "ss"), "entity_types[1].hotkey", "one"),
     ("hotkey reserved", with_change("entity_types.1.hotkey", "z"), "entity_types[1].hotkey", "reserved"),
     ("hotkey reused", with_change("entity_types.1.hotkey", "d"), "entity_types[1].hotkey", "Drug"),
-    ("name with space", with_change("entity_types.0.name", "Drug name"), "entity_types[0].name", "pattern"),
+    ("name with space", with_change("entity_types.0.name", "Drug name"), "entity_types[0].name", "a letter"),
     (
         "unknown field",
         with_change("entity_types.0.colour", "#000000"),
         "entity_types[0].colour",
-        "not permitted",
+        "not a field clinann knows",
     ),
     ("duplicate type", with_change("entity_types.1.name", "Drug"), "entity_types[1].name", "twice"),
     (
@@ -123,3 +123,95 @@ def test_study_defaults_follow_the_metric_definitions():
     study = parse_study_settings({})
     assert study.idle_threshold_seconds == 60
     assert set(study.conditions) == {"scratch", "refine_llm", "refine_human"}
+
+
+# ---- problems in a lead's words, and distinct default colours (issue 20) ----------------------------
+
+DRUG = {"name": "Drug", "color": "#1f77b4"}
+NAME_RULE = "start with a letter, then letters, digits, '_' or '-' (at most 64 characters, no spaces)"
+SCHEMA_PROBLEMS_IN_WORDS = [
+    # (schema, the problem as the page says it)
+    (
+        {"entity_types": [{"name": "Drug", "color": "#1f77b4"}, {"name": "Dose", "color": "#f00"}]},
+        "Label 2 (Dose), colour: must be a colour like #1f77b4",
+    ),
+    (
+        {"entity_types": [DRUG], "relation_types": [{"name": "Of", "head_types": [], "tail_types": ["X"]}]},
+        "Relation type 1 (Of), from (head) types: name at least one entity type",
+    ),
+    (
+        {"entity_types": [{"name": "Drug name", "color": "#1f77b4"}]},
+        f"Label 1 (Drug name), name: {NAME_RULE}",
+    ),
+    (
+        {"span_attributes": [{"name": "Negated", "values": []}]},
+        "Attribute 1 (Negated), values: give at least one value",
+    ),
+    (
+        {"document_questions": [{"key": "dx", "prompt": "", "kind": "text"}]},
+        "Question 1 (dx), question: fill it in",
+    ),
+    (
+        {"entity_types": [DRUG], "span_attributes": [{"name": "N", "values": ["y"], "applies_to": ["Dose"]}]},
+        "Attribute 1 (N), for types, item 1: unknown entity type 'Dose'",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("schema,words", SCHEMA_PROBLEMS_IN_WORDS)
+def test_schema_problems_are_said_in_words(schema, words):
+    with pytest.raises(LabelSchemaError) as raised:
+        parse_label_schema(schema)
+    assert raised.value.described == [words]
+    assert "List should have" not in str(raised.value) and "String should" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "settings,words",
+    [
+        ({"conditions": []}, "Study settings, conditions: choose at least one condition"),
+        ({"idle_threshold_seconds": 0}, "Study settings, idle time threshold: must be above 0"),
+        ({"idle_threshold_seconds": 7200}, "Study settings, idle time threshold: must be at most 3600"),
+        ({"overlap": "two"}, "Study settings, physicians per note for agreement: must be a whole number"),
+    ],
+)
+def test_study_setting_problems_are_said_in_words(settings, words):
+    with pytest.raises(LabelSchemaError) as raised:
+        parse_study_settings(settings)
+    assert raised.value.described == [words]
+
+
+def _cielab(colour: str) -> tuple[float, float, float]:
+    """sRGB (D65) to CIELAB, written out here from the CIE formulas, apart from the code under test."""
+
+    def linear(c: float) -> float:
+        return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
+
+    r, g, b = (linear(int(colour[i : i + 2], 16) / 255) for i in (1, 3, 5))
+    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
+    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29
+
+    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
+
+
+def test_default_colours_are_distinct_and_clearly_apart():
+    from app.domain.label_schema import LABEL_PALETTE, distinct_colour
+
+    taken: list[str] = []
+    for _ in range(40):
+        taken.append(distinct_colour(taken))
+    assert len(set(taken)) == 40 and taken[:20] == list(LABEL_PALETTE)
+    parse_label_schema({"entity_types": [{"name": f"L{i}", "color": c} for i, c in enumerate(taken)]})
+    labs = [_cielab(c) for c in LABEL_PALETTE]
+    closest = min(
+        sum((p - q) ** 2 for p, q in zip(a, b, strict=True)) ** 0.5
+        for i, a in enumerate(labs)
+        for b in labs[:i]
+    )
+    assert closest >= 20  # CIE76 ΔE: two labels of the palette never look alike
+    # a colour already used is skipped, whatever its case
+    assert distinct_colour(["#1F77B4"]) == "#ff7f0e"

@@ -204,3 +204,39 @@ def test_a_lead_adjudicates_two_conflicting_sets_into_gold(page, demo_db, world)
         ("Strength", False): {"Dosage": 1, "Strength": 1},
         ("ADE", True): {"ADE": 1, "O": 1},
     }
+
+
+def test_submitting_gold_with_disputes_unsettled_says_how_many_and_goes_to_the_first(page, demo_db, world):
+    """Issue 20: the submit dialog of gold counts the disputes gold settles none of, jumps to the
+    first, and submits anyway only when asked."""
+    log_in(page, world["lead"], PASSWORD)
+    page.goto(f"/lead/projects/{world['project']}/adjudication")
+    with page.expect_navigation():
+        page.locator("[data-testid=adjudicate]").click()
+    page.wait_for_function("() => document.body.dataset.editorReady === 'true'")
+    gold_id = int(page.url.rsplit("/", 1)[1])
+    dialog = page.locator("[data-testid=submit-dialog]")
+
+    page.click("[data-testid=submit]")
+    expect(page.locator("[data-testid=submit-text]")).to_contain_text("2 of 2 disputes are not settled yet.")
+    expect(dialog.locator("[data-testid=submit-first-dispute]")).to_be_focused()
+    expect(dialog.locator("[data-testid=submit-confirm]")).to_have_text("Submit anyway")
+
+    # Go to the first: its stretch selected in the note, its first Keep button focused.
+    dialog.locator("[data-testid=submit-first-dispute]").click()
+    expect(dialog).not_to_be_visible()
+    first = page.locator("[data-testid=candidate][data-agreed=false]").first
+    expect(first).to_contain_text("500 mg")
+    start, end = cp_range(TEXT, "500 mg")
+    expect(page.locator("[data-testid=note-text]")).to_have_attribute("data-selection", f"{start}-{end}")
+    expect(first.locator("[data-testid=keep]").first).to_be_focused()
+    page.keyboard.press("Enter")  # keeps that version
+    settle(page)
+    expect(first).to_have_attribute("data-resolved", "true")
+
+    page.click("[data-testid=submit]")
+    expect(page.locator("[data-testid=submit-text]")).to_contain_text("1 of 2 disputes is not settled yet.")
+    dialog.locator("[data-testid=submit-confirm]").click()  # Submit anyway
+    settle(page)
+    expect(page.locator("[data-testid=set-status]")).to_have_attribute("data-status", "submitted")
+    assert wait_for(lambda: stored_state(demo_db, gold_id).status == "submitted", message="gold submitted")

@@ -229,3 +229,46 @@ def test_invalid_utf8_is_refused_and_nothing_is_stored(page, batch_db, fresh_pro
         assert refused[0].details["files"] == ["bad.txt"]
         # The audit log says where the problem was, never the text.
         assert refused[0].details["problems"] == ["bad.txt:1"]
+
+
+def test_a_flagged_note_is_masked_and_rejecting_asks_in_the_page(page, batch_db, fresh_project):
+    """Issue 20: a decision per flagged note, and a rejection that says what it erases before it does."""
+    project_id, _ = fresh_project
+    payload = _zip({"n1.txt": N2_TEXT.encode(), "n2.txt": N1_TEXT.encode()})
+    log_in(page, ADMIN_USER, ADMIN_PASSWORD)
+    _upload(page, project_id, "batch.zip", payload, "application/zip")
+    batch_id = int(page.url.rsplit("/", 1)[1])
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))  # a native confirm() would land here
+
+    note = page.locator("[data-testid=phi-note][data-note=n1]")
+    note.get_by_label("Mask its hits").check()
+    note.get_by_label("Reason").fill("masked so the synthetic names cannot be mistaken for real ones")
+    with page.expect_navigation():
+        note.get_by_test_id("note-decide").click()
+    expect(note).to_have_attribute("data-decision", "mask")
+    expect(note.get_by_test_id("phi-hit")).to_have_text(["[NAME]", "[ID]", "[DATE]"])
+    with batch_db() as db:
+        [staged] = [d for d in db.get(Batch, batch_id).staged["documents"] if d["external_id"] == "n1"]
+        assert staged["text"] == "Patient: [NAME], MRN [ID], seen on [DATE].\n"
+
+    reject = page.get_by_test_id("reject")
+    dialog = page.get_by_test_id("reject-dialog")
+    reject.click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("erases its 2 notes")
+    expect(page.get_by_test_id("reject-cancel")).to_be_focused()  # Enter keeps the batch
+    page.get_by_test_id("reject-cancel").click()
+    expect(dialog).to_be_hidden()
+    with batch_db() as db:
+        assert db.get(Batch, batch_id).status == "held"
+    reject.click()
+    with page.expect_navigation():
+        page.get_by_test_id("reject-confirm").click()
+    expect(page.get_by_test_id("batch-status")).to_have_attribute("data-status", "rejected")
+    expect(page.get_by_test_id("batch-kept")).to_contain_text("its notes were erased")
+    assert dialogs == []
+    with batch_db() as db:
+        batch = db.get(Batch, batch_id)
+        assert (batch.status, batch.staged) == ("rejected", None)
+        assert db.scalar(select(Document.id).where(Document.project_id == project_id)) is None

@@ -7,6 +7,7 @@ from e2e_support import log_in
 from playwright.sync_api import expect
 
 from app.demo.seed import DEMO_LOGINS, DEMO_PROJECT, DISPLAY_NAMES
+from app.demo.simulated import SIMULATED_ACCOUNTS
 
 HOME = {"admin": "/admin", "lead": "/lead", "annotator": "/annotate"}
 
@@ -32,7 +33,9 @@ def test_demo_login_lands_on_role_home(page, role, username, password):
         expect(projects.get_by_test_id("project-row").filter(has_text=DEMO_PROJECT)).to_have_count(1)
     else:
         expect(page.get_by_test_id("users")).to_be_visible()
-        expect(page.get_by_test_id("users").get_by_test_id("user-row")).to_have_count(len(DEMO_LOGINS))
+        # The demo's logins and the simulated physicians of its finished study (disabled, listed too).
+        expected = len(DEMO_LOGINS) + len(SIMULATED_ACCOUNTS)
+        expect(page.get_by_test_id("users").get_by_test_id("user-row")).to_have_count(expected)
 
 
 def test_wrong_password_shows_error_and_stays_on_login(page):

@@ -43,7 +43,7 @@ NOT_PAGES = {
     "/lead/studies/{study_id}/assignments.csv": "a CSV download",
 }
 # Fragments and data the pages fetch for themselves (checked as part of the page that shows them).
-FRAGMENT = re.compile(r"/(spans|relations|concepts|version|comparison|exports)$")
+FRAGMENT = re.compile(r"/(spans|relations|concepts|version|comparison|exports|dashboard/section)$")
 # The span editor has its own axe, zoom and overflow checks (test_editor_accessibility.py) on a dense
 # note; the gold editor is the same page in gold mode and is checked here.
 CHECKED_ELSEWHERE = {"/annotate/sets/{set_id}": "tests/e2e/test_editor_accessibility.py"}

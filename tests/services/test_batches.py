@@ -224,7 +224,7 @@ REFUSALS = {
         "gold",
         [("notes.jsonl", 2, "answers.evidence: no span has the id 'T9'")],
     ),
-    "a relation status that is neither pending nor confirmed": (
+    "a relation status that is neither pending, confirmed nor undecided": (
         [
             (
                 "notes.jsonl",
@@ -242,7 +242,7 @@ REFUSALS = {
             )
         ],
         "gold",
-        [("notes.jsonl", 2, "relations[0].status: Input should be 'pending' or 'confirmed'")],
+        [("notes.jsonl", 2, "relations[0].status: Input should be 'pending', 'confirmed' or 'undecided'")],
     ),
     "an attribute value the schema does not offer": (
         [
@@ -326,11 +326,17 @@ def test_a_refused_upload_stores_nothing_and_audits_only_where(
         assert db.scalar(select(func.count()).select_from(PreAnnotationRun)) == 0
     [event] = events(sessions, "batch.refused")
     assert event.object_type == "project" and event.object_id == str(project.id)
+    reasons = event.details.pop("reasons")
     assert event.details == {
         "files": [name for name, _ in files],
         "problems": [f"{f}:{line}" if line else f for f, line, _ in expected],
     }
-    logged = json.dumps(event.details, ensure_ascii=False)
+    # Why each problem refused the upload, beside where: the message with its quoted stretches (an
+    # .ann line, a note's name or text) left out.
+    assert len(reasons) == len(found)
+    for (_, _, message), reason in zip(found, reasons, strict=True):
+        assert reason == message if "'" not in message else "'…'" in reason, (message, reason)
+    logged = json.dumps({**event.details, "reasons": reasons}, ensure_ascii=False)
     for words in ("Aspirin", "Heparin", "chest pain"):
         assert words not in logged
     assert events(sessions, "batch.upload") == []
@@ -670,6 +676,252 @@ def test_brat_answers_beside_the_ann_wait_with_a_held_batch(sessions, runtime, p
     check_annotations(spans, fragments, relations, "pending")
     with sessions() as db:
         assert {r.status for r in db.scalars(select(Relation))} == {"pending"}
+
+
+# ---- a decision per flagged note (issue 20) ---------------------------------------------------------
+
+NOTE_REASON = "the patient asked to be left out of the study"
+# A flagged note with pre-labels before, after and across its hits (offsets in code points).
+PHI_NOTE = "Seen 03/04/2019 by Dr. Jane Doe: aspirin 81 mg, call 555-123-4567 if chest pain."
+#           0         1         2         3         4         5         6         7
+#           01234567890123456789012345678901234567890123456789012345678901234567890123456789
+
+
+def phi_jsonl() -> bytes:
+    spans = [
+        {"id": "T1", "label": "Drug", "fragments": [[33, 40]]},  # aspirin: after the date and the name
+        {"id": "T2", "label": "Strength", "fragments": [[41, 46]]},  # 81 mg
+        {"id": "T3", "label": "Reason", "fragments": [[69, 74], [75, 79]]},  # chest pain: after the phone
+        {"id": "T4", "label": "Reason", "fragments": [[5, 21]]},  # across the date into "by Dr"
+    ]
+    note = {"id": "flagged", "text": PHI_NOTE, "spans": spans}
+    clean = {"id": "clean", "text": CLEAN, "spans": [{"id": "T1", "label": "Drug", "fragments": [[0, 7]]}]}
+    return (json.dumps(note) + "\n" + json.dumps(clean) + "\n").encode()
+
+
+def decide(sessions, batch_id, note, decision, reason=NOTE_REASON, actor=None):
+    from app.services.batches import decide_note
+
+    return decide_note(sessions, batch_id, note, decision, reason, actor_id=actor, now=NOW)
+
+
+def stored_spans(sessions, external_id) -> dict[str, list[tuple[int, int]]]:
+    with sessions() as db:
+        rows = db.execute(
+            select(Span.uid, SpanFragment.start, SpanFragment.end)
+            .join(SpanFragment, SpanFragment.span_id == Span.id)
+            .join(AnnotationSet, AnnotationSet.id == Span.annotation_set_id)
+            .join(Document, Document.id == AnnotationSet.document_id)
+            .where(Document.external_id == external_id)
+            .order_by(Span.uid, SpanFragment.ordinal)
+        ).all()
+    found: dict[str, list[tuple[int, int]]] = {}
+    for uid, start, end in rows:
+        found.setdefault(uid, []).append((start, end))
+    return found
+
+
+def test_excluding_a_flagged_note_lets_the_rest_of_the_batch_be_released(
+    sessions, runtime, project, accounts
+):
+    outcome = hold(sessions, runtime, project)  # n1 flagged, n2 clean
+    admin = accounts["admin"].id
+    decided = decide(sessions, outcome.batch_id, "n1", "exclude", actor=admin)
+    assert (decided.decision, decided.undecided) == ("exclude", 0)
+    batch = the_batch(sessions, outcome.batch_id)
+    assert batch.status == "held" and [d["external_id"] for d in batch.staged["documents"]] == ["n2"]
+    assert "John Smith" not in json.dumps(batch.staged) and batch.document_count == 1  # erased at once
+    assert counts(sessions) == {**NOTHING, "batches": 1}
+    [event] = events(sessions, "batch.note_exclude")
+    assert (event.user_id, event.object_id) == (admin, str(outcome.batch_id))
+    assert event.details == {
+        "note": "n1",
+        "reason": NOTE_REASON,
+        "hits": {"person_name": 1, "id_number": 1, "date": 1},
+    }
+    # Every flagged note decided: the batch is released without a further reason; n1 is not imported.
+    assert release_batch(sessions, outcome.batch_id, "", actor_id=admin, now=NOW) == 1
+    assert {k: d.text for k, d in documents(sessions).items()} == {"n2": CLEAN}
+    batch = the_batch(sessions, outcome.batch_id)
+    assert (batch.status, batch.document_count, batch.phi_override_reason) == ("accepted", 1, None)
+    [released] = events(sessions, "batch.phi_override")
+    assert released.details["decided"] == {"exclude": 1} and released.details["released_with_batch"] == 0
+    [note] = batch_detail(sessions, outcome.batch_id).flagged
+    assert (note.decision, note.reason, note.decided_by, note.excerpts) == (
+        "exclude",
+        NOTE_REASON,
+        "admin",
+        [],
+    )
+    with pytest.raises(BatchError, match="not held"):
+        decide(sessions, outcome.batch_id, "n1", "release")
+
+
+def test_masking_a_note_replaces_its_hits_and_moves_its_pre_labels(sessions, runtime, project, accounts):
+    outcome = upload(sessions, runtime, project, [("notes.jsonl", phi_jsonl())], layer="pre:model")
+    assert outcome.status == "held" and outcome.flagged_documents == 1
+    hits = {kind for kind, _, _ in the_batch(sessions, outcome.batch_id).phi_report["documents"]["flagged"]}
+    assert hits == {"date", "person_name", "phone"}
+    decided = decide(sessions, outcome.batch_id, "flagged", "mask", actor=accounts["admin"].id)
+    assert (decided.undecided, decided.remaining_hits) == (0, 0)
+    masked = "Seen [DATE] by Dr. [NAME]: aspirin 81 mg, call [PHONE] if chest pain."
+    staged = {d["external_id"]: d for d in the_batch(sessions, outcome.batch_id).staged["documents"]}
+    assert staged["flagged"]["text"] == masked and staged["clean"]["text"] == CLEAN
+    [event] = events(sessions, "batch.note_mask")
+    assert event.details["placeholders"] == 3 and event.details["remaining"] == {}
+    assert all(words not in json.dumps(event.details) for words in ("Jane Doe", "555-123", "03/04"))
+    detail = batch_detail(sessions, outcome.batch_id)
+    assert [hit for _, _, hit, _ in detail.flagged[0].excerpts] == ["[DATE]", "[NAME]", "[PHONE]"]
+    release_batch(sessions, outcome.batch_id, "", actor_id=None, now=NOW)
+    stored = documents(sessions)["flagged"]
+    assert stored.text == masked and stored.sha256 == hashlib.sha256(masked.encode()).hexdigest()
+    spans = stored_spans(sessions, "flagged")
+    # Each pre-label covers what it covered, found independently in the masked text.
+    assert [masked[s:e] for s, e in spans["T1"]] == ["aspirin"]
+    assert [masked[s:e] for s, e in spans["T2"]] == ["81 mg"]
+    assert [masked[s:e] for s, e in spans["T3"]] == ["chest", "pain"]
+    # The span across the date covers its placeholder and what followed it.
+    assert [masked[s:e] for s, e in spans["T4"]] == ["[DATE] by Dr"]
+    assert stored_spans(sessions, "clean") == {"T1": [(0, 7)]}
+
+
+def test_masking_a_note_masks_every_annotators_copy_of_it(sessions, runtime, project):
+    ann = "T1\tReason 69 74;75 79\tchest pain\n"
+    files = [
+        ("corpus.zip", zip_of({"corpus/ann1/flagged.txt": PHI_NOTE, "corpus/ann1/flagged.ann": ann,
+                               "corpus/ann2/flagged.txt": PHI_NOTE, "corpus/ann2/flagged.ann": ann}))
+    ]  # fmt: skip
+    outcome = upload_batch(sessions, runtime.settings, project.id, files, actor_id=None,
+                           annotator_from_folder=True, create_annotators=True)  # fmt: skip
+    assert outcome.status == "held", [str(p) for p in outcome.problems]
+    decide(sessions, outcome.batch_id, "flagged", "mask")
+    staged = the_batch(sessions, outcome.batch_id).staged
+    assert {d["text"] for d in [*staged["documents"], *staged["layers"]]} == {
+        "Seen [DATE] by Dr. [NAME]: aspirin 81 mg, call [PHONE] if chest pain."
+    }
+    release_batch(sessions, outcome.batch_id, "", actor_id=None, now=NOW)
+    with sessions() as db:
+        sets = db.scalars(select(AnnotationSet.source_name).order_by(AnnotationSet.source_name)).all()
+    assert sets == ["annotator:ann1", "annotator:ann2"]  # the copy matched the masked note's text
+    # Each annotator's "chest pain", moved past the placeholders.
+    assert sorted(stored_spans(sessions, "flagged")["T1"]) == [(58, 63), (58, 63), (64, 68), (64, 68)]
+
+
+@pytest.mark.parametrize(
+    ("note", "decision", "reason", "field"),
+    [
+        ("n1", "delete", NOTE_REASON, "decision"),
+        ("n1", "mask", "", "reason"),
+        ("n1", "mask", "   fine   ", "reason"),
+        ("n1", "release", "1234567890 12/04", "reason"),  # no words
+        ("n1", "release", "okokokokokok", "reason"),  # one word
+        ("n2", "exclude", NOTE_REASON, "note"),  # not flagged
+        ("nobody", "exclude", NOTE_REASON, "note"),
+    ],
+)
+def test_a_note_decision_refused_names_the_field_and_changes_nothing(
+    sessions, runtime, project, note, decision, reason, field
+):
+    outcome = hold(sessions, runtime, project)
+    before = the_batch(sessions, outcome.batch_id)
+    with pytest.raises(BatchError) as refused:
+        decide(sessions, outcome.batch_id, note, decision, reason)
+    assert str(refused.value).startswith(f"{field}:")
+    after = the_batch(sessions, outcome.batch_id)
+    assert (after.staged, after.phi_report, after.status) == (before.staged, before.phi_report, "held")
+    with sessions() as db:
+        assert db.scalars(select(AuditEvent.action).where(AuditEvent.action.like("batch.note%"))).all() == []
+
+
+def test_a_note_released_alone_still_needs_no_batch_reason_and_an_excluded_one_stays_out(
+    sessions, runtime, project
+):
+    outcome = hold(sessions, runtime, project)
+    decide(sessions, outcome.batch_id, "n1", "release", "the name and number are invented for a test")
+    with pytest.raises(BatchError, match="released already"):
+        decide(sessions, outcome.batch_id, "n1", "release")
+    decide(sessions, outcome.batch_id, "n1", "exclude")  # changed its mind before the release
+    with pytest.raises(BatchError, match="excluded already"):
+        decide(sessions, outcome.batch_id, "n1", "mask")
+    assert release_batch(sessions, outcome.batch_id, "", actor_id=None, now=NOW) == 1
+    assert sorted(documents(sessions)) == ["n2"]
+    assert [e.action for e in events(sessions, "batch.note_release")] == ["batch.note_release"]
+
+
+def test_a_batch_with_every_note_excluded_has_nothing_to_release(sessions, runtime, project):
+    outcome = hold(sessions, runtime, project, [("n1.txt", PHI.encode())])
+    decide(sessions, outcome.batch_id, "n1", "exclude")
+    with pytest.raises(BatchError, match="nothing is left"):
+        release_batch(sessions, outcome.batch_id, REASON, actor_id=None, now=NOW)
+    assert the_batch(sessions, outcome.batch_id).status == "held"
+    assert reject_batch(sessions, outcome.batch_id, actor_id=None, now=NOW) == 0
+
+
+def test_undecided_notes_are_released_with_the_batch_reason_and_recorded(sessions, runtime, project):
+    files = [("n1.txt", PHI.encode()), ("n3.txt", b"Call 555-123-4567 today."), ("n2.txt", CLEAN.encode())]
+    outcome = hold(sessions, runtime, project, files)
+    decide(sessions, outcome.batch_id, "n3", "mask")
+    with pytest.raises(BatchError, match="reason"):  # n1 is still undecided
+        release_batch(sessions, outcome.batch_id, "", actor_id=None, now=NOW)
+    assert release_batch(sessions, outcome.batch_id, REASON, actor_id=None, now=NOW) == 3
+    assert documents(sessions)["n3"].text == "Call [PHONE] today."
+    decisions = the_batch(sessions, outcome.batch_id).phi_report["decisions"]
+    assert {name: (d["decision"], d.get("with_batch", False)) for name, d in decisions.items()} == {
+        "n1": ("release", True),
+        "n3": ("mask", False),
+    }
+    [event] = events(sessions, "batch.phi_override")
+    assert event.details["released_with_batch"] == 1 and event.details["decided"] == {"release": 1, "mask": 1}
+
+
+# ---- what pickers offer, and an upload that adds nothing (issue 20) --------------------------------
+
+
+def test_an_upload_of_notes_already_stored_makes_no_batch_and_says_so(sessions, runtime, project):
+    first = upload(sessions, runtime, project, [("n1.txt", CLEAN.encode()), ("n2.txt", b"Heparin")])
+    again = upload(sessions, runtime, project, [("n1.txt", CLEAN.encode()), ("n2.txt", b"Heparin")])
+    assert first.status == "accepted"
+    assert (again.status, again.batch_id, again.stored, sorted(again.already_stored)) == (
+        "unchanged",
+        None,
+        0,
+        ["n1", "n2"],
+    )
+    assert again.summary().startswith("nothing to add (2 already in the project with the same text)")
+    assert counts(sessions) == {**NOTHING, "documents": 2, "batches": 1}
+    [event] = events(sessions, "batch.nothing_new")
+    assert event.details == {"files": ["n1.txt", "n2.txt"], "already_stored": 2, "skipped": []}
+    # The same notes with annotations for a layer they lack do add something: a batch holds them.
+    layered = upload(
+        sessions, runtime, project, [("n1.txt", CLEAN.encode()), ("n1.ann", ANN.encode())], "gold"
+    )
+    assert (layered.status, layered.layers_added) == ("accepted", ["n1"]) and layered.batch_id is not None
+
+
+def test_pickers_offer_only_batches_whose_notes_are_in_the_project(sessions, runtime, project):
+    from app.services.batches import batch_choices
+
+    stored = upload(sessions, runtime, project, [("a.txt", CLEAN.encode())])
+    held = hold(sessions, runtime, project, [("b.txt", PHI.encode())])
+    rejected = hold(sessions, runtime, project, [("c.txt", PHI.replace("John", "Jack").encode())])
+    reject_batch(sessions, rejected.batch_id, actor_id=None, now=NOW)
+    layers_only = upload(
+        sessions, runtime, project, [("a.txt", CLEAN.encode()), ("a.ann", ANN.encode())], "gold"
+    )
+    assert layers_only.status == "accepted" and layers_only.stored == 0  # a layer on a, no note of its own
+    other = create_project(sessions, "other", SCHEMA)
+    upload(sessions, runtime, other, [("z.txt", CLEAN.encode())])
+    assert [b.id for b in batch_choices(sessions, project.id)] == [stored.batch_id]
+    assert held.batch_id not in [b.id for b in batch_choices(sessions, project.id)]
+
+
+def test_a_rejected_batch_audits_how_many_notes_it_erased_and_its_hits(sessions, runtime, project, accounts):
+    outcome = hold(sessions, runtime, project)
+    assert reject_batch(sessions, outcome.batch_id, actor_id=accounts["admin"].id, now=NOW) == 2
+    [event] = events(sessions, "batch.reject")
+    assert event.details["documents_erased"] == 2
+    assert event.details["flagged"] == {"n1": {"person_name": 1, "id_number": 1, "date": 1}}
+    assert "John" not in json.dumps(event.details)
 
 
 # ---- the admin's pages -------------------------------------------------------------------------------

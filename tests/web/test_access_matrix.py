@@ -405,6 +405,7 @@ for _suffix, _query in (
     ("/dashboard", None),
     ("/report", None),
     ("/dashboard.csv", {"section": "time"}),
+    ("/dashboard/section", {"section": "time"}),
     ("/adjudication", None),
     ("/augmentation", None),
 ):
@@ -559,13 +560,28 @@ route("POST", "/admin/batches/{batch_id}/release", Group.admin)(
     lambda w: Ask(f"/admin/batches/{w.batch}/release", data={"reason": "the hits are synthetic"})
 )
 route("POST", "/admin/batches/{batch_id}/reject", Group.admin)(
-    lambda w: Ask(f"/admin/batches/{w.batch}/reject")
+    lambda w: Ask(f"/admin/batches/{w.batch}/reject", data={"confirm": "yes"})
+)
+route("POST", "/admin/batches/{batch_id}/notes", Group.admin)(
+    lambda w: Ask(
+        f"/admin/batches/{w.batch}/notes",
+        data={"note": "n1", "decision": "exclude", "reason": "the patient asked to be left out"},
+    )
+)
+route("GET", "/api/v1/admin/batches/{batch_id}", Group.admin)(
+    lambda w: Ask(f"/api/v1/admin/batches/{w.batch}")
 )
 route("POST", "/api/v1/admin/batches/{batch_id}/release", Group.admin)(
     lambda w: Ask(f"/api/v1/admin/batches/{w.batch}/release", json={"reason": "the hits are synthetic"})
 )
 route("POST", "/api/v1/admin/batches/{batch_id}/reject", Group.admin)(
-    lambda w: Ask(f"/api/v1/admin/batches/{w.batch}/reject")
+    lambda w: Ask(f"/api/v1/admin/batches/{w.batch}/reject", json={"confirm": True})
+)
+route("POST", "/api/v1/admin/batches/{batch_id}/notes", Group.admin)(
+    lambda w: Ask(
+        f"/api/v1/admin/batches/{w.batch}/notes",
+        json={"note": "n1", "decision": "mask", "reason": "the hits are synthetic, masked anyway"},
+    )
 )
 # The admin's accounts pages (issue 17), on an account that is no caller.
 route("GET", "/admin/users/{user_id}", Group.admin)(lambda w: Ask(f"/admin/users/{w.users['dr.managed']}"))

@@ -514,7 +514,16 @@ def _admin_release(w: World) -> Send:
 @recipe("POST", "/admin/batches/{batch_id}/reject")
 def _admin_reject(w: World) -> Send:
     batch_id = w.held_batch(w.project())
-    return Send(f"/admin/batches/{batch_id}/reject", data={"csrf_token": w.browser("admin")})
+    return Send(
+        f"/admin/batches/{batch_id}/reject", data={"csrf_token": w.browser("admin"), "confirm": "yes"}
+    )
+
+
+@recipe("POST", "/admin/batches/{batch_id}/notes")
+def _admin_decide_note(w: World) -> Send:
+    batch_id = w.held_batch(w.project())
+    form = {"csrf_token": w.browser("admin"), "note": "n1", "decision": "mask", "reason": REASON}
+    return Send(f"/admin/batches/{batch_id}/notes", data=form)
 
 
 @recipe("POST", "/admin/endpoints")
@@ -634,7 +643,14 @@ def _api_release(w: World) -> Send:
 @recipe("POST", "/api/v1/admin/batches/{batch_id}/reject")
 def _api_reject(w: World) -> Send:
     batch_id = w.held_batch(w.project())
-    return Send(f"/api/v1/admin/batches/{batch_id}/reject", headers=w.bearer("admin"))
+    return Send(f"/api/v1/admin/batches/{batch_id}/reject", json={"confirm": True}, headers=w.bearer("admin"))
+
+
+@recipe("POST", "/api/v1/admin/batches/{batch_id}/notes")
+def _api_decide_note(w: World) -> Send:
+    batch_id = w.held_batch(w.project())
+    body = {"note": "n1", "decision": "exclude", "reason": REASON}
+    return Send(f"/api/v1/admin/batches/{batch_id}/notes", json=body, headers=w.bearer("admin"))
 
 
 # ---- the tests ---------------------------------------------------------------------------------------

@@ -33,13 +33,9 @@ def test_admins_filter_the_trail_and_export_exactly_what_they_see(web, sessions,
         "batch.released",
     ]
     assert (
-        page(web.get("/admin/audit?object_id=7"))
-        .select_one("[data-testid=audit-total]")
-        .text.startswith("1 ")
+        page(web.get("/admin/audit?object_id=7")).select_one("[data-testid=audit-total]")["data-total"] == "1"
     )
-    assert (
-        page(web.get("/admin/audit?who=lead")).select_one("[data-testid=audit-total]").text.startswith("2 ")
-    )
+    assert page(web.get("/admin/audit?who=lead")).select_one("[data-testid=audit-total]")["data-total"] == "2"
     exported = web.get("/admin/audit/export?action=batch.&format=csv")
     assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
@@ -95,3 +91,75 @@ def test_deleting_an_account_keeps_its_events_unlinked(sessions, trail):
     with sessions() as db:
         event = db.scalar(select(AuditEvent).where(AuditEvent.action == "batch.released"))
         assert event.user_id is None and event.object_id == "7"
+
+
+def test_the_trail_pages_by_100_and_says_which_events_it_shows(web, sessions, accounts):
+    with sessions.begin() as db:
+        for n in range(121):
+            audit.record(db, "login.failed", username=f"user{n}", details={"n": n})
+    log_in(web, "admin", PASSWORDS["admin"])
+    first = page(web.get("/admin/audit?action=login.failed"))
+    rows = first.select("[data-testid=audit-row]")
+    assert len(rows) == 100
+    total = first.select_one("[data-testid=audit-total]")
+    assert total["data-total"] == "121"
+    assert " ".join(total.text.split()).startswith("Showing 1–100 of 121 events, newest first")
+    assert rows[0].select("td")[2].text == "user120"  # newest first
+    [top, bottom] = first.select("[data-testid=audit-pager]")
+    assert "Page 1 of 2" in top.text and top.select_one("[rel=prev]") is None
+    older = top.select_one("[rel=next]")["href"]
+    assert bottom.select_one("[rel=next]")["href"] == older
+    second = page(web.get(f"/admin/audit{older}"))
+    assert second.select_one("[data-testid=audit-range]").text == "101–121"
+    assert " ".join(second.select_one("[data-testid=audit-total]").text.split()).startswith(
+        "Showing 101–121 of 121 events"
+    )
+    rows = second.select("[data-testid=audit-row]")
+    assert len(rows) == 21 and rows[-1].select("td")[2].text == "user0"
+    pager = second.select_one("[data-testid=audit-pager]")
+    assert "Page 2 of 2" in pager.text and pager.select_one("[rel=next]") is None
+    assert "action=login.failed" in pager.select_one("[rel=prev]")["href"]  # the filters travel along
+    # Past the last page: the last page. A page that is not a number: refused, naming the field.
+    assert (
+        page(web.get("/admin/audit?action=login.failed&page=9")).select_one("[data-testid=audit-range]").text
+        == "101–121"
+    )
+    refused = web.get("/admin/audit?page=two")
+    assert refused.status_code == 422 and "page" in refused.text
+    # Filtered to one page: no pager.
+    assert page(web.get("/admin/audit?who=user7")).select("[data-testid=audit-pager]") == []
+
+
+PREFIXED = [
+    "adjudication.keep",
+    "adjudication.start",
+    "adjudications.other",
+    "batch.adjudication",
+    "adjudication",
+]
+
+
+def test_the_action_filter_takes_an_actions_first_part(web, sessions, accounts):
+    with sessions.begin() as db:
+        for action in PREFIXED:
+            audit.record(db, action, username="lead")
+    log_in(web, "admin", PASSWORDS["admin"])
+
+    def shown(action: str) -> list[str]:
+        html = page(web.get("/admin/audit", params={"action": action}))
+        return sorted(r["data-action"] for r in html.select("[data-testid=audit-row]"))
+
+    every = ["adjudication", "adjudication.keep", "adjudication.start"]
+    assert shown("adjudication") == every
+    assert shown("adjudication.") == every  # the older spelling still works
+    assert shown("adjudication.keep") == ["adjudication.keep"]  # an exact name, only itself
+    assert shown("adjudication.ke") == []  # parts are whole: no half words
+    assert shown("adjudication%") == []  # LIKE's wildcards are plain characters
+    exported = web.get("/admin/audit/export", params={"action": "adjudication", "format": "jsonl"})
+    assert sorted(json.loads(line)["action"] for line in exported.text.splitlines()) == every
+    # The filter offers the actions the trail holds and their first parts.
+    offered = [o["value"] for o in page(web.get("/admin/audit")).select("#audit-actions option")]
+    assert {"adjudication", "adjudication.keep", "adjudications", "batch", "batch.adjudication"} <= set(
+        offered
+    )
+    assert offered == sorted(offered)

@@ -1,4 +1,7 @@
-"""The lead's dashboard: the metrics report as tables, SVG charts, CSV and a printable page, over HTTP."""
+"""The lead's dashboard: the metrics report as tables, SVG charts, CSV and a printable page, over HTTP.
+
+The dashboard's first page holds the summary; the other sections come from .../dashboard/section
+(``section(...)`` below fetches one as the page's htmx does), so each figure is read where it is shown."""
 
 import csv
 import io
@@ -19,12 +22,23 @@ from tests.conftest import log_in, page
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 SECTIONS = [
-    "dashboard-filters", "progress-section", "progress-table", "time-section", "time-table", "time-chart",
-    "savings-section", "savings-table", "direct-table", "edit-mix-section", "edit-mix-chart",
-    "edit-mix-table", "edit-events-table", "pre-label-section", "physicians-gold-section",
-    "agreement-section", "agreement-matrix", "agreement-pairs", "agreement-summary", "disagreement-section",
-    "disagreement-table",
+    "dashboard-filters", "dashboard-summary", "summary-savings", "summary-agreement", "summary-progress",
+    "summary-attention", "progress-section", "progress-table", "time-section", "time-table", "time-chart",
+    "savings-section", "edit-mix-section", "edit-mix-chart", "edit-mix-table", "agreement-chart",
+    "pre-label-section", "physicians-gold-section", "agreement-section", "disagreement-section",
+    "runs-gold-section",
 ]  # fmt: skip
+# What each folded section holds once it is loaded.
+SECTION_PARTS = {
+    "savings": ["savings-table", "direct-table"],
+    "time": ["time-detail-table", "time-notes-chart"],
+    "edit_mix": ["edit-mix-annotator-table", "edit-mix-label-table", "edit-events-table"],
+    "agreement": ["agreement-matrix", "agreement-pairs", "agreement-summary"],
+    "disagreement": ["disagreement-table"],
+    "pre_labels": ["pre-final", "pre-gold"],
+    "physicians_gold": [],
+    "runs_gold": ["run-gold"],
+}
 # (condition, seconds from open to submit) of the two notes each physician submits in `timed_demo`:
 # one gap each, so the idle threshold caps it whole (a 90 s gap counts 60 s at idle 60, 90 s at 120).
 VALUE_CI = ["value", "ci_low", "ci_high"]
@@ -99,6 +113,17 @@ def _report(sessions, project_id: int, idle=None, **filters):
     )
 
 
+def section(client, project_id: int, name: str, **filters):
+    """One folded section as the page's htmx fetches it when the lead opens it."""
+    response = client.get(
+        f"/lead/projects/{project_id}/dashboard/section",
+        params={"section": name, **filters},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200, (name, response.text[:300])
+    return page(response)
+
+
 def _time_cell(soup, condition: str, figure: str):
     return soup.select_one(
         f"[data-testid=time-table] tr[data-condition={condition}] td[data-figure={figure}]"
@@ -117,7 +142,17 @@ def test_the_lead_sees_every_section_and_an_annotator_is_refused(client, timed_d
     soup = page(response)
     missing = [testid for testid in SECTIONS if soup.select_one(f"[data-testid={testid}]") is None]
     assert missing == []
+    # Each folded section is a <details> that fetches its body (with the page's filters) when opened.
+    for name, parts in SECTION_PARTS.items():
+        details = soup.select_one(f"details[data-section={name}]")
+        assert details["hx-get"].startswith(f"/lead/projects/{timed_demo}/dashboard/section?")
+        assert f"section={name}" in details["hx-get"] and details["hx-trigger"] == "toggle once"
+        assert not [p for p in parts if soup.select_one(f"[data-testid={p}]")], name  # not on first paint
+        fragment = section(client, timed_demo, name)
+        assert [p for p in parts if fragment.select_one(f"[data-testid={p}]") is None] == [], name
+        assert fragment.select_one("header, form, [data-testid=dashboard-summary]") is None
     assert client.get("/lead/projects/999999/dashboard").status_code == 404
+    assert client.get("/lead/projects/999999/dashboard/section?section=time").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -129,7 +164,13 @@ def test_the_time_table_shows_the_reports_figures(client, sessions, timed_demo, 
     log_in(client, "lead")
     soup = page(client.get(f"/lead/projects/{timed_demo}/dashboard", params=filters))
     report = _report(sessions, timed_demo, **filters)
+    # The summary shows the chosen condition only (the others are filtered out, not "not done yet").
+    shown = [row["data-condition"] for row in soup.select("[data-testid=time-table] tbody tr")]
+    expected_rows = [c for c in report["time"]["per_condition"] if filters.get("condition") in (None, c)]
+    assert shown == expected_rows
     for condition, summary in report["time"]["per_condition"].items():
+        if condition not in shown:
+            continue
         assert _time_cell(soup, condition, "n").get_text(strip=True) == str(summary["n"])
         mean = _time_cell(soup, condition, "mean")
         if summary["mean"] is None:
@@ -142,18 +183,31 @@ def test_the_time_table_shows_the_reports_figures(client, sessions, timed_demo, 
             assert (float(interval["data-low"]), float(interval["data-high"])) == (
                 summary["ci_low"], summary["ci_high"]
             )  # fmt: skip
-    # The chart's mean marks are the report's means too.
-    marks = {
-        g["data-condition"]: float(g.select_one("circle[data-mean]")["data-mean"])
-        for g in soup.select("[data-testid=time-chart] g[data-series=ours]")
-        if g.select_one("circle[data-mean]")
-    }
-    expected = {c: s["mean"] for c, s in report["time"]["per_condition"].items() if s["mean"] is not None}
-    assert marks == expected
-    # ... and each timed note is a dot of the distribution beside its condition's mean.
+    # The chart's mean marks are the report's means too, in the summary and in the time section.
+    detail = section(client, timed_demo, "time", **filters)
+    for chart, where in (("time-chart", soup), ("time-notes-chart", detail)):
+        marks = {
+            g["data-condition"]: float(g.select_one("circle[data-mean]")["data-mean"])
+            for g in where.select(f"[data-testid={chart}] g[data-series=ours]")
+            if g.select_one("circle[data-mean]")
+        }
+        expected = {c: s["mean"] for c, s in report["time"]["per_condition"].items() if s["mean"] is not None}
+        assert marks == expected, chart
+    # The summary's chart draws no dot per note (they would grow with the study) ...
+    assert not soup.select("[data-testid=time-chart] g[data-series=ours] circle:not([data-mean])")
+    # ... the time section's draws each timed note beside its condition's mean, with the median and SD.
     for condition, minutes in report["time"]["minutes"].items():
-        group = soup.select_one(f"[data-testid=time-chart] g[data-series=ours][data-condition={condition}]")
+        group = detail.select_one(
+            f"[data-testid=time-notes-chart] g[data-series=ours][data-condition={condition}]"
+        )
         assert len(group.select("circle:not([data-mean])")) == len(minutes) > 0
+    for condition, summary in report["time"]["per_condition"].items():
+        cell = detail.select_one(
+            f"[data-testid=time-detail-table] tr[data-condition={condition}] td[data-figure=median]"
+        )
+        assert (summary["median"] is None) == (cell.select_one("[data-value]") is None)
+        if summary["median"] is not None:
+            assert float(cell.select_one("[data-value]")["data-value"]) == summary["median"]
 
 
 @pytest.mark.parametrize(
@@ -266,8 +320,10 @@ def test_the_charts_are_inline_svg_that_load_nothing(client, timed_demo):
     log_in(client, "lead")
     response = client.get(f"/lead/projects/{timed_demo}/dashboard")
     soup = page(response)
-    for testid in ("time-chart", "edit-mix-chart"):
-        svg = soup.select_one(f"svg[data-testid={testid}]")
+    time_section = section(client, timed_demo, "time")
+    for testid, where in (("time-chart", soup), ("edit-mix-chart", soup), ("agreement-chart", soup),
+                          ("time-notes-chart", time_section)):  # fmt: skip
+        svg = where.select_one(f"svg[data-testid={testid}]")
         assert svg is not None and svg["role"] == "img" and svg["aria-label"]
         title_id, desc_id = svg["aria-labelledby"].split()
         assert svg.select_one(f"title[id={title_id}]").get_text() and svg.select_one(f"desc[id={desc_id}]")
@@ -284,7 +340,11 @@ def test_the_charts_are_inline_svg_that_load_nothing(client, timed_demo):
 def test_chart_text_is_escaped():
     hostile = '<script>alert("x")</script>'
     summary = {"n": 0, "mean": None, "median": None, "sd": None, "ci_low": None, "ci_high": None}
-    for svg in (charts.time_chart({hostile: summary}, {}), charts.edit_mix_chart({hostile: {"kept": 1}})):
+    for svg in (
+        charts.time_chart({hostile: summary}, {}),
+        charts.edit_mix_chart({hostile: {"kept": 1}}),
+        charts.agreement_chart({hostile: {"value": 0.5, "ci": [0.4, 0.6]}}),
+    ):
         assert "<script>" not in str(svg) and "&lt;script&gt;" in str(svg)
 
 
@@ -305,7 +365,13 @@ def test_axis_ticks_are_round_minutes_covering_the_data(high, ticks):
 
 def test_undefined_savings_show_n_a_with_a_reason(client, demo):
     log_in(client, "lead")  # the demo as seeded: nothing timed yet
-    soup = page(client.get(f"/lead/projects/{demo}/dashboard"))
+    summary = page(client.get(f"/lead/projects/{demo}/dashboard")).select_one("[data-testid=summary-savings]")
+    # The summary says why in plain words, with no bare "n/a" and no 0.
+    figure = summary.select_one("[data-figure=savings]")
+    assert figure.select_one("[data-na]") is not None and "n/a" not in summary.get_text()
+    assert "no note has been done both from scratch and by refining a colleague's labels" in figure.get_text()
+    assert "58%" in summary.select_one("[data-figure=published_savings]").get_text()
+    soup = section(client, demo, "savings")
     savings = soup.select_one("[data-testid=savings-table] tr[data-figure=savings] td")
     assert savings.select_one("[data-na]") is not None
     assert "no note has both a scratch and a refine_human time" in savings.get_text()
@@ -316,7 +382,7 @@ def test_undefined_savings_show_n_a_with_a_reason(client, demo):
 
 def test_the_direct_comparison_is_paired_when_the_notes_are_shared(client, sessions, timed_demo):
     log_in(client, "lead")
-    soup = page(client.get(f"/lead/projects/{timed_demo}/dashboard", params={"idle": "120"}))
+    soup = section(client, timed_demo, "savings", idle="120")
     direct = _report(sessions, timed_demo, idle=120)["time"]["savings"]["direct"]
     assert soup.select_one("[data-testid=direct-design]").get_text() == direct["design"] == "paired"
     difference = soup.select_one("[data-testid=direct-table] tr[data-figure=difference] [data-value]")
@@ -325,7 +391,7 @@ def test_the_direct_comparison_is_paired_when_the_notes_are_shared(client, sessi
 
 def test_the_agreement_matrix_has_the_pairs_strict_f1(client, sessions, timed_demo):
     log_in(client, "lead")
-    soup = page(client.get(f"/lead/projects/{timed_demo}/dashboard"))
+    soup = section(client, timed_demo, "agreement")
     agreement = _report(sessions, timed_demo)["agreement"]
     matrix = soup.select_one("[data-testid=agreement-matrix]")
     shared = [pair for pair in agreement["pairs"] if pair["documents"]]
@@ -372,6 +438,7 @@ def test_an_htmx_request_gets_only_the_figures(client, timed_demo):
     response = client.get(f"/lead/projects/{timed_demo}/dashboard", headers={"HX-Request": "true"})
     soup = page(response)
     assert soup.select_one("[data-testid=dashboard-figures]") and soup.select_one("[data-testid=time-table]")
+    assert soup.select_one("[data-testid=dashboard-summary]") and soup.select("details[data-section]")
     assert soup.select_one("form") is None and soup.select_one("header") is None
 
 
@@ -388,6 +455,10 @@ BAD_FILTERS = [
     ("dashboard", {"condition": "dictation"}, "condition"),
     ("dashboard", {"batch_id": "first"}, "batch_id"),
     ("dashboard", {"label": "Vitamin"}, "label"),
+    ("dashboard/section", {"section": "time", "idle": "0"}, "idle"),
+    ("dashboard/section", {"section": "agreement", "condition": "dictation"}, "condition"),
+    ("dashboard/section", {"section": "everything"}, "section"),
+    ("dashboard/section", {}, "section"),
 ]
 
 
@@ -433,7 +504,7 @@ def test_each_pre_annotation_run_is_shown_against_gold(client, sessions, demo):
 
     gold, pre = exact("gold"), exact("pre_annotation")
     log_in(client, "lead", "lead-password")
-    html = page(client.get(f"/lead/projects/{demo}/dashboard"))
+    html = section(client, demo, "runs_gold")
     with sessions() as db:
         run_name = db.scalar(select(PreAnnotationRun.name))
     [run] = html.select("[data-testid=run-gold]")

@@ -172,10 +172,10 @@ def test_the_lead_starts_a_run_and_the_evaluation_page_agrees_with_nervaluate(
     subset = sorted(gold)[:3]
     assert run_reports.evaluate_runs(sessions, demo, [run_id], subset)[0].documents == 3
     assert web.get(f"/lead/projects/{demo}/runs/compare?run={run_id}&batch_id=x").status_code == 422
-    # The progress bar polls one fragment of the page, not the page.
+    # The page polls one fragment of itself (progress, actions, notes), not the page.
     fragment = web.get(f"/lead/runs/{run_id}", headers={"HX-Request": "true"})
-    assert fragment.text.lstrip().startswith("<section") and "run-progress" in fragment.text
-    assert "note-results" not in fragment.text
+    assert fragment.text.lstrip().startswith('<div id="run-live"') and "run-progress" in fragment.text
+    assert "note-results" in fragment.text and "run-configuration" not in fragment.text
 
     csrf = session_csrf(web, f"/lead/runs/{run_id}")
     assert web.post(f"/lead/runs/{run_id}/study-base", data={"csrf_token": csrf}).status_code == 303
@@ -208,3 +208,26 @@ def test_an_endpoint_stored_with_another_variable_sends_no_key(sessions, monkeyp
     shown = {e.name: e for e in list_endpoints(sessions)}
     assert client_config(shown["leaky"]).api_key is None and not shown["leaky"].key_is_set
     assert client_config(shown["proper"]).api_key == "the-llm-key" and shown["proper"].key_is_set
+
+
+def test_the_run_form_ticks_its_defaults_and_keeps_what_was_posted(web, sessions, demo):
+    """Issue 20: every field of the run form through the field macros; a refused form comes back as
+    it was sent (an unticked box stays unticked), with the error beside its field."""
+    log_in(web, "lead")
+    form = page(web.get(f"/lead/projects/{demo}/runs")).select_one("[data-testid=run-form]")
+    ticked = {box["id"] for box in form.select("input[type=checkbox][checked]")}
+    assert ticked == {"run-whole"}
+    for control in form.select("input:not([type=hidden]), select"):
+        assert control.find_parent(class_="field").select_one(f"label[for={control['id']}]"), control["id"]
+    refused = _post(
+        web, f"/lead/projects/{demo}/runs", f"/lead/projects/{demo}/runs",
+        name="x", method="llm", prompt_schema="guess", fuzzy_threshold="70", case_sensitive="on",
+    )  # fmt: skip
+    assert refused.status_code == 422
+    form = page(refused).select_one("[data-testid=run-form]")
+    assert {box["id"] for box in form.select("input[type=checkbox][checked]")} == {"run-case"}
+    assert form.select_one("#run-fuzzy")["value"] == "70"
+    schema = form.select_one("#run-schema")
+    assert schema["aria-invalid"] == "true"
+    beside = schema.find_parent(class_="field").select_one("[data-testid=field-error]").text
+    assert beside == "must be one of iob_token, direct_chunk, ensemble"

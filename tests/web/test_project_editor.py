@@ -55,7 +55,7 @@ def test_lead_creates_and_edits_a_project(web, accounts, sessions):
     )
     assert bad.status_code == 422
     problems = [li.text for li in page(bad).select("[data-testid=project-problems] li")]
-    assert problems == ["label_schema.entity_types[9].hotkey: 'y' is reserved by the editor"]
+    assert problems == ["Label 10 (Allergy), hotkey: 'y' is reserved by the editor"]
     with sessions() as db:
         assert len(db.get(Project, project.id).label_schema["entity_types"]) == 9  # nothing stored
     schema["entity_types"][-1]["hotkey"] = "l"
@@ -81,7 +81,7 @@ def test_json_errors_name_the_field_and_store_nothing(web, accounts, sessions):
     )
     assert response.status_code == 422
     [problem] = [li.text for li in page(response).select("[data-testid=project-problems] li")]
-    assert problem.startswith("label_schema: not valid JSON") and "line 1" in problem
+    assert problem.startswith("Label schema (JSON): not valid JSON") and "line 1" in problem
     assert _count(sessions) == 0
 
 
@@ -122,7 +122,7 @@ def test_labels_in_use_cannot_be_removed(web, accounts, sessions, password_hashe
     )
     assert response.status_code == 422
     problems = [li.text for li in page(response).select("[data-testid=project-problems] li")]
-    assert "label_schema.entity_types: 'Strength' is used by annotations and cannot be removed" in problems
+    assert "Labels: 'Strength' is used by annotations and cannot be removed" in problems
 
 
 def test_annotators_cannot_edit_projects(web, accounts, sessions):
@@ -167,8 +167,105 @@ def test_the_schema_form_builds_the_schema_from_its_rows(web, accounts, sessions
     bad = web.post("/lead/projects", data=data)
     assert bad.status_code == 422
     problems = [li.text for li in page(bad).select("[data-testid=project-problems] li")]
-    assert "label_schema.entity_types[1].name: 'Drug' is defined twice" in problems
+    assert "Label 2 (Drug), name: 'Drug' is defined twice" in problems
     assert [i["value"] for i in page(bad).select("input[name=entity_name]")][:2] == [
         "Drug",
         "Drug",
     ]  # input kept
+
+
+# ---- issue 20: problems in words beside their fields, study settings as fields, distinct colours ----
+
+
+def _schema_form(web, **changes):
+    data = {
+        "name": "By form",
+        "guidelines": "",
+        "schema_source": "form",
+        "entity_name": ["Drug", "Dose", ""],
+        "entity_color": ["#1f77b4", "#ff7f0e", "#2ca02c"],
+        "entity_hotkey": ["d", "o", ""],
+        "entity_description": ["", "", ""],
+        "relation_name": ["Of", ""],
+        "relation_heads": ["Dose", ""],
+        "relation_tails": ["Drug", ""],
+        "study_form": "1",
+        "study_conditions": ["scratch", "refine_llm"],
+        "study_idle_threshold_seconds": "90",
+        "study_overlap": "3",
+        "study_bootstrap_seed": "7",
+        "study_require_prelabels_decided": "on",
+        "csrf_token": session_csrf(web, "/lead/projects/new"),
+    }
+    return web.post("/lead/projects", data={**data, **changes})
+
+
+def _beside(html, control_id: str) -> str:
+    """The error shown in the field of a control."""
+    return (
+        html.select_one(f"#{control_id}")
+        .find_parent(class_="field")
+        .select_one("[data-testid=field-error]")
+        .text
+    )
+
+
+def test_study_settings_are_fields_with_their_meaning(web, accounts, sessions):
+    log_in(web, "lead")
+    form = page(web.get("/lead/projects/new"))
+    assert form.select_one("textarea[name=study_settings]") is None  # no raw JSON to write
+    settings = ("study-idle", "study-overlap", "study-snap", "study-decided", "study-reopen", "study-seed")
+    for control in settings:
+        field = form.select_one(f"#{control}").find_parent(class_="field")
+        assert field.select_one(f"label[for={control}]").text.strip()
+        assert field.select_one(".hint").text.strip()  # what the setting means, in words
+    assert _schema_form(web).status_code == 303
+    with sessions() as db:
+        study = db.scalar(select(Project)).study_settings
+    assert study["conditions"] == ["scratch", "refine_llm"]
+    assert (study["idle_threshold_seconds"], study["overlap"], study["bootstrap_seed"]) == (90.0, 3, 7)
+    assert study["require_prelabels_decided"] is True
+    assert study["snap_to_tokens"] is False and study["physicians_may_reopen"] is False  # unticked
+
+
+def test_a_refused_schema_says_what_is_wrong_beside_the_field(web, accounts, sessions):
+    log_in(web, "lead")
+    bad = _schema_form(
+        web,
+        entity_color=["#1f77b4", "orange", "#2ca02c"],
+        relation_heads=["", ""],
+        study_idle_threshold_seconds="0",
+        study_overlap="two",
+    )
+    assert bad.status_code == 422
+    html = page(bad)
+    problems = [li.text for li in html.select("[data-testid=project-problems] li")]
+    assert problems == [
+        "Study settings, physicians per note for agreement: must be a whole number",
+    ]  # a field that is not a number is named before anything is validated
+    assert html.select_one("#study-overlap")["aria-invalid"] == "true"
+    assert _beside(html, "study-overlap") == "must be a whole number"
+    bad = _schema_form(
+        web, entity_color=["#1f77b4", "orange", "#2ca02c"], relation_heads=["", ""], study_overlap="3"
+    )
+    html = page(bad)
+    problems = [li.text for li in html.select("[data-testid=project-problems] li")]
+    assert problems == [
+        "Label 2 (Dose), colour: must be a colour like #1f77b4",
+        "Relation type 1 (Of), from (head) types: name at least one entity type",
+    ]
+    assert not any("List should" in p or "String should" in p for p in problems)
+    colour_cell = html.select("input[name=entity_color]")[1].find_parent("td")
+    assert colour_cell.select_one("[data-testid=field-error]").text == "must be a colour like #1f77b4"
+    heads_cell = html.select("input[name=relation_heads]")[0].find_parent("td")
+    assert heads_cell.select_one("[data-testid=field-error]").text == "name at least one entity type"
+    bad = _schema_form(web, study_idle_threshold_seconds="0")
+    assert _beside(page(bad), "study-idle") == "must be above 0"
+    assert _count(sessions) == 0  # nothing stored
+
+
+def test_blank_label_rows_offer_distinct_unused_colours(web, accounts, sessions):
+    log_in(web, "lead")
+    html = page(web.get("/lead/projects/new"))
+    colours = [i["value"] for i in html.select("tbody input[name=entity_color]")]
+    assert len(colours) == 3 and len(set(colours)) == 3  # the starting label and the two blank rows

@@ -253,11 +253,18 @@ def _audit_filter(request: Request) -> audit.AuditFilter:
 
 
 @router.get("/audit")
-def audit_page(request: Request, sessions: Sessions, page: int = 1) -> Response:
+def audit_page(request: Request, sessions: Sessions) -> Response:
+    """The trail, newest first, AUDIT_PAGE events a page; a page past the last shows the last."""
     wanted = _audit_filter(request)
-    page = max(page, 1)
+    raw = (request.query_params.get("page") or "1").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise HTTPException(status_code=422, detail="page: a page number, 1 or more")
+    _, total = audit.audit_trail(sessions, wanted, limit=0)
+    pages = max(1, -(-total // AUDIT_PAGE))
+    page = min(int(raw), pages)
     rows, total = audit.audit_trail(sessions, wanted, limit=AUDIT_PAGE, offset=(page - 1) * AUDIT_PAGE)
     query = {k: v for k, v in request.query_params.items() if k != "page" and v}
+    first = (page - 1) * AUDIT_PAGE + 1 if rows else 0
     return render(
         request,
         "admin/audit.html",
@@ -265,9 +272,12 @@ def audit_page(request: Request, sessions: Sessions, page: int = 1) -> Response:
             "rows": rows,
             "total": total,
             "page": page,
-            "pages": max(1, -(-total // AUDIT_PAGE)),
+            "pages": pages,
+            "first": first,
+            "last": first + len(rows) - 1 if rows else 0,
             "query": query,
             "wanted": wanted,
+            "actions": audit.audit_actions(sessions),
         },
     )
 
@@ -357,14 +367,57 @@ async def upload(request: Request, identity: CurrentIdentity, sessions: Sessions
     )
 
 
-@router.get("/batches/{batch_id}")
-def batch_report(request: Request, batch_id: int, sessions: Sessions) -> Response:
+def _batch_page(request: Request, sessions, batch_id: int, *, status_code: int = 200, **context) -> Response:
+    """The batch's page: its PHI report and, while it is held, a decision per flagged note."""
     from app.services.batches import batch_detail
 
     detail = batch_detail(sessions, batch_id)
     if detail is None:
         raise HTTPException(status_code=404, detail="No such batch.")
-    return render(request, "admin/batch.html", {"detail": detail})
+    return render(request, "admin/batch.html", {"detail": detail, **context}, status_code=status_code)
+
+
+@router.get("/batches/{batch_id}")
+def batch_report(request: Request, batch_id: int, sessions: Sessions) -> Response:
+    return _batch_page(request, sessions, batch_id)
+
+
+@router.post("/batches/{batch_id}/notes")
+def decide_note(
+    request: Request,
+    batch_id: int,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    now: Now,
+    note: Annotated[str, Form()] = "",
+    decision: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """Release, exclude or mask one flagged note of a held batch, with a reason (audited)."""
+    from app.services import batches
+
+    try:
+        batches.decide_note(
+            sessions,
+            batch_id,
+            note,
+            decision,
+            reason,
+            actor_id=identity.user.id,
+            now=now,
+            client_address=client_address(request),
+        )
+    except batches.BatchError as error:
+        if not str(error).startswith(("note:", "decision:", "reason:")):  # the batch is decided already
+            return _batch_page(request, sessions, batch_id, status_code=409, form_error=str(error))
+        return _batch_page(
+            request,
+            sessions,
+            batch_id,
+            status_code=422,
+            note_error={"note": note, "decision": decision, "reason": reason, "message": str(error)},
+        )
+    return RedirectResponse(f"/admin/batches/{batch_id}#decided", status_code=303)
 
 
 @router.post("/batches/{batch_id}/release")
@@ -376,7 +429,7 @@ def release(
     now: Now,
     reason: Annotated[str, Form()] = "",
 ) -> Response:
-    from app.services.batches import BatchError, batch_detail, release_batch
+    from app.services.batches import BatchError, release_batch
 
     try:
         release_batch(
@@ -388,27 +441,39 @@ def release(
             client_address=client_address(request),
         )
     except BatchError as error:
-        detail = batch_detail(sessions, batch_id)
-        if detail is None:
-            raise HTTPException(status_code=404, detail="No such batch.") from None
-        return render(
-            request, "admin/batch.html", {"detail": detail, "form_error": str(error)}, status_code=422
-        )
+        return _batch_page(request, sessions, batch_id, status_code=422, form_error=str(error))
     return RedirectResponse(f"/admin/batches/{batch_id}", status_code=303)
 
 
 @router.post("/batches/{batch_id}/reject")
 def reject(
-    request: Request, batch_id: int, identity: CurrentIdentity, sessions: Sessions, now: Now
+    request: Request,
+    batch_id: int,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    now: Now,
+    confirm: Annotated[str, Form()] = "",
 ) -> Response:
-    from app.services.batches import BatchError, reject_batch
+    """Reject a held batch, erasing its notes; only with ``confirm=yes``. Without it (a page without
+    scripts, a stray request) nothing changes and the page asks first, saying how many notes go."""
+    from app.services.batches import BatchError, notes_to_erase, reject_batch
 
+    if confirm != "yes":
+        if notes_to_erase(sessions, batch_id) is None:
+            return _batch_page(
+                request,
+                sessions,
+                batch_id,
+                status_code=409,
+                form_error=f"batch {batch_id} is not held for review",
+            )
+        return _batch_page(request, sessions, batch_id, confirm_reject=True)
     try:
         reject_batch(
             sessions, batch_id, actor_id=identity.user.id, now=now, client_address=client_address(request)
         )
     except BatchError as error:
-        raise HTTPException(status_code=409, detail=str(error)) from None
+        return _batch_page(request, sessions, batch_id, status_code=409, form_error=str(error))
     return RedirectResponse(f"/admin/batches/{batch_id}", status_code=303)
 
 

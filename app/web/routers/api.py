@@ -175,7 +175,36 @@ class UploadResult(BaseModel):
 
 
 class Release(BaseModel):
+    reason: str = ""  # may be left out once every flagged note has its own decision
+
+
+class NoteDecisionBody(BaseModel):
+    note: str  # the flagged note's name
+    decision: str  # release, exclude or mask
     reason: str
+
+
+class Reject(BaseModel):
+    confirm: bool = False  # must be true: rejecting erases the batch's notes
+
+
+class FlaggedNoteSummary(BaseModel):
+    note: str
+    hits: dict[str, int]  # by kind, as the screen found them
+    decision: str | None  # release, exclude, mask; None: undecided
+    reason: str | None
+    undecided: bool
+    remaining_hits: dict[str, int]  # after a masking, what the screen still finds (normally nothing)
+
+
+class BatchReport(BaseModel):
+    id: int
+    project_id: int
+    status: str
+    documents: int  # held: the notes it would store; else the notes it stored
+    phi_counts: dict[str, int]
+    flagged: list[FlaggedNoteSummary]
+    undecided: int
 
 
 @admin.post("/batches", response_model=UploadResult)
@@ -226,6 +255,70 @@ async def upload_batch_api(request: Request, identity: CurrentIdentity, sessions
     return JSONResponse(body.model_dump(), status_code=422 if outcome.status == "refused" else 200)
 
 
+@admin.get("/batches/{batch_id}", response_model=BatchReport)
+def batch_report_api(batch_id: int, sessions: Sessions) -> BatchReport:
+    """A batch's PHI report (kinds and counts, never the text) and the decision on each flagged note."""
+    from app.services.batches import batch_detail
+
+    detail = batch_detail(sessions, batch_id)
+    if detail is None:
+        raise HTTPException(status_code=404, detail="No such batch.")
+    batch = detail.batch
+    return BatchReport(
+        id=batch.id,
+        project_id=batch.project_id,
+        status=batch.status,
+        documents=detail.staged_documents if batch.status == "held" else detail.stored_documents,
+        phi_counts=(batch.phi_report or {}).get("counts", {}),
+        flagged=[
+            FlaggedNoteSummary(
+                note=n.external_id,
+                hits=n.counts,
+                decision=n.decision,
+                reason=n.reason,
+                undecided=n.undecided,
+                remaining_hits=n.remaining,
+            )
+            for n in detail.flagged
+        ],
+        undecided=detail.undecided if batch.status == "held" else 0,
+    )
+
+
+@admin.post("/batches/{batch_id}/notes")
+def decide_note_api(
+    batch_id: int,
+    body: NoteDecisionBody,
+    request: Request,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    now: Now,
+) -> dict:
+    """Release, exclude or mask one flagged note of a held batch, with a reason (audited)."""
+    from app.services.batches import BatchError, decide_note
+
+    try:
+        decided = decide_note(
+            sessions,
+            batch_id,
+            body.note,
+            body.decision,
+            body.reason,
+            actor_id=identity.user.id,
+            now=now,
+            client_address=request.client.host if request.client else None,
+        )
+    except BatchError as error:
+        status = 409 if "not held" in str(error) else 422
+        raise HTTPException(status_code=status, detail=str(error)) from None
+    return {
+        "note": decided.note,
+        "decision": decided.decision,
+        "undecided": decided.undecided,
+        "remaining_hits": decided.remaining_hits,
+    }
+
+
 @admin.post("/batches/{batch_id}/release")
 def release_batch_api(
     batch_id: int, body: Release, request: Request, identity: CurrentIdentity, sessions: Sessions, now: Now
@@ -248,12 +341,26 @@ def release_batch_api(
 
 @admin.post("/batches/{batch_id}/reject")
 def reject_batch_api(
-    batch_id: int, request: Request, identity: CurrentIdentity, sessions: Sessions, now: Now
+    batch_id: int,
+    request: Request,
+    identity: CurrentIdentity,
+    sessions: Sessions,
+    now: Now,
+    body: Reject | None = None,
 ) -> dict:
-    from app.services.batches import BatchError, reject_batch
+    """Reject a held batch, erasing its notes: only with ``{"confirm": true}``."""
+    from app.services.batches import BatchError, notes_to_erase, reject_batch
 
+    if body is None or not body.confirm:
+        erased = notes_to_erase(sessions, batch_id)
+        if erased is None:
+            raise HTTPException(status_code=409, detail=f"batch {batch_id} is not held for review")
+        raise HTTPException(
+            status_code=422,
+            detail=f"confirm: rejecting erases the batch's {erased} notes; send confirm: true to do it",
+        )
     try:
-        reject_batch(
+        erased = reject_batch(
             sessions,
             batch_id,
             actor_id=identity.user.id,
@@ -262,7 +369,7 @@ def reject_batch_api(
         )
     except BatchError as error:
         raise HTTPException(status_code=409, detail=str(error)) from None
-    return {"status": "rejected"}
+    return {"status": "rejected", "erased": erased}
 
 
 @lead.get("/projects/{project_id}/export")
@@ -273,8 +380,11 @@ def export_api(
     sessions: Sessions,
     format: str = "jsonl",
     layer: str | None = None,
+    undecided: str = "exclude",
 ) -> Response:
-    """Download an export: brat (zip), jsonl, conll (one layer), events-csv or events-jsonl."""
+    """Download an export: brat (zip), jsonl, conll (one layer), events-csv or events-jsonl.
+    ``undecided``: the pre-labels a physician left undecided in their set are left out (``exclude``)
+    or written marked as undecided (``mark``; brat and JSONL)."""
     from app.services.exports import ExportError, export_project
 
     try:
@@ -285,6 +395,7 @@ def export_api(
             layer or None,
             actor_id=identity.user.id,
             client_address=request.client.host if request.client else None,
+            undecided=undecided,
         )
     except ExportError as error:
         raise HTTPException(status_code=422, detail=str(error)) from None

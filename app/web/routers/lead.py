@@ -1,6 +1,7 @@
 """The project lead's pages: projects and their progress (dashboards come later)."""
 
 import json
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -8,8 +9,15 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.db.models import Project
 from app.domain.brat import label_schema_from_conf, parse_annotation_conf, write_annotation_conf
-from app.domain.label_schema import LabelSchemaError
-from app.domain.vocabulary import Role
+from app.domain.label_schema import (
+    LABEL_PALETTE,
+    STUDY_SETTING_NAMES,
+    LabelSchemaError,
+    StudySettings,
+    distinct_colour,
+    field_in_words,
+)
+from app.domain.vocabulary import Condition, Role
 from app.services import access
 from app.services.access import led_project_ids
 from app.services.projects import ProjectError, create_project, project_overview, update_project
@@ -106,14 +114,81 @@ def schema_from_rows(form) -> dict:
 
 
 def schema_rows(schema: dict) -> dict:
-    """The schema as rows for the form, with blank rows to add to."""
+    """The schema as rows for the form, with blank rows to add to (without script); each blank label
+    row has its own unused colour, so labels added there never share one."""
     blank = [{}] * BLANK_ROWS
+    entities = [e for e in schema.get("entity_types") or [] if isinstance(e, dict)]
+    colours = [e.get("color") for e in entities]
+    for _ in range(BLANK_ROWS):
+        colours.append(distinct_colour(colours))
     return {
-        "entities": list(schema.get("entity_types") or []) + blank,
+        "entities": entities + [{"color": c} for c in colours[len(entities) :]],
         "relations": list(schema.get("relation_types") or []) + blank,
         "attributes": list(schema.get("span_attributes") or []) + blank,
         "questions": list(schema.get("document_questions") or []) + blank,
     }
+
+
+STUDY_FLAGS = ("snap_to_tokens", "require_prelabels_decided", "physicians_may_reopen")
+STUDY_NUMBERS = {"idle_threshold_seconds": float, "overlap": int, "bootstrap_seed": int}
+
+
+def study_from_fields(form) -> tuple[dict, list[tuple[str, str]]]:
+    """The study settings from the form's fields (``study_*``), and what in them is not a number."""
+    study: dict = {"conditions": [str(c) for c in form.getlist("study_conditions")]}
+    problems = []
+    for key, kind in STUDY_NUMBERS.items():
+        raw = str(form.get(f"study_{key}") or "").strip()
+        if not raw:
+            continue  # the default
+        try:
+            study[key] = kind(raw)
+        except ValueError:
+            words = "a whole number" if kind is int else "a number"
+            problems.append((f"study.{key}", f"must be {words}"))
+    for key in STUDY_FLAGS:
+        study[key] = form.get(f"study_{key}") is not None
+    return study, problems
+
+
+# The project page's own fields, besides the schema's and the study's paths.
+_PAGE_FIELDS = {
+    "name": "Name",
+    "guidelines": "Guidelines",
+    "annotation.conf": "annotation.conf",
+    "label_schema": "Label schema (JSON)",
+    "study_settings": "Study settings (JSON)",
+    "project": "Project",
+}
+
+
+# A problem about a whole row is shown beside the cell that usually causes it.
+_ROW_CELL = {"entity_types": "name", "relation_types": "name", "span_attributes": "values",
+             "document_questions": "choices"}  # fmt: skip
+
+
+def _field_errors(problems: list[tuple[str, str]]) -> dict[str, str]:
+    """The message beside each field of the page: ``relation_types[0].tail_types[1]`` goes beside
+    the tail types of row 1, ``span_attributes[0]`` beside that row's values."""
+    errors: dict[str, list[str]] = {}
+    for field, message in problems:
+        key = re.sub(r"(\.[a-z_]+)\[\d+\]$", r"\1", field)
+        if row := re.fullmatch(r"([a-z_]+)\[\d+\]", key):
+            key += "." + _ROW_CELL.get(row.group(1), "name")
+        errors.setdefault(key, []).append(message)
+    return {key: "; ".join(messages) for key, messages in errors.items()}
+
+
+def _problems_in_words(problems: list[tuple[str, str]], schema: object) -> list[dict]:
+    """Each problem with its path (for the field it is shown beside) and its words."""
+    return [
+        {
+            "field": field,
+            "message": message,
+            "text": f"{_PAGE_FIELDS.get(field) or field_in_words(field, schema)}: {message}",
+        }
+        for field, message in problems
+    ]
 
 
 def _editor(
@@ -140,7 +215,17 @@ def _editor(
         shown = json.loads(values["label_schema"])
     except (json.JSONDecodeError, TypeError):
         shown = {}
-    values = {**values, "rows": schema_rows(shown if isinstance(shown, dict) else {})}
+    shown = shown if isinstance(shown, dict) else {}
+    study = values.get("study")
+    if study is None:
+        try:
+            study = json.loads(values.get("study_settings") or "{}")
+        except json.JSONDecodeError:
+            study = {}
+    defaults = StudySettings().model_dump(mode="json")
+    study = {**defaults, **(study if isinstance(study, dict) else {})}
+    values = {**values, "rows": schema_rows(shown), "study": study}
+    problems = [(field, str(message)) for field, message in (problems or [])]
     leads = access.project_leads(request.app.state.runtime.sessions, project.id) if project else []
     return render(
         request,
@@ -148,7 +233,11 @@ def _editor(
         {
             "project": project,
             "values": values,
-            "problems": problems or [],
+            "problems": _problems_in_words(problems, shown),
+            "field_errors": _field_errors(problems),
+            "palette": LABEL_PALETTE,
+            "conditions": [c.value for c in Condition],
+            "study_names": STUDY_SETTING_NAMES,
             "exports": exports,
             "leads": leads,
             "lead_problem": lead_problem,
@@ -216,13 +305,18 @@ async def _save_project(request: Request, identity, sessions, project: Project |
             problems.append(
                 ("label_schema", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
             )
-    try:
-        study = json.loads(values["study_settings"] or "{}")
-    except json.JSONDecodeError as error:
-        problems.append(
-            ("study_settings", f"not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
-        )
-        study = None
+    if "study_form" in form:  # the page's fields; scripts may still post the settings as JSON
+        study, study_problems = study_from_fields(form)
+        problems += study_problems
+        values["study"] = study
+        values["study_settings"] = json.dumps(study, indent=2)
+    else:
+        try:
+            study = json.loads(values["study_settings"] or "{}")
+        except json.JSONDecodeError as error:
+            where = f"at line {error.lineno}, column {error.colno}"
+            problems.append(("study_settings", f"not valid JSON: {error.msg} {where}"))
+            study = None
     if not problems:
         try:
             if project is None:
@@ -246,10 +340,7 @@ async def _save_project(request: Request, identity, sessions, project: Project |
                 )
             return RedirectResponse(f"/lead/projects/{project.id}?saved=1", status_code=303)
         except LabelSchemaError as error:
-            problems = [
-                (field if field.startswith("study.") else f"label_schema.{field}", message)
-                for field, message in error.problems
-            ]
+            problems = list(error.problems)
         except ProjectError as error:
             problems = [tuple(str(error).split(": ", 1))]
     return _editor(request, project=project, values=values, problems=problems, status_code=422)
@@ -322,6 +413,7 @@ def start_export(
     sessions: Sessions,
     format: Annotated[str, Form()],
     layer: Annotated[str, Form()] = "",
+    undecided: Annotated[str, Form()] = "exclude",
 ) -> Response:
     from app.services.exports import ExportError, request_export
 
@@ -333,6 +425,7 @@ def start_export(
             layer.strip() or None,
             actor_id=identity.user.id,
             client_address=client_address(request),
+            undecided=undecided,
         )
     except ExportError as error:
         raise HTTPException(status_code=422, detail=str(error)) from None

@@ -2,6 +2,11 @@
 
 Every figure comes from app.services.metrics.project_metrics, the same report the JSON API and the CLI
 give, so the three never disagree; this module only parses the filters and lays the report out.
+
+The dashboard leads with a summary (time per note, time saved, agreement, progress, what needs
+attention) and folds the rest into sections that the page fetches when the lead opens them
+(GET .../dashboard/section?section=NAME with the same filters), so a 10,000-note study's first paint
+stays small; the printable report keeps every section unfolded (issue 20).
 """
 
 import math
@@ -11,13 +16,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from app.db.models import Assignment, Batch, Project, User
+from app.db.models import Assignment, Project, User
 from app.domain.label_schema import parse_label_schema
 from app.domain.note_statistics import evaluation_json
 from app.domain.spreadsheet import csv_text
 from app.domain.vocabulary import Condition, Role
 from app.services import run_reports
-from app.services.metrics import FilterError, MetricsFilter, project_metrics
+from app.services.batches import batch_choices
+from app.services.metrics import FilterError, MetricsFilter, notes_awaiting_adjudication, project_metrics
 from app.web import charts
 from app.web.deps import (
     LeadProjectId,
@@ -41,6 +47,28 @@ TIME_KEYS = ("n", "mean", "median", "sd", "ci_low", "ci_high", "confidence", "re
 TIME_COLUMNS = ("condition", "n", "mean_minutes", "median_minutes", "sd_minutes", "ci_low", "ci_high",
                 "confidence", "resamples", "seed")  # fmt: skip
 PUBLISHED_COLUMNS = ("published_mean", "published_ci_low", "published_ci_high")
+# The sections the dashboard folds and loads on demand: name in the URL -> (data-testid, title). The
+# printable report lays out the same section bodies (templates/lead/report.html).
+DASHBOARD_SECTIONS = {
+    "savings": ("savings-section", "Savings of the LLM pipeline"),
+    "time": ("time-section", "Time per note, note by note"),
+    "edit_mix": ("edit-mix-section", "Edit mix per physician and per label, edit events"),
+    "agreement": ("agreement-section", "Agreement between physicians"),
+    "disagreement": ("disagreement-section", "Notes by disagreement, worst first"),
+    "pre_labels": ("pre-label-section", "Quality of the pre-labels"),
+    "physicians_gold": ("physicians-gold-section", "Each physician against gold"),
+    "runs_gold": ("runs-gold-section", "Each pre-annotation run against gold"),
+}
+# A condition in the lead's words, for the summary's sentences.
+CONDITION_WORDS = {
+    "scratch": "from scratch",
+    "refine_llm": "refining LLM pre-labels",
+    "refine_human": "refining a colleague's labels",
+}
+BEHIND_SHOWN = 5  # physicians named as behind in the summary
+# Above this many timed notes the dashboard's time section draws no dot per note (10,000 notes in three
+# conditions made it 2.2 MB of overlapping dots); the printable report draws them all.
+DOTS_LIMIT = 3_000
 
 
 def _filters(request: Request, project: Project) -> tuple[MetricsFilter, float | None]:
@@ -84,12 +112,8 @@ def _report(sessions, project: Project, filters: MetricsFilter, idle: float | No
 
 def _choices(sessions, project: Project) -> dict[str, list]:
     """What the filter form offers: the project's batches, physicians, labels and conditions."""
+    batches = batch_choices(sessions, project.id)  # neither held, rejected nor empty ones
     with sessions() as db:
-        batches = db.execute(
-            select(Batch.id, Batch.uploaded_at, Batch.document_count)
-            .where(Batch.project_id == project.id)
-            .order_by(Batch.id)
-        ).all()
         annotators = db.scalars(
             select(User.username)
             .join(Assignment, Assignment.annotator_id == User.id)
@@ -147,23 +171,31 @@ def savings_reasons(savings: dict[str, Any]) -> dict[str, str]:
     return reasons
 
 
-def _charts(report: dict[str, Any]) -> dict[str, Any]:
+def _charts(report: dict[str, Any], *, dots: bool = True, time_chart: str = "time-chart") -> dict[str, Any]:
+    """The report's charts. Without ``dots`` the time chart leaves out the dot of each timed note (30,000
+    marks in a 10,000-note study), as the dashboard's summary does; the dashboard's time section draws
+    them under an id of its own (``time_chart``), since both can be on the page at once."""
     time = report["time"]
+    agreement = report["agreement"]["mean_over_pairs"]
     return {
         "time": charts.time_chart(
             time["per_condition"],
             time["published_reference"]["minutes"],
-            document_minutes=time.get("minutes"),
+            document_minutes=time.get("minutes") if dots else None,
+            chart_id=time_chart,
+            testid=time_chart,
         ),
         "edit_mix": charts.edit_mix_chart(report["edit_mix"]["by_condition"]),
+        "agreement": charts.agreement_chart(
+            agreement["span_f1"]["strict"]["per_label"], agreement["span_f1"]["strict"]["overall"]
+        )
+        if agreement
+        else None,
     }
 
 
-def _context(request: Request, sessions, project_id: int) -> dict[str, Any]:
-    project = project_or_404(sessions, project_id)
-    filters, idle = _filters(request, project)
-    report = _report(sessions, project, filters, idle)
-    # The query string of the figures shown, for the download and report links.
+def _query(filters: MetricsFilter, idle: float | None) -> dict[str, Any]:
+    """The query string of the figures shown, for the download, report and section links."""
     query = {
         "batch_id": filters.batch_id,
         "annotator": filters.annotator,
@@ -172,16 +204,115 @@ def _context(request: Request, sessions, project_id: int) -> dict[str, Any]:
         # Only an idle threshold the lead chose: the project's own may lie outside what the form accepts.
         "idle": None if idle is None else f"{idle:.15g}",
     }
+    return {k: v for k, v in query.items() if v is not None}
+
+
+def _context(request: Request, sessions, project_id: int, *, runs: bool = True) -> dict[str, Any]:
+    project = project_or_404(sessions, project_id)
+    filters, idle = _filters(request, project)
+    report = _report(sessions, project, filters, idle)
     return {
         "project": project,
+        "filters": filters,
         "report": report,
-        "charts": _charts(report),
         "reasons": savings_reasons(report["time"]["savings"]),
-        "query": {k: v for k, v in query.items() if v is not None},
+        "query": _query(filters, idle),
         "idle_value": f"{report['time']['idle_threshold_seconds']:.15g}",
         "sections": CSV_SECTIONS,
         "disagreement_rows": DISAGREEMENT_ROWS,
-        "runs_gold": runs_against_gold(sessions, project, filters.batch_id),
+        "runs_gold": runs_against_gold(sessions, project, filters.batch_id) if runs else None,
+    }
+
+
+def _time_reason(condition: str, summary: dict[str, Any]) -> dict[str, str]:
+    """Why a condition's mean or CI cannot be given yet, in plain words (empty when both can)."""
+    words = CONDITION_WORDS.get(condition, condition)
+    reasons = {}
+    if summary["mean"] is None:
+        reasons["mean"] = f"no submitted note {words} yet"
+    if summary["ci_low"] is None:
+        reasons["ci"] = reasons.get("mean") or "an interval needs a second note"
+    return reasons
+
+
+def dashboard_summary(report: dict[str, Any], awaiting_adjudication: int) -> dict[str, Any]:
+    """What the dashboard shows first, all taken from the report: each condition's minutes per note, the
+    savings, the agreement, the progress per condition and per physician, and what needs attention.
+    Progress follows the condition filter too (the report's progress table lists every condition)."""
+    time = report["time"]
+    published = time["published_reference"]
+    condition_filter = report["filters"]["condition"]
+    conditions = []
+    for condition, summary in time["per_condition"].items():
+        if condition_filter is not None and condition != condition_filter:
+            continue
+        conditions.append(
+            {
+                "condition": condition,
+                "words": CONDITION_WORDS.get(condition, condition),
+                "figures": summary,
+                "published": published["minutes"].get(condition),
+                "reasons": _time_reason(condition, summary),
+            }
+        )
+    by_condition: dict[str, dict[str, int]] = {}
+    physicians = []
+    for login, cells in sorted(report["progress"].items()):
+        total = {"assigned": 0, "submitted": 0, "skipped": 0, "released": 0}
+        shown = {}
+        for condition, cell in cells.items():
+            if condition_filter is not None and condition != condition_filter:
+                continue
+            shown[condition] = cell
+            pooled = by_condition.setdefault(condition, {"assigned": 0, "submitted": 0, "skipped": 0})
+            for key in pooled:
+                pooled[key] += cell[key]
+            for key in total:
+                total[key] += cell[key]
+        if total["assigned"]:
+            physicians.append({"login": login, "cells": shown, **total})
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    by_condition = dict(sorted(by_condition.items(), key=lambda item: order.get(item[0], len(order))))
+    assigned = sum(p["assigned"] for p in physicians)
+    submitted = sum(p["submitted"] for p in physicians)
+    team_share = submitted / assigned if assigned else None
+    # Behind: at least one whole note short of the team's pace (the team's share of their assigned notes),
+    # the smallest share first; a rounding's worth below the team is not behind.
+    behind = sorted(
+        (
+            p
+            for p in physicians
+            if team_share is not None and team_share * p["assigned"] - p["submitted"] >= 1
+        ),
+        key=lambda p: (p["submitted"] / p["assigned"], -p["assigned"], p["login"]),
+    )
+    mean = report["agreement"]["mean_over_pairs"]
+    savings = time["savings"]
+    savings_words = {"human": "none yet", "llm": "none yet"}
+    if savings["human_pipeline_mean"] is None:
+        savings_words["savings"] = (
+            "Not yet: no note has been done both from scratch and by refining a colleague's labels"
+        )
+    elif savings["llm_pipeline_mean"] is None:
+        savings_words["savings"] = "Not yet: no submitted note refining LLM pre-labels"
+    else:
+        savings_words["savings"] = "Undefined: the human pipeline took 0 minutes"
+    savings_words["ci"] = "an interval needs more notes in each pipeline"
+    return {
+        "conditions": conditions,
+        "savings": savings,
+        "savings_words": savings_words,
+        "published": published,
+        "agreement": None if mean is None else mean["span_f1"]["strict"]["overall"],
+        "agreement_documents": 0 if mean is None else mean["documents"],
+        "alpha": report["agreement"]["krippendorff_alpha"],
+        "progress": {"assigned": assigned, "submitted": submitted, "by_condition": by_condition},
+        "physicians": physicians,
+        "behind": behind[:BEHIND_SHOWN],
+        "behind_count": len(behind),
+        "team_share": team_share,
+        "awaiting_adjudication": awaiting_adjudication,
+        "condition_words": CONDITION_WORDS,
     }
 
 
@@ -206,16 +337,46 @@ def runs_against_gold(sessions, project: Project, batch_id: int | None) -> list[
 
 @router.get("/projects/{project_id}/dashboard")
 def dashboard(request: Request, sessions: Sessions, project_id: LeadProjectId) -> Response:
-    context = _context(request, sessions, project_id)
+    """The summary and the folded sections; an htmx request (the filter form) gets the figures block."""
+    context = _context(request, sessions, project_id, runs=False)
+    filters: MetricsFilter = context["filters"]
+    awaiting = notes_awaiting_adjudication(
+        sessions, project_id, batch_id=filters.batch_id, annotator=filters.annotator
+    )
+    context["summary"] = dashboard_summary(context["report"], awaiting)
+    context["charts"] = _charts(context["report"], dots=False)
+    context["dashboard_sections"] = DASHBOARD_SECTIONS
     if request.headers.get("HX-Request"):
         return render(request, "lead/dashboard.html", context, block_name="figures")
     context["choices"] = _choices(sessions, context["project"])
     return render(request, "lead/dashboard.html", context)
 
 
+@router.get("/projects/{project_id}/dashboard/section")
+def dashboard_section(request: Request, sessions: Sessions, project_id: LeadProjectId) -> Response:
+    """One folded section of the dashboard (``section`` in the query string), with the same filters,
+    as the page's htmx fetches it when the lead opens the section."""
+    section = request.query_params.get("section") or ""
+    if section not in DASHBOARD_SECTIONS:
+        raise HTTPException(
+            status_code=422, detail=f"section: must be one of {', '.join(DASHBOARD_SECTIONS)}"
+        )
+    context = _context(request, sessions, project_id, runs=section == "runs_gold")
+    context["charts"] = {}
+    if section == "time":
+        timed = sum(len(minutes) for minutes in context["report"]["time"]["minutes"].values())
+        dots = timed <= DOTS_LIMIT
+        context["charts"] = _charts(context["report"], dots=dots, time_chart="time-notes-chart")
+        context["charts"]["dots_left_out"] = None if dots else timed
+    context["section"] = section
+    return render(request, "lead/dashboard.html", context, block_name="section")
+
+
 @router.get("/projects/{project_id}/report")
 def printable_report(request: Request, sessions: Sessions, project_id: LeadProjectId) -> Response:
-    return render(request, "lead/report.html", _context(request, sessions, project_id))
+    context = _context(request, sessions, project_id)
+    context["charts"] = _charts(context["report"])
+    return render(request, "lead/report.html", context)
 
 
 # ---- CSV: one table per section, a header row, numbers at full precision, empty where undefined --------

@@ -36,9 +36,9 @@ def _run(sessions, run_id: int) -> tuple[run_reports.RunSummary, int]:
 
 
 def _runs_page(request: Request, sessions, project: Project, *, values=None, error=None, status_code=200):
-    from app.services.batches import batch_overview
+    from app.services.batches import batch_choices
 
-    batches = [b for b, _ in batch_overview(sessions)["batches"] if b.project_id == project.id]
+    batches = batch_choices(sessions, project.id)  # neither held, rejected nor empty ones
     return render(
         request,
         "lead/runs.html",
@@ -141,27 +141,21 @@ def compare(request: Request, sessions: Sessions, project_id: LeadProjectId) -> 
 
 @router.get("/runs/{run_id}")
 def run_page(request: Request, sessions: Sessions, run_id: LeadRunId) -> Response:
+    """The run's page; htmx polls its ``live`` block (progress, actions, per-note table) while the run
+    is queued or running, and the block it gets once the run has finished stops the polling."""
     run, project_id = _run(sessions, run_id)
-    context = {"run": run, "project_id": project_id}
+    context = {"run": run, "project_id": project_id, "results": run_reports.note_results(sessions, run_id)}
+    if not run.active:  # read once the run has finished: they would change under the lead's eyes
+        evaluations = (
+            run_reports.evaluate_runs(sessions, project_id, [run_id])
+            if run.progress.counts.get("succeeded")
+            else []
+        )
+        context["evaluation"] = evaluations[0] if evaluations else None
+        context["listing"] = run_reports.dropped_and_fuzzy(sessions, run_id)
     if request.headers.get("HX-Request"):
-        return render(request, "lead/run.html", context, block_name="progress")
-    project = project_or_404(sessions, project_id)
-    evaluations = (
-        run_reports.evaluate_runs(sessions, project_id, [run_id])
-        if run.progress.counts.get("succeeded")
-        else []
-    )
-    return render(
-        request,
-        "lead/run.html",
-        {
-            **context,
-            "project": project,
-            "results": run_reports.note_results(sessions, run_id),
-            "listing": run_reports.dropped_and_fuzzy(sessions, run_id),
-            "evaluation": evaluations[0] if evaluations else None,
-        },
-    )
+        return render(request, "lead/run.html", context, block_name="live")
+    return render(request, "lead/run.html", {**context, "project": project_or_404(sessions, project_id)})
 
 
 @router.get("/runs/{run_id}/notes/{document_id}")

@@ -4,12 +4,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
-from app.db.models import Batch, Project, User
+from app.db.models import Project, User
 from app.domain.agreement import agreement_report
 from app.domain.label_schema import parse_label_schema
 from app.domain.study_design import assignments_csv
 from app.domain.vocabulary import Condition, Role
 from app.services import study
+from app.services.batches import batch_choices
 from app.web.deps import (
     CurrentIdentity,
     LeadProjectId,
@@ -72,7 +73,7 @@ def _page(request: Request, sessions, project: Project, *, values=None, preview=
                 select(User).where(User.role == Role.annotator.value, User.is_active).order_by(User.username)
             )
         )
-        batches = list(db.scalars(select(Batch).where(Batch.project_id == project.id).order_by(Batch.id)))
+    batches = batch_choices(sessions, project.id)  # neither held, rejected nor empty ones
     overviews = study.studies_of(sessions, project.id)
     return render(
         request,
