@@ -193,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not args.no_fake_llm:
             from app.demo.seed import start_simulated_llm
 
-            fake_llm, endpoint_name = start_simulated_llm(runtime.sessions)
+            fake_llm, endpoint_name = start_simulated_llm(runtime.sessions, avoid_port=settings.port)
             from app.demo.simulated import run_on_simulated_endpoint
 
             run_on_simulated_endpoint(runtime.sessions, endpoint_name)

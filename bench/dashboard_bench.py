@@ -510,6 +510,23 @@ def bench_sections(base_url: str, project_id: int) -> list[tuple[str, int, float
     return sizes
 
 
+def screenshot(base_url: str, project_id: int, path: str) -> None:
+    """The dashboard's first screen as the lead sees it, in Debian's Chromium at 1280x800."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, base_url=base_url)
+        page.goto("/login")
+        page.fill("#username", LEAD[0])
+        page.fill("#password", LEAD[1])
+        page.click("[data-testid=login-submit]")
+        page.wait_for_load_state()
+        page.goto(f"/lead/projects/{project_id}/dashboard", timeout=120_000)
+        page.screenshot(path=path)
+        browser.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--documents", type=int, default=10_000)
@@ -525,6 +542,7 @@ def main() -> None:
     parser.add_argument("--profile-top", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--port", type=int, default=8932)
+    parser.add_argument("--screenshot", help="save the dashboard's first screen (Chromium, 1280x800) here")
     args = parser.parse_args()
 
     runtime = open_runtime(
@@ -628,6 +646,9 @@ def main() -> None:
                 f"  section {section:<16} {size / 1024:8,.1f} KiB, server time {server_ms:,.0f} ms "
                 "(loaded on opening)"
             )
+        if args.screenshot:
+            screenshot(f"http://127.0.0.1:{args.port}", project_id, args.screenshot)
+            print(f"\nscreenshot of the dashboard at 1280x800: {args.screenshot}")
         server.should_exit = True
         print(
             json.dumps(

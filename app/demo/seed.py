@@ -334,7 +334,7 @@ SIMULATED_ENDPOINT = "Simulated LLM (demo)"
 SIMULATED_NOISE = {"missed": 0.15, "spurious": 0.02, "jitter": 0.1, "wrong_label": 0.05, "seed": 2018}
 
 
-def start_simulated_llm(sessions: sessionmaker[Session]):
+def start_simulated_llm(sessions: sessionmaker[Session], avoid_port: int | None = None):
     """Start the fake OpenAI-compatible server over the demo's gold and point the demo endpoint at it.
 
     Returns the running server (the caller stops it) and the endpoint's name. The port is new on every
@@ -359,8 +359,19 @@ def start_simulated_llm(sessions: sessionmaker[Session]):
                 ],
             )
         )
-    server = FakeLlmServer(notes, parse_label_schema(MEDICATION_SCHEMA), FakeBehaviour(**SIMULATED_NOISE))
-    base_url = server.start()
+
+    def started() -> FakeLlmServer:
+        server = FakeLlmServer(notes, parse_label_schema(MEDICATION_SCHEMA), FakeBehaviour(**SIMULATED_NOISE))
+        server.start()
+        return server
+
+    server = started()
+    # The OS may hand out the port the app is about to listen on (one just probed free by whoever
+    # chose it): take another, started before this one stops so it cannot be the same.
+    while avoid_port is not None and server.base_url.endswith(f":{avoid_port}/v1"):
+        previous, server = server, started()
+        previous.stop()
+    base_url = server.base_url
     with sessions.begin() as db:
         endpoint = db.scalar(select(LlmEndpoint).where(LlmEndpoint.name == SIMULATED_ENDPOINT))
         if endpoint is None:
