@@ -53,3 +53,37 @@ def test_the_audit_trail_filters_by_action_prefix_and_shows_its_range(browser, d
         assert actions and all(action.startswith("login.") for action in actions), actions
     finally:
         context.close()
+
+
+def test_the_export_form_asks_what_becomes_of_undecided_pre_labels(browser, demo_server, demo_db):
+    """The lead's export of a physician's layer, in Chromium: left out by default, marked on request;
+    the choice travels with the queued job (tests/services/test_export_undecided.py checks the files)."""
+    from sqlalchemy import text
+
+    context = browser.new_context(base_url=demo_server, viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        log_in(page, "lead", "demo-lead")
+        row = page.get_by_test_id("project-row").filter(has_text=DEMO_PROJECT)
+        with page.expect_navigation():
+            row.locator("a").first.click()
+        form = page.get_by_test_id("export-form")
+        undecided = form.get_by_label("Undecided pre-labels")
+        expect(undecided).to_have_value("exclude")
+        form.get_by_label("Format").select_option("brat")
+        form.get_by_label("Layer").fill("annotator:dr.adams")
+        undecided.select_option("mark")
+        with page.expect_response(lambda r: r.url.endswith("/exports") and r.request.method == "POST"):
+            form.get_by_test_id("start-export").click()
+        expect(page.get_by_test_id("export-row").first).to_contain_text("annotator:dr.adams")
+        with demo_db() as db:
+            args = db.execute(
+                text(
+                    "SELECT args FROM procrastinate_jobs WHERE task_name = 'clinann.make_export' "
+                    "ORDER BY id DESC LIMIT 1"
+                )
+            ).scalar_one()
+        assert args["undecided"] == "mark"
+    finally:
+        context.close()
