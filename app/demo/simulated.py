@@ -44,7 +44,7 @@ from app.db.models import (
     User,
 )
 from app.db.pipeline import StatementBatch
-from app.domain.editing import UNDOABLE, Change, Command, EditRefused, SetState, SpanState, apply_change, plan
+from app.domain.editing import Change, EditRefused, SetState, SpanState, apply_change
 from app.domain.label_schema import LabelSchema, StudySettings
 from app.domain.spans import SpanData
 from app.domain.study_time import PUBLISHED_REFERENCE
@@ -590,11 +590,9 @@ class SetWork:
 
     def _undo_change(self, kind: str, target: str | None):
         """Undo reverses an earlier edit, redo an earlier undo (app.services.editing's rule)."""
-        allowed = UNDOABLE | {EditKind.redo} if kind == EditKind.undo else {EditKind.undo}
-        if target is None or target not in self.logged or self.logged[target][0] not in allowed:
+        if target is None or target not in self.logged:
             raise EditRefused(f"target: no edit {target} that can be {kind}ne")
-        _, before, after = self.logged[target]
-        return Change.from_json(before, after).inverse()
+        return editing.reversal(kind, target, *self.logged[target])
 
     def edit(self, step: Step, page_session: str, monotonic_ms: float | None, wall: datetime) -> bool:
         """Apply one step; False if the editor would refuse it (the physician then does without)."""
@@ -612,36 +610,11 @@ class SetWork:
             target=target,
             **fields,
         )
-        context = self.context
         try:
             if request.kind in (EditKind.undo, EditKind.redo):
                 change = self._undo_change(request.kind, target)
             else:
-                if request.kind in (EditKind.adopt, EditKind.ambiguous):
-                    # What gold keeps comes from the physicians' stored sets, as in the editor.
-                    command = adjudication.adjudication_command(self.db, context, self.state, request)
-                else:
-                    command = Command(
-                        kind=request.kind,
-                        uid=request.uid,
-                        label=request.label,
-                        fragments=request.fragments,
-                        text=request.text,
-                        uids=request.uids,
-                        head=request.head,
-                        tail=request.tail,
-                        attribute=request.attribute,
-                        key=request.key,
-                        value=request.value,
-                        broken_relations=request.broken_relations,
-                    )
-                change = plan(
-                    command,
-                    self.state,
-                    text_length=len(context.document.text),
-                    schema=context.schema,
-                    require_decided=context.study.require_prelabels_decided,
-                )
+                change = editing.planned_change(self.db, self.context, self.state, request)
             new_state = apply_change(self.state, change)
         except EditRefused:
             self.client_ids.append(None)

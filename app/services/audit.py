@@ -81,17 +81,38 @@ def audit_trail(
     sessions: sessionmaker[Session], wanted: AuditFilter, *, limit: int | None = 100, offset: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
     """The audit events asked for, newest first, as rows of AUDIT_COLUMNS; and how many there are."""
+    rows, total, _ = _trail(sessions, wanted, limit=limit, offset=lambda total: offset)
+    return rows, total
+
+
+def audit_trail_page(
+    sessions: sessionmaker[Session], wanted: AuditFilter, page: int, size: int
+) -> tuple[list[dict[str, Any]], int, int]:
+    """One page of the trail, newest first (a page past the last is the last); with the count of
+    events and the page shown. One count and one read."""
+    return _trail(
+        sessions,
+        wanted,
+        limit=size,
+        offset=lambda total: (min(page, max(1, -(-total // size))) - 1) * size,
+    )
+
+
+def _trail(
+    sessions, wanted: AuditFilter, *, limit: int | None, offset
+) -> tuple[list[dict[str, Any]], int, int]:
     base = select(AuditEvent, func.coalesce(User.username, AuditEvent.username)).outerjoin(
         User, User.id == AuditEvent.user_id
     )
     with sessions() as db:
         counted = select(func.count()).select_from(AuditEvent).outerjoin(User, User.id == AuditEvent.user_id)
-        total = db.scalar(_filtered(counted, wanted))
-        query = _filtered(base, wanted).order_by(AuditEvent.id.desc()).offset(offset)
+        total = db.scalar(_filtered(counted, wanted)) or 0
+        skip = offset(total)
+        query = _filtered(base, wanted).order_by(AuditEvent.id.desc()).offset(skip)
         if limit is not None:
             query = query.limit(limit)
         rows = db.execute(query).all()
-    return [
+    shown = [
         {
             "id": event.id,
             "at": event.at.isoformat(),
@@ -103,7 +124,8 @@ def audit_trail(
             "details": event.details or {},
         }
         for event, who in rows
-    ], total or 0
+    ]
+    return shown, total, skip // limit + 1 if limit else 1
 
 
 def audit_actions(sessions: sessionmaker[Session]) -> list[str]:

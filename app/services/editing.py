@@ -550,10 +550,53 @@ def _undo_change(db: Session, set_id: int, request: EditRequest) -> Change:
     target = db.scalar(
         select(EditEvent).where(EditEvent.annotation_set_id == set_id, EditEvent.client_id == request.target)
     )
-    allowed = UNDOABLE | {EditKind.redo} if request.kind == EditKind.undo else {EditKind.undo}
-    if target is None or target.kind not in allowed:
+    if target is None:
         raise EditRefused(f"target: no edit {request.target} that can be {request.kind}ne")
-    return Change.from_json(target.before, target.after).inverse()
+    return reversal(request.kind, request.target, target.kind, target.before, target.after)
+
+
+def reversal(kind: str, target: str, target_kind: str, before: dict, after: dict) -> Change:
+    """The change that undoes an earlier edit (logged as ``before``/``after``), or redoes an undo."""
+    allowed = UNDOABLE | {EditKind.redo} if kind == EditKind.undo else {EditKind.undo}
+    if target_kind not in allowed:
+        raise EditRefused(f"target: no edit {target} that can be {kind}ne")
+    return Change.from_json(before, after).inverse()
+
+
+def planned_change(db: Session, context: EditorContext, state: SetState, request: EditRequest) -> Change:
+    """The change an edit request (not undo or redo) makes to the set's state, as the editor plans it:
+    concept codes from the project's vocabularies and what gold keeps from the physicians' stored sets,
+    never from the request."""
+    concept = None
+    if request.kind == EditKind.concept_set and request.concept_code is not None:
+        concept = project_concept(db, context.project.id, request.concept_system or "", request.concept_code)
+    if request.kind in (EditKind.adopt, EditKind.ambiguous):
+        from app.services.adjudication import adjudication_command
+
+        command = adjudication_command(db, context, state, request)
+    else:
+        command = Command(
+            kind=request.kind,
+            uid=request.uid,
+            label=request.label,
+            fragments=request.fragments,
+            text=request.text,
+            uids=request.uids,
+            head=request.head,
+            tail=request.tail,
+            attribute=request.attribute,
+            key=request.key,
+            value=request.value,
+            concept=concept,
+            broken_relations=request.broken_relations,
+        )
+    return plan(
+        command,
+        state,
+        text_length=len(context.document.text),
+        schema=context.schema,
+        require_decided=context.study.require_prelabels_decided,
+    )
 
 
 class _RecentStates:
@@ -636,39 +679,7 @@ def apply_edit(
                 raise EditRefused(
                     f"kind: gold is not {'skipped' if request.kind == EditKind.skip else 'proposed again'}"
                 )
-            concept = None
-            if request.kind == EditKind.concept_set and request.concept_code is not None:
-                concept = project_concept(
-                    db, context.project.id, request.concept_system or "", request.concept_code
-                )
-            if request.kind in (EditKind.adopt, EditKind.ambiguous):
-                # What gold keeps comes from the physicians' stored sets, never from the browser.
-                from app.services.adjudication import adjudication_command
-
-                command = adjudication_command(db, context, state, request)
-            else:
-                command = Command(
-                    kind=request.kind,
-                    uid=request.uid,
-                    label=request.label,
-                    fragments=request.fragments,
-                    text=request.text,
-                    uids=request.uids,
-                    head=request.head,
-                    tail=request.tail,
-                    attribute=request.attribute,
-                    key=request.key,
-                    value=request.value,
-                    concept=concept,
-                    broken_relations=request.broken_relations,
-                )
-            change = plan(
-                command,
-                state,
-                text_length=len(context.document.text),
-                schema=context.schema,
-                require_decided=context.study.require_prelabels_decided,
-            )
+            change = planned_change(db, context, state, request)
             new_state = apply_change(state, change)
         batch = StatementBatch()
         touched = write_change(db, annotation_set, change, batch)

@@ -259,10 +259,8 @@ def audit_page(request: Request, sessions: Sessions) -> Response:
     raw = (request.query_params.get("page") or "1").strip()
     if not raw.isdigit() or int(raw) < 1:
         raise HTTPException(status_code=422, detail="page: a page number, 1 or more")
-    _, total = audit.audit_trail(sessions, wanted, limit=0)
+    rows, total, page = audit.audit_trail_page(sessions, wanted, int(raw), AUDIT_PAGE)
     pages = max(1, -(-total // AUDIT_PAGE))
-    page = min(int(raw), pages)
-    rows, total = audit.audit_trail(sessions, wanted, limit=AUDIT_PAGE, offset=(page - 1) * AUDIT_PAGE)
     query = {k: v for k, v in request.query_params.items() if k != "page" and v}
     first = (page - 1) * AUDIT_PAGE + 1 if rows else 0
     return render(
