@@ -501,7 +501,7 @@
     });
     // The whole list (a resent edit), the changed relations only, or nothing when none changed.
     const whole = result.querySelector("#relation-list-container");
-    const patched = whole ? null : patchRelations(result, true);
+    const patched = whole ? null : relationChanges(result);
     redraw(changed, whole || (patched && patched.structural) ? "always" : "moved", () => {
       for (const old of gone) { old.marks.forEach((m) => m.remove()); if (old.tag) old.tag.remove(); old.li.remove(); }
       for (const [old, span] of moves) {
@@ -540,42 +540,42 @@
     if (draw) drawArcs();
     return true;
   }
-  // An edit answer's changed relations, each put in its place in the list by its order key. Structural
-  // when one was added, removed, retyped or re-linked (its arc moves, so all are laid out again);
-  // otherwise only their look changed (decided), and `restyled` names them.
-  // `dryRun`: only say which kind of change it is, touching nothing.
-  function patchRelations(holder, dryRun = false) {
+  // An edit answer's changed relations. What kind of change: structural when one was added, removed,
+  // retyped or re-linked (its arc moves, so all are laid out again); otherwise only their look
+  // changed (decided), and `restyled` names them. Null when the answer carries none.
+  function relationChanges(holder) {
     const changes = holder.querySelector(":scope > ol.relation-changes");
-    const list = document.getElementById("relation-list");
-    if (!changes || !list) return null;
+    if (!changes || !document.getElementById("relation-list")) return null;
     let structural = false;
     const restyled = [];
+    for (const li of changes.children) {
+      const old = relations.get(li.dataset.uid);
+      if (li.dataset.removed ? old : !old || old.type !== li.dataset.type || old.head !== li.dataset.head || old.tail !== li.dataset.tail) structural = true;
+      else if (!li.dataset.removed) restyled.push(li.dataset.uid);
+    }
+    return { structural, restyled };
+  }
+  // Each changed relation put in its place in the list by its order key, or taken out.
+  function patchRelations(holder) {
+    const changes = holder.querySelector(":scope > ol.relation-changes");
+    const list = document.getElementById("relation-list");
     for (const li of [...changes.children]) {
       const uid = li.dataset.uid, old = relations.get(uid);
-      if (dryRun) {
-        if (li.dataset.removed ? old : !old || old.type !== li.dataset.type || old.head !== li.dataset.head || old.tail !== li.dataset.tail) structural = true;
-        else if (!li.dataset.removed) restyled.push(uid);
-        continue;
-      }
       if (old) old.li.remove();
       if (li.dataset.removed) {
-        if (old) { relations.delete(uid); structural = true; }
+        relations.delete(uid);
         if (selectedRelation === uid) selectedRelation = null;
         continue;
       }
-      const fresh = { uid, type: li.dataset.type, head: li.dataset.head, tail: li.dataset.tail, status: li.dataset.status, li };
-      if (!old || old.type !== fresh.type || old.head !== fresh.head || old.tail !== fresh.tail) structural = true;
-      else restyled.push(uid);
       const items = list.children;
       let low = 0, high = items.length; // the first item ordered after this one
       while (low < high) { const mid = (low + high) >> 1; if (items[mid].dataset.order > li.dataset.order) high = mid; else low = mid + 1; }
       list.insertBefore(li, items[low] || null);
-      relations.set(uid, fresh);
+      relations.set(uid, { uid, type: li.dataset.type, head: li.dataset.head, tail: li.dataset.tail, status: li.dataset.status, li });
       if (selectedRelation === uid) li.classList.add("selected");
     }
     const count = document.querySelector("#relation-list-container [data-testid=relation-count]");
     if (count) count.textContent = changes.dataset.count;
-    return { structural, restyled };
   }
   function highlight(uids, on) {
     for (const uid of uids) {
